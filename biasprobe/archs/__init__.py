@@ -1,0 +1,3 @@
+"""Built-in architectures. Importing this package registers them all."""
+
+from biasprobe.archs import skipnet  # noqa: F401
