@@ -1,0 +1,24 @@
+"""CLI subcommands, one module each: ``add_parser(subparsers)`` registers it and sets ``run`` as default."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arch_args(p: argparse.ArgumentParser, multiple: bool = False) -> None:
+    """``--arch`` and ``--arch-module`` (import a user's module that registers more architectures)."""
+    p.add_argument("--arch", nargs="+" if multiple else None, required=True,
+                   help="registered architecture name(s); hybrids as kc+NAME / NAME+kc (see `biasprobe archs`)")
+    p.add_argument("--arch-module", action="append", default=[], metavar="PATH_OR_MODULE",
+                   help="a .py file or module that registers architectures with @register_arch (repeatable)")
+
+
+def load_arch_modules(args) -> None:
+    from biasprobe.registry import load_arch_module
+
+    for m in getattr(args, "arch_module", []) or []:
+        load_arch_module(m)
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
