@@ -22,3 +22,21 @@ def load_arch_modules(args) -> None:
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
+
+
+def parse_kv(items: list[str], flag: str) -> dict:
+    """KEY=VALUE strings -> dict; values parsed as Python literals when they are (numbers, lists, True), else str."""
+    import ast
+
+    from biasprobe.errors import BiasprobeError
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BiasprobeError(f"{flag} takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out

@@ -1,0 +1,481 @@
+"""The Deep Image Prior loop (Ulyanov, Vedaldi, Lempitsky 2018), for any registered generator, several seeds at once.
+
+Per seed k: a fixed input z_k (``input_depth`` channels of U(0, 1) * 0.1, or a meshgrid), a randomly initialised
+generator f_k, the observation y_k of the task (noisy image, masked image, low-resolution image, ...). Each step::
+
+    x_k   = f_k(z_k + reg_noise_std * n_t)               n_t ~ N(0, 1), fresh every step
+    loss  = sum_k mean_{seen pixels} (A(x_k) - y_k)^2    A = the task's forward operator
+    Adam step on all parameters (each seed's parameters only see its own loss)
+    ema_k = 0.99 * ema_k + 0.01 * x_k                    (DIP's exp_weight)
+
+Divergence guard (DIP's backtracking, made exact): when seed k's loss is not finite, or its PSNR against the
+observation falls more than ``backtrack_db`` below its last good value, its parameters *and* Adam moments are
+restored to the last good step and that update is skipped (Adam's step counter is shared by the seed batch and is
+not rolled back). The guard runs on the device with ``torch.where``: no host sync per step.
+
+Batching seeds: the K networks are stacked with ``torch.func.stack_module_state`` and evaluated with
+``torch.vmap(functional_call)``, so each seed keeps its own weights and its own BatchNorm batch statistics (BN runs
+in training mode as in DIP; running averages are never used then and are switched off). Seed k of a batch follows
+the same computation as a single run of seed k (same init, input, noise draws and observation); the results agree
+to float rounding (vmap turns convs into grouped convs, which sum in another order).
+
+Every ``log_every`` steps (and at the last step) the loop fetches metrics to the host: psnr_obs, psnr_gt,
+psnr_gt_ema, gap = psnr_gt - psnr_obs, ssim_gt, loss, backtracks, and spectral measures (``spectral.py``).
+Per step it keeps only device tensors: psnr_gt (for the exact peak), the best output, and the ES-WMV variance.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.integrate import trapezoid
+from torch.func import functional_call, stack_module_state
+from tqdm.auto import tqdm
+
+from biasprobe import images as imagelib
+from biasprobe import metrics, tasks
+from biasprobe.errors import BiasprobeError
+from biasprobe.registry import check_size, create_generator, get_arch
+from biasprobe.runinfo import provenance, resolve_device
+
+# Named settings: the values a field takes when left at None.
+SETTINGS = {
+    # Ulyanov et al. 2018, denoising notebook
+    "dip": dict(input_depth=32, lr=0.01, reg_noise_std=1.0 / 30, iters=3000),
+    # the transformer study: the same for every architecture
+    "study": dict(input_depth=3, lr=1e-4, reg_noise_std=0.0, iters=5000),
+}
+
+
+@dataclass
+class DIPConfig:
+    arch: str = "skipnet"
+    image: str = "astronaut"  # path or built-in name (images.list_builtin_images())
+    task: str = "denoise"
+    task_params: dict = field(default_factory=dict)  # e.g. {"sigma": 25}, {"mask": "kate_mask"}, {"factor": 4}
+    arch_kwargs: dict = field(default_factory=dict)
+    size: int | None = 128  # resize so the short side is `size`, centre-crop to size x size; None = keep
+    setting: str = "dip"  # fills input_depth, lr, reg_noise_std, iters when they are None
+    input_depth: int | None = None
+    input_kind: str = "noise"  # "noise" (U(0,1) * 0.1, DIP's get_noise) or "meshgrid" (2 channels)
+    lr: float | None = None
+    reg_noise_std: float | None = None
+    iters: int | None = None
+    ema_weight: float = 0.99
+    log_every: int = 50
+    seeds: list[int] = field(default_factory=lambda: [0])
+    backtrack_db: float = 5.0  # <= 0 disables the divergence guard
+    train_mode: bool = True  # BatchNorm / dropout / drop-path in training mode throughout, as DIP
+    spectral: bool = True
+    grid_periods: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
+    es_window: int = 100  # ES-WMV window W (0 disables)
+    es_patience: int = 500  # ES-WMV patience
+    amp: str = "fp32"  # "fp32", or "bf16" autocast (CPU or CUDA), or "fp16" autocast (CUDA)
+    batching: str = "vmap"  # how a batch of seeds runs: "vmap" (one vectorised call) or "loop" (one net at a time)
+    device: str = "auto"
+
+    def resolved(self) -> "DIPConfig":
+        """A copy with the setting's values filled in and everything checked (BiasprobeError on bad values)."""
+        if self.setting not in SETTINGS:
+            raise BiasprobeError(f"unknown setting {self.setting!r}: choose one of {', '.join(SETTINGS)}")
+        cfg = copy.deepcopy(self)
+        for key, value in SETTINGS[self.setting].items():
+            if getattr(cfg, key) is None:
+                setattr(cfg, key, value)
+        if cfg.iters < 1:
+            raise BiasprobeError(f"--iters must be at least 1 (got {cfg.iters})")
+        if cfg.log_every < 1:
+            raise BiasprobeError(f"--log-every must be at least 1 (got {cfg.log_every})")
+        if cfg.lr <= 0:
+            raise BiasprobeError(f"--lr must be positive (got {cfg.lr})")
+        if cfg.input_kind not in ("noise", "meshgrid"):
+            raise BiasprobeError(f"--input-kind must be noise or meshgrid (got {cfg.input_kind!r})")
+        if cfg.input_kind == "meshgrid":
+            cfg.input_depth = 2
+        if cfg.amp not in ("fp32", "bf16", "fp16"):
+            raise BiasprobeError(f"--amp must be fp32, bf16 or fp16 (got {cfg.amp!r})")
+        if not cfg.seeds:
+            raise BiasprobeError("give at least one seed")
+        if len(set(cfg.seeds)) != len(cfg.seeds):
+            raise BiasprobeError(f"seeds repeat: {cfg.seeds}")
+        get_arch(cfg.arch)
+        return cfg
+
+
+@dataclass
+class DIPResult:
+    config: DIPConfig
+    curves: pd.DataFrame  # long: seed, step, metric, value
+    summary: pd.DataFrame  # one row per seed
+    images: dict  # seed -> {"clean", "observed", "best", "final", "snapshots": {step: array}} (HWC float32)
+    meta: dict  # provenance: versions, device, git commit
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def prepare_image(cfg: DIPConfig) -> torch.Tensor:
+    """Load, resize and centre-crop the image to the architecture's size multiple; (1, C, H, W)."""
+    img = imagelib.load_image(cfg.image)
+    if cfg.size:
+        img = imagelib.resize_short_side(img, cfg.size)
+    spec = get_arch(cfg.arch)
+    h, w = img.shape[-2:]
+    minimum = spec.min_size(**cfg.arch_kwargs)
+    if min(h, w) < minimum:
+        raise BiasprobeError(f"image {h}x{w} is too small for {cfg.arch}: it needs at least {minimum}x{minimum} "
+                             f"pixels (use a larger image or --size)")
+    img = imagelib.crop_to_multiple(img, spec.size_multiple((h, w), **cfg.arch_kwargs))
+    check_size(cfg.arch, img.shape[-2:], **cfg.arch_kwargs)
+    return img[None] if img.dim() == 3 else img
+
+
+def make_input(kind: str, depth: int, hw: tuple[int, int], seed: int) -> torch.Tensor:
+    """DIP's get_noise: U(0, 1) * 0.1 noise of ``depth`` channels, or a 2-channel [0, 1] meshgrid; (1, D, H, W)."""
+    h, w = hw
+    if kind == "meshgrid":
+        ys, xs = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+        return torch.stack([xs, ys])[None]
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, depth, h, w, generator=g) * 0.1
+
+
+def build_nets(cfg: DIPConfig, hw, out_chans: int) -> list[torch.nn.Module]:
+    nets = []
+    for seed in cfg.seeds:
+        torch.manual_seed(seed)
+        net = create_generator(cfg.arch, in_chans=cfg.input_depth, out_chans=out_chans, img_size=hw,
+                               **cfg.arch_kwargs)
+        if cfg.train_mode:
+            for m in net.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    # training-mode BN uses batch statistics only; running averages would be dead state
+                    m.track_running_stats = False
+                    m.running_mean = m.running_var = m.num_batches_tracked = None
+        net.train(cfg.train_mode)
+        nets.append(net)
+    return nets
+
+
+class SeedBatch:
+    """K networks of one architecture evaluated as one, with stacked parameters (one tensor per weight, seed axis
+    first) so that one Adam and one divergence guard serve all seeds.
+
+    ``mode="vmap"`` runs the K nets as one vectorised call (``torch.vmap`` of ``functional_call``: batched matmuls,
+    grouped convs); ``mode="loop"`` calls them one after another on views of the stacked weights. Both compute the
+    same function; which is faster depends on the architecture and the device (see studies/bench_dip.py).
+    """
+
+    def __init__(self, nets: list[torch.nn.Module], device: torch.device, mode: str = "vmap"):
+        if mode not in ("vmap", "loop"):
+            raise BiasprobeError(f"seed batching mode must be vmap or loop (got {mode!r})")
+        self.params, self.buffers = stack_module_state([n.to(device) for n in nets])
+        self.base = copy.deepcopy(nets[0]).to("meta")
+        self.k = len(nets)
+        self.mode = mode
+
+        def one(params, buffers, z):
+            return functional_call(self.base, (params, buffers), (z[None],))[0]
+
+        self._vmapped = torch.vmap(one, randomness="different")
+
+    def _slice(self, k: int):
+        return ({n: t[k] for n, t in self.params.items()}, {n: t[k] for n, t in self.buffers.items()})
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (K, D, H, W) -> (K, C, H, W)."""
+        if self.k == 1:  # plain call, no vmap overhead
+            return functional_call(self.base, self._slice(0), (z,))
+        if self.mode == "loop":
+            return torch.cat([functional_call(self.base, self._slice(k), (z[k : k + 1],)) for k in range(self.k)])
+        return self._vmapped(self.params, self.buffers, z)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.params.values())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def run_dip(cfg: DIPConfig, progress: bool = True) -> DIPResult:
+    """Fit ``cfg.arch`` to the corrupted image for every seed in ``cfg.seeds`` at once; return curves and summary."""
+    cfg = cfg.resolved()
+    device = resolve_device(cfg.device)
+    clean = prepare_image(cfg)
+    hw = tuple(clean.shape[-2:])
+    K = len(cfg.seeds)
+
+    obs = [tasks.make_task(cfg.task, clean, seed, **cfg.task_params) for seed in cfg.seeds]
+    forward = obs[0].forward
+    y = torch.cat([o.observed for o in obs]).to(device)
+    mask = torch.cat([o.mask for o in obs]).to(device) if obs[0].mask is not None else None
+    gt = torch.cat([o.clean for o in obs]).to(device) if obs[0].clean is not None else None
+    baseline = torch.cat([o.baseline for o in obs]).to(device)
+    channels = y.shape[1]
+
+    nets = build_nets(cfg, hw, channels)
+    net = SeedBatch(nets, device, cfg.batching)
+    n_params = sum(p.numel() for p in nets[0].parameters())
+    z = torch.cat([make_input(cfg.input_kind, cfg.input_depth, hw, s) for s in cfg.seeds]).to(device)
+    noise_gens = [torch.Generator(device=device).manual_seed(10_000_019 + s) for s in cfg.seeds]
+    z_noisy = torch.empty_like(z)
+
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    params = net.parameters()
+    guard = cfg.backtrack_db > 0
+    if guard:
+        saved_params = [p.detach().clone() for p in params]
+        saved_state: list[list[torch.Tensor]] | None = None
+        last_good = torch.full((K,), -math.inf, device=device)
+    backtracks = torch.zeros(K, device=device)
+
+    n_seen = mask.expand(K, channels, *y.shape[-2:]).sum((1, 2, 3)) if mask is not None else None
+    ema = None
+    hist_psnr_gt = torch.full((cfg.iters, K), math.nan, device=device)
+    best_out = torch.zeros(K, channels, *hw, device=device)
+    best_psnr = torch.full((K,), -math.inf, device=device)
+    es_buf = torch.zeros(cfg.es_window, K, channels, *hw, device=device) if cfg.es_window > 0 else None
+    hist_var = torch.full((cfg.iters, K), math.nan, device=device)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+
+    log_steps = sorted(set(range(0, cfg.iters, cfg.log_every)) | {cfg.iters - 1})
+    snap_steps = set(np.array(log_steps)[np.linspace(0, len(log_steps) - 1, min(5, len(log_steps))).astype(int)])
+    rows: list[tuple] = []
+    snapshots: dict[int, np.ndarray] = {}
+    spectral_cache = _SpectralRefs(cfg, gt, baseline) if cfg.spectral else None
+
+    bar = tqdm(range(cfg.iters), desc=f"dip {cfg.arch} {cfg.task}", disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    for step in bar:
+        if cfg.reg_noise_std > 0:
+            for k, g in enumerate(noise_gens):
+                torch.randn(z[k].shape, generator=g, device=device, out=z_noisy[k])
+            net_in = z + cfg.reg_noise_std * z_noisy
+        else:
+            net_in = z
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = net(net_in)
+        out = out.float()
+        err = (forward(out) - y) ** 2
+        if mask is not None:
+            per_seed = (err * mask).sum((1, 2, 3)) / n_seen
+        else:
+            per_seed = err.mean((1, 2, 3))
+        opt.zero_grad(set_to_none=True)
+        per_seed.sum().backward()
+
+        with torch.no_grad():
+            psnr_obs_now = -10 * torch.log10(per_seed.detach())
+            if guard:
+                bad = ~torch.isfinite(per_seed.detach()) | (psnr_obs_now < last_good - cfg.backtrack_db)
+                good = ~bad
+                # remember this step's (pre-update) parameters and moments as the last good ones
+                for p, s in zip(params, saved_params):
+                    s.copy_(torch.where(_bcast(good, p), p, s))
+                if saved_state is not None:
+                    for p, ss in zip(params, saved_state):
+                        st = opt.state[p]
+                        for key, s in zip(("exp_avg", "exp_avg_sq"), ss):
+                            s.copy_(torch.where(_bcast(good, s), st[key], s))
+                last_good = torch.where(good, psnr_obs_now, last_good)
+                backtracks += bad.float()
+        opt.step()
+        with torch.no_grad():
+            if guard:
+                if saved_state is None:  # Adam's moments exist from the first step on; before it they are 0
+                    saved_state = [[torch.zeros_like(opt.state[p][key]) for key in ("exp_avg", "exp_avg_sq")]
+                                   for p in params]
+                for p, s, ss in zip(params, saved_params, saved_state):
+                    p.copy_(torch.where(_bcast(bad, p), s, p))
+                    st = opt.state[p]
+                    for key, s_m in zip(("exp_avg", "exp_avg_sq"), ss):
+                        st[key].copy_(torch.where(_bcast(bad, s_m), s_m, st[key]))
+
+            x = out.detach().clamp(0, 1)
+            ema = x.clone() if ema is None else ema.mul_(cfg.ema_weight).add_(x, alpha=1 - cfg.ema_weight)
+            if gt is not None:
+                p_gt = metrics.psnr(x, gt)
+                hist_psnr_gt[step] = p_gt
+                better = p_gt > best_psnr
+                best_psnr = torch.where(better, p_gt, best_psnr)
+                best_out = torch.where(_bcast(better, best_out), x, best_out)
+            if es_buf is not None:
+                es_buf[step % cfg.es_window] = x
+                if step + 1 >= cfg.es_window:
+                    hist_var[step] = es_buf.var(0, unbiased=False).mean((1, 2, 3))
+
+            if step in log_steps:
+                rows += _log_rows(step, cfg, x, ema, y, gt, mask, forward, per_seed, backtracks, spectral_cache)
+                if step in snap_steps:
+                    snapshots[step] = _hwc(x)
+                if progress:
+                    bar.set_postfix_str(_postfix(rows, step))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+
+    curves = pd.DataFrame(rows, columns=["seed", "step", "metric", "value"])
+    peak_mb = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    summary = _summarise(cfg, curves, hist_psnr_gt.cpu().numpy(), hist_var.cpu().numpy(), baseline, gt,
+                         backtracks.cpu().numpy(), seconds, peak_mb, n_params, hw)
+    final = _hwc(x)
+    best = _hwc(best_out) if gt is not None else final
+    images = {}
+    for k, seed in enumerate(cfg.seeds):
+        images[seed] = {
+            "observed": _hwc(baseline)[k],
+            "best": best[k],
+            "final": final[k],
+            "ema": _hwc(ema)[k],
+            "snapshots": {s: snap[k] for s, snap in snapshots.items()},
+        }
+        if gt is not None:
+            images[seed]["clean"] = _hwc(gt)[k]
+    return DIPResult(cfg, curves, summary, images, provenance(device))
+
+
+def _bcast(mask_k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask_k.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _hwc(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+
+
+class _SpectralRefs:
+    """Spectral measures at log steps, with the clean and observed references converted once."""
+
+    def __init__(self, cfg: DIPConfig, gt, baseline):
+        from biasprobe import spectral
+
+        self.fn = spectral.spectral_metrics
+        self.gt = _hwc(gt) if gt is not None else None
+        self.obs = _hwc(baseline)
+        h, w = baseline.shape[-2:]
+        self.periods = {f"p{p}": p for p in cfg.grid_periods if h % p == 0 and w % p == 0 and p < min(h, w)}
+
+    def __call__(self, x: torch.Tensor) -> list[dict]:
+        out = _hwc(x)
+        return [self.fn(out[k], None if self.gt is None else self.gt[k], self.obs[k], self.periods)
+                for k in range(len(out))]
+
+
+def _log_rows(step, cfg, x, ema, y, gt, mask, forward, per_seed, backtracks, spectral_cache) -> list[tuple]:
+    vals: dict[str, torch.Tensor] = {"loss": per_seed.detach(), "backtracks": backtracks}
+    vals["psnr_obs"] = metrics.psnr_masked(forward(x).clamp(0, 1), y, mask)
+    if gt is not None:
+        vals["psnr_gt"] = metrics.psnr(x, gt)
+        vals["psnr_gt_ema"] = metrics.psnr(ema, gt)
+        vals["gap"] = vals["psnr_gt"] - vals["psnr_obs"]
+        vals["ssim_gt"] = metrics.ssim(x, gt)
+    host = {k: v.float().cpu().numpy() for k, v in vals.items()}  # the one host sync of a log step
+    rows = []
+    for k, seed in enumerate(cfg.seeds):
+        rows += [(seed, step, name, float(v[k])) for name, v in host.items()]
+    if spectral_cache is not None:
+        for seed, measures in zip(cfg.seeds, spectral_cache(x)):
+            rows += [(seed, step, name, float(v)) for name, v in measures.items()]
+    return rows
+
+
+def _postfix(rows, step) -> str:
+    latest = {m: v for s, st, m, v in rows if st == step and s == rows[-1][0]}
+    keys = [k for k in ("psnr_gt", "psnr_obs", "psnr_gt_ema") if k in latest]
+    return " ".join(f"{k}={latest[k]:.2f}" for k in keys)
+
+
+def _summarise(cfg, curves, hist_psnr_gt, hist_var, baseline, gt, backtracks, seconds, peak_mb, n_params, hw):
+    out = []
+    base_psnr = metrics.psnr(baseline, gt).cpu().numpy() if gt is not None else None
+    for k, seed in enumerate(cfg.seeds):
+        c = curves[curves.seed == seed].pivot(index="step", columns="metric", values="value")
+        row = dict(arch=cfg.arch, task=cfg.task, image=cfg.image, seed=seed, setting=cfg.setting,
+                   height=hw[0], width=hw[1], iters=cfg.iters, lr=cfg.lr, n_params=n_params,
+                   sec_per_step=seconds / cfg.iters, peak_mem_mb=peak_mb, backtracks=int(backtracks[k]),
+                   final_psnr_obs=float(c["psnr_obs"].iloc[-1]))
+        es = metrics.es_wmv_step(hist_var[:, k], cfg.es_patience) if cfg.es_window > 0 else -1
+        row["es_step"] = es
+        if gt is not None:
+            h = hist_psnr_gt[:, k]
+            best = int(np.nanargmax(h))
+            gap = c["gap"]
+            row.update(
+                baseline_psnr=float(base_psnr[k]),
+                max_psnr_gt=float(h[best]),
+                max_psnr_gt_step=best,
+                gain_db=float(h[best] - base_psnr[k]),
+                final_psnr_gt=float(c["psnr_gt"].iloc[-1]),
+                final_psnr_gt_ema=float(c["psnr_gt_ema"].iloc[-1]),
+                max_psnr_gt_ema=float(c["psnr_gt_ema"].max()),
+                final_gap=float(gap.iloc[-1]),
+                gap_negative_step=_gap_negative_step(gap),
+                gap_area=float(trapezoid(gap.clip(lower=0).to_numpy(), gap.index.to_numpy()))
+                if len(gap) > 1 else 0.0,
+                es_psnr_gt=float(h[es]) if es >= 0 else math.nan,
+                es_gap_to_peak_db=float(h[best] - h[es]) if es >= 0 else math.nan,
+            )
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _gap_negative_step(gap: pd.Series) -> float:
+    """First logged step at which the gap psnr_gt - psnr_obs is below zero after having been >= 0 (the net starts
+    fitting the corruption); 0 if it is never positive; NaN if it stays positive to the end."""
+    positive = gap >= 0
+    if not positive.any():
+        return 0.0
+    after = gap[gap.index > positive.idxmax()]
+    neg = after[after < 0]
+    return float(neg.index[0]) if len(neg) else math.nan
+
+
+def config_dict(cfg: DIPConfig) -> dict:
+    return asdict(cfg)
+
+
+def save_result(result: DIPResult, out_root) -> list:
+    """Write one directory per seed: config.json, curves.parquet, summary.json, images.npz and PNGs
+    (snapshots, best step, PSNR-vs-iteration plot). Returns the directories."""
+    from pathlib import Path
+
+    from biasprobe import plots
+    from biasprobe.runinfo import write_atomic, write_json, write_parquet
+
+    cfg = result.config
+    dirs = []
+    for seed in cfg.seeds:
+        single = copy.deepcopy(cfg)
+        single.seeds = [seed]
+        name = f"{cfg.arch}-{cfg.task}-{Path(str(cfg.image)).stem}-s{seed}".replace("+", "p").replace("/", "_")
+        d = Path(out_root) / name
+        d.mkdir(parents=True, exist_ok=True)
+        write_json(d / "config.json", {"config": asdict(single), "seed": seed, **result.meta})
+        curves = result.curves[result.curves.seed == seed]
+        write_parquet(d / "curves.parquet", curves)
+        summary = result.summary[result.summary.seed == seed].iloc[0].to_dict()
+        write_json(d / "summary.json", summary)
+        imgs = result.images[seed]
+        arrays = {k: v for k, v in imgs.items() if k != "snapshots"}
+        import io
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        write_atomic(d / "images.npz", buf.getvalue())
+        for key in ("clean", "observed", "best", "final", "ema"):
+            if key in imgs:
+                imagelib.save_png(imgs[key], d / f"{key}.png")
+        for step, arr in imgs["snapshots"].items():
+            imagelib.save_png(arr, d / f"step{step:05d}.png")
+        plots.psnr_curves(curves, d / "psnr.png", title=f"{cfg.arch} {cfg.task} {Path(str(cfg.image)).stem} seed {seed}")
+        dirs.append(d)
+    return dirs
