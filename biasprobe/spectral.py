@@ -114,12 +114,21 @@ def _fbc_from_magnitudes(mag_out: np.ndarray, mag_tgt: np.ndarray, n_bands: int)
     nonzero = mag_tgt > _TINY * max(float(mag_tgt.max()), np.finfo(float).tiny)
     np.divide(mag_out, mag_tgt, out=ratio, where=nonzero)
     np.clip(ratio, 0.0, 1.0, out=ratio)
-    band = _band_index(mag_tgt.shape, n_bands)
-    inside = band >= 0
-    sums = np.bincount(band[inside], weights=ratio[inside], minlength=n_bands)
-    counts = np.bincount(band[inside], minlength=n_bands)
+    labels, counts = _band_labels(mag_tgt.shape, n_bands)
+    sums = np.bincount(labels, weights=ratio.ravel(), minlength=n_bands + 1)[:n_bands]
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / counts  # a band with no DFT bin (tiny images, many bands) is NaN
+
+
+@lru_cache(maxsize=64)
+def _band_labels(shape: tuple[int, int], n_bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat band labels for np.bincount (corners beyond Nyquist -> extra label n_bands) and bins per band."""
+    band = _band_index(shape, n_bands)
+    labels = np.where(band >= 0, band, n_bands).ravel()
+    counts = np.bincount(labels, minlength=n_bands + 1)[:n_bands]
+    labels.setflags(write=False)
+    counts.setflags(write=False)
+    return labels, counts
 
 
 def fbc(output: np.ndarray, target: np.ndarray, n_bands: int = 5) -> np.ndarray:
@@ -217,27 +226,32 @@ def _check_period(shape: tuple[int, int], period: int, divides: bool) -> int:
     return p
 
 
-@lru_cache(maxsize=64)
-def _grid_mask(shape: tuple[int, int], period: int) -> np.ndarray:
+def _grid_freqs(shape: tuple[int, int], period: int) -> tuple[list[int], list[int]]:
+    """DFT rows ``k H / p`` and columns ``k W / p``, k = 1 .. p-1, that a period-``p`` grid excites."""
     h, w = shape
-    mask = np.zeros(shape, dtype=bool)
-    mask[[k * h // period for k in range(1, period)], :] = True
-    mask[:, [k * w // period for k in range(1, period)]] = True
-    mask.setflags(write=False)
-    return mask
+    return [k * h // period for k in range(1, period)], [k * w // period for k in range(1, period)]
 
 
 def grid_mask(shape: tuple[int, int], period: int) -> np.ndarray:
     """Boolean ``HxW`` mask (unshifted DFT layout) of the bins a period-``p`` grid excites (see :func:`grid_energy`)."""
     shape = tuple(shape[:2])
-    return _grid_mask(shape, _check_period(shape, period, divides=True))
+    rows, cols = _grid_freqs(shape, _check_period(shape, period, divides=True))
+    mask = np.zeros(shape, dtype=bool)
+    mask[rows, :] = True
+    mask[:, cols] = True
+    return mask
 
 
-def _grid_share(power: np.ndarray, period: int) -> float:
-    total = float(power.sum() - power[0, 0])
-    if total <= 0.0:
+def _grid_share(power: np.ndarray, period: int, row_sums=None, col_sums=None) -> float:
+    """Power on whole rows + whole columns - their crossings, over the non-DC total (sums may be cached)."""
+    row_sums = power.sum(axis=1) if row_sums is None else row_sums
+    col_sums = power.sum(axis=0) if col_sums is None else col_sums
+    total = float(row_sums.sum() - power[0, 0])
+    if total <= 1e-12 * max(float(power[0, 0]), 1.0):
         return 0.0  # a constant image has no structure, hence no grid
-    return float(power[_grid_mask(power.shape, period)].sum()) / total
+    rows, cols = _grid_freqs(power.shape, period)
+    on_grid = row_sums[rows].sum() + col_sums[cols].sum() - power[np.ix_(rows, cols)].sum()
+    return float(on_grid) / total
 
 
 def grid_energy(img: np.ndarray, period: int, ref: np.ndarray | None = None) -> float:
@@ -286,15 +300,22 @@ def boundary_jump(img: np.ndarray, period: int, eps: float = 1e-12) -> float:
     """
     g = to_gray(img)
     p = _check_period(g.shape, period, divides=False)
-    dx = np.abs(np.diff(g, axis=1))  # (H, W-1): pair (j, j+1)
-    dy = np.abs(np.diff(g, axis=0))  # (H-1, W)
-    bx = (np.arange(1, g.shape[1]) % p) == 0
-    by = (np.arange(1, g.shape[0]) % p) == 0
-    b_sum = dx[:, bx].sum() + dy[by, :].sum()
-    b_n = dx[:, bx].size + dy[by, :].size
-    i_sum = dx[:, ~bx].sum() + dy[~by, :].sum()
-    i_n = dx[:, ~bx].size + dy[~by, :].size
-    return float((b_sum / b_n + eps) / (i_sum / i_n + eps))
+    return _jump(_neighbour_sums(g), g.shape, p, eps)
+
+
+def _neighbour_sums(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column sums of ``|I[:, j+1] - I[:, j]|`` (length W-1) and per-row sums of vertical ones (H-1)."""
+    return np.abs(np.diff(g, axis=1)).sum(axis=0), np.abs(np.diff(g, axis=0)).sum(axis=1)
+
+
+def _jump(sums: tuple[np.ndarray, np.ndarray], shape: tuple[int, int], p: int, eps: float = 1e-12) -> float:
+    col_sums, row_sums = sums
+    h, w = shape
+    bx = (np.arange(1, w) % p) == 0  # pair (j, j+1) crosses a boundary when j+1 is a multiple of p
+    by = (np.arange(1, h) % p) == 0
+    b_mean = (col_sums[bx].sum() + row_sums[by].sum()) / (h * bx.sum() + w * by.sum())
+    i_mean = (col_sums[~bx].sum() + row_sums[~by].sum()) / (h * (~bx).sum() + w * (~by).sum())
+    return float((b_mean + eps) / (i_mean + eps))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,14 +365,19 @@ def spectral_metrics(
             raise ValueError(f"output {go.shape} and observed {gb.shape} differ in size")
         for k, v in enumerate(_fbc_from_magnitudes(mag_out, _magnitude(gb), n_bands)):
             out[f"fbc_obs_band{k}"] = float(v)
+    sums_out = (power_out.sum(axis=1), power_out.sum(axis=0))
+    if mag_clean is not None:
+        power_clean = mag_clean**2
+        sums_clean = (power_clean.sum(axis=1), power_clean.sum(axis=0))
+    neighbours = _neighbour_sums(go)
     for p in _period_list(periods):
         _check_period(go.shape, p, divides=True)
-        share = _grid_share(power_out, p)
+        share = _grid_share(power_out, p, *sums_out)
         if mag_clean is not None:
-            share_ref = _grid_share(mag_clean**2, p)
+            share_ref = _grid_share(power_clean, p, *sums_clean)
             share = share / share_ref if share_ref > 0 else float("nan")
         out[f"grid_energy_p{p}"] = share
-        out[f"boundary_jump_p{p}"] = boundary_jump(go, p)
+        out[f"boundary_jump_p{p}"] = _jump(neighbours, go.shape, p)
     return out
 
 

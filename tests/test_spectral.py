@@ -148,6 +148,10 @@ def test_grid_energy_of_smooth_gradient_is_small():
 
 def test_grid_energy_relative_to_clean():
     cam = camera(128)
+    power = np.abs(np.fft.fft2(cam)) ** 2
+    mask = spectral.grid_mask(cam.shape, 8)
+    assert mask.sum() == 2 * 7 * 128 - 7 * 7 and not mask[0, 0]
+    assert spectral.grid_energy(cam, 8) == pytest.approx(power[mask].sum() / (power.sum() - power[0, 0]))
     assert spectral.grid_energy(cam, 8, ref=cam) == pytest.approx(1.0)
     assert spectral.grid_energy(with_grid(cam, 8), 8, ref=cam) > 1.5
     with pytest.raises(BiasprobeError):

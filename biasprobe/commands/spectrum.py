@@ -109,7 +109,8 @@ def spectrum_run(run_dir: Path, out: Path | None = None) -> list[Path]:
     curves, images, config = load_run(run_dir)
     out = out or run_dir
     out.mkdir(parents=True, exist_ok=True)
-    title = str(config.get("arch") or config.get("run_id") or run_dir.name)
+    inner = config.get("config") if isinstance(config.get("config"), dict) else {}
+    title = str(config.get("arch") or inner.get("arch") or run_dir.name)
     sns.set_theme(style="whitegrid", context="paper")
     paths = []
     for draw in (_draw_fbc, _draw_radial, _draw_grid):
