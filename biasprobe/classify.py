@@ -1,0 +1,363 @@
+"""The predictive probe: train an architecture's classifier from random init on a small CIFAR-10 subset.
+
+One run = ``ClassifyConfig`` + seed. The recipe is the same for every architecture (per-architecture learning
+rates are calibrated elsewhere, on the validation split):
+
+- data: a class-balanced subset of ``n_train`` training images drawn from ``seed`` (``cifar.balanced_indices``);
+  evaluation on the full test split, or, with ``eval_split='val'``, on ``val_size`` class-balanced images carved
+  from the training pool *excluding the subset* (so the subset is the same as in the test run of that seed, and
+  no test image informs a choice);
+- augmentation: random crop (pad 4) + horizontal flip, seeded, on batches; CIFAR mean/std normalisation;
+- optimiser: AdamW (lr 1e-3, weight decay 0.05, batch 128), learning rate per step: linear warm-up over
+  ``warmup_epochs`` then cosine decay to 0 (Loshchilov & Hutter 2017), cross-entropy with optional label smoothing;
+- mixed precision (autocast bf16, or fp16 with a GradScaler) on CUDA only; on the CPU a fixed seed gives the same
+  epochs table (all but the ``seconds`` column).
+
+After training, the summary adds ECE (15 bins), shift consistency (circular and zero-padded shifts up to 4 px)
+and attribution locality (Saliency and IntegratedGradients on ``attr_samples`` seeded eval images), see
+``predictive``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from biasprobe import cifar, predictive, runinfo
+from biasprobe.errors import BiasprobeError
+from biasprobe.registry import count_params, create_classifier
+
+
+@dataclass
+class ClassifyConfig:
+    arch: str
+    n_train: int = 1000
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.0
+    augment: bool = True
+    seed: int = 0
+    data: str | None = None  # ImageFolder dir with train/ and test/ (default: the shared subset)
+    data_root: str | None = None  # torchvision CIFAR-10 root
+    download: bool = False
+    device: str = "auto"
+    eval_split: str = "test"  # 'test' or 'val' (val_size images from the training pool outside the subset)
+    val_size: int = 500
+    weights: str | None = None  # a local state_dict checkpoint to start from instead of random init
+    arch_kwargs: dict = field(default_factory=dict)
+    # measures
+    ece_bins: int = 15
+    shift_max: int = 4
+    attr_samples: int = 64
+    attr_methods: tuple[str, ...] = ("saliency", "ig")
+    ig_steps: int = 32
+    eval_batch_size: int = 500
+
+    def validate(self) -> None:
+        checks = [
+            (self.n_train >= 1, f"--n-train must be positive, got {self.n_train}"),
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"--batch-size must be at least 2, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.eval_split in ("test", "val"), f"--eval-split must be test or val, got {self.eval_split!r}"),
+            (self.val_size >= 1, f"--val-size must be positive, got {self.val_size}"),
+            (self.attr_samples >= 0, f"attr_samples must be >= 0, got {self.attr_samples}"),
+            (self.shift_max >= 0, f"shift_max must be >= 0, got {self.shift_max}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise BiasprobeError(msg)
+        for m in self.attr_methods:
+            if m not in ("saliency", "ig", "smoothgrad"):
+                raise BiasprobeError(f"unknown attribution method {m!r}: use saliency, ig or smoothgrad")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["attr_methods"] = list(self.attr_methods)
+        return d
+
+    def short_hash(self) -> str:
+        """8 hex digits of the config (without device), for run directory names."""
+        d = self.to_dict()
+        d.pop("device")
+        return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    def run_name(self) -> str:
+        return f"{self.arch}-n{self.n_train}-s{self.seed}-{self.short_hash()}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class ProbeData:
+    """Float [0, 1] images on the device: the training subset and the evaluation split."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_eval: torch.Tensor
+    y_eval: torch.Tensor
+    classes: tuple[str, ...]
+    source: str
+
+
+def prepare_data(cfg: ClassifyConfig, device: torch.device) -> ProbeData:
+    train = cifar.load_split("train", cfg.data, cfg.data_root, cfg.download)
+    idx = cifar.balanced_indices(train.labels, cfg.n_train, cfg.seed, train.num_classes)
+    if cfg.eval_split == "test":
+        ev = cifar.load_split("test", cfg.data, cfg.data_root, cfg.download)
+    else:
+        val_idx = cifar.balanced_indices(train.labels, cfg.val_size, cfg.seed + 1_000_003, train.num_classes,
+                                         exclude=idx, what="--val-size")
+        ev = train.subset(val_idx)
+    if ev.classes != train.classes:
+        raise BiasprobeError(f"train and {cfg.eval_split} splits have different class folders: "
+                             f"{train.classes} vs {ev.classes}")
+    sub = train.subset(idx)
+
+    def to(x):
+        return x.to(device).float().div_(255)
+
+    return ProbeData(to(sub.images), sub.labels.to(device), to(ev.images), ev.labels.to(device), train.classes,
+                     train.source)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model and optimisation
+
+
+def build_model(cfg: ClassifyConfig, num_classes: int, device: torch.device) -> torch.nn.Module:
+    try:
+        model = create_classifier(cfg.arch, num_classes=num_classes, img_size=(cifar.IMG_SIZE, cifar.IMG_SIZE),
+                                  **cfg.arch_kwargs)
+    except TypeError as exc:
+        raise BiasprobeError(f"architecture {cfg.arch}: bad arch_kwargs {cfg.arch_kwargs} ({exc})") from exc
+    if cfg.weights:
+        path = Path(cfg.weights).expanduser()
+        if not path.is_file():
+            raise BiasprobeError(f"--weights {cfg.weights}: no such file")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 (any unreadable file is the user's)
+            raise BiasprobeError(f"--weights {cfg.weights}: not a readable torch checkpoint ({exc})") from exc
+        for key in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[1:2] or [str(exc)]
+            raise BiasprobeError(f"--weights {cfg.weights} does not fit {cfg.arch}'s classifier: "
+                                 f"{first[0].strip()}") from exc
+    model = model.to(device)
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, 3, cifar.IMG_SIZE, cifar.IMG_SIZE, device=device))
+    except RuntimeError as exc:
+        raise BiasprobeError(f"{cfg.arch}'s classifier cannot take 32x32 images with {cfg.arch_kwargs or 'defaults'}"
+                             f": {str(exc).splitlines()[0]}") from exc
+    if out.shape != (2, num_classes):
+        raise BiasprobeError(f"{cfg.arch}'s classifier gives logits of shape {tuple(out.shape)}, not (B, {num_classes})")
+    return model
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up from 1/warmup_steps to 1, then cosine decay to 0 at total_steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _amp(device: torch.device):
+    """(autocast dtype or None, GradScaler enabled?) for the device: bf16 where supported, else fp16 + scaler."""
+    if device.type != "cuda":
+        return None, False
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, False
+    return torch.float16, True
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A seeded permutation split into batches; a last batch of one image joins the previous (BatchNorm)."""
+    parts = list(torch.randperm(n, generator=generator).split(batch_size))
+    if len(parts) > 1 and len(parts[-1]) < 2:
+        parts[-2] = torch.cat([parts[-2], parts.pop()])
+    return parts
+
+
+@torch.no_grad()
+def evaluate(model, x, y, batch_size: int = 500, amp_dtype=None) -> tuple[float, float, torch.Tensor]:
+    """(accuracy, mean NLL, class probabilities (n, C) on the CPU) of the model on normalised batches."""
+    was_training = model.training
+    model.eval()
+    logits = []
+    for i in range(0, len(x), batch_size):
+        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits.append(model(cifar.normalize(x[i : i + batch_size])).float())
+    model.train(was_training)
+    logits = torch.cat(logits)
+    nll = F.cross_entropy(logits, y).item()
+    acc = (logits.argmax(1) == y).float().mean().item()
+    return acc, nll, logits.softmax(1).cpu()
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
+def run_classify(cfg: ClassifyConfig, out_dir: str | Path | None = None,
+                 progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Train ``cfg.arch``'s classifier on the subset, then measure it. Returns (epochs table, summary).
+
+    With ``out_dir``: config.json (config, seed, provenance), epochs.parquet, summary.json, learning_curve.png."""
+    cfg.validate()
+    device = runinfo.resolve_device(cfg.device)
+    runinfo.seed_everything(cfg.seed)
+    data = prepare_data(cfg, device)
+    model = build_model(cfg, len(data.classes), device)
+    n_params = count_params(model)
+
+    amp_dtype, use_scaler = _amp(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and norm weights: no weight decay
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    n = len(data.y_train)
+    bs = min(cfg.batch_size, n)
+    g = torch.Generator().manual_seed(cfg.seed)
+    steps_per_epoch = len(_batches(n, bs, torch.Generator().manual_seed(0)))
+    total = steps_per_epoch * cfg.epochs
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
+
+    ev = cfg.eval_split
+    rows, train_seconds, t_start = [], 0.0, time.perf_counter()
+    model.train()
+    bar = tqdm(range(1, cfg.epochs + 1), desc=cfg.run_name(), disable=not progress, leave=False)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        loss_sum = correct = 0.0
+        for idx in _batches(n, bs, g):
+            idx = idx.to(device)
+            x = data.x_train[idx]
+            if cfg.augment:
+                x = cifar.augment(x, g)
+            y = data.y_train[idx]
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(cifar.normalize(x))
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            lr = opt.param_groups[0]["lr"]
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds += time.perf_counter() - t0
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(f"{cfg.run_name()}: training loss is not finite at epoch {epoch}")
+        acc, nll, _ = evaluate(model, data.x_eval, data.y_eval, cfg.eval_batch_size, amp_dtype)
+        rows.append({"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n, f"{ev}_acc": acc,
+                     f"{ev}_nll": nll, "lr": lr, "seconds": time.perf_counter() - t0})
+        bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{acc:.3f}")
+    bar.close()
+    wall_train = time.perf_counter() - t_start
+
+    epochs_df = pd.DataFrame(rows)
+    epochs_df.insert(0, "arch", cfg.arch)
+    epochs_df.insert(1, "n_train", cfg.n_train)
+    epochs_df.insert(2, "seed", cfg.seed)
+
+    t_measure = time.perf_counter()
+    acc, nll, probs = evaluate(model, data.x_eval, data.y_eval, cfg.eval_batch_size, amp_dtype)
+    summary = {
+        "arch": cfg.arch, "n_train": cfg.n_train, "seed": cfg.seed, "eval_split": ev, "n_eval": len(data.y_eval),
+        f"final_{ev}_acc": acc, f"best_{ev}_acc": float(epochs_df[f"{ev}_acc"].max()), f"final_{ev}_nll": nll,
+        "ece": predictive.ece(probs, data.y_eval.cpu(), cfg.ece_bins),
+        "n_params": n_params, "train_seconds": train_seconds,
+        "train_images_per_s": n * cfg.epochs / train_seconds, "device": str(device),
+    }
+    summary.update(measure(model, data, cfg))
+    summary["measure_seconds"] = time.perf_counter() - t_measure
+    summary["wall_seconds"] = wall_train + summary["measure_seconds"]
+
+    if out_dir is not None:
+        write_run(Path(out_dir), cfg, device, epochs_df, summary, data.source)
+    return epochs_df, summary
+
+
+def measure(model: torch.nn.Module, data: ProbeData, cfg: ClassifyConfig) -> dict:
+    """Shift consistency on the whole eval split and attribution locality on a seeded sample of it."""
+    net = cifar.Normalized(model).eval()
+    out = {}
+    for mode in ("circular", "zeros"):
+        key = "shift_consistency_" + ("circular" if mode == "circular" else "padded")
+        out[key] = predictive.shift_consistency(net, data.x_eval, mode=mode, max_shift=cfg.shift_max,
+                                                seed=cfg.seed, batch_size=cfg.eval_batch_size)
+    if cfg.attr_samples and cfg.attr_methods:
+        g = torch.Generator().manual_seed(cfg.seed)
+        pick = torch.randperm(len(data.y_eval), generator=g)[: cfg.attr_samples].to(data.x_eval.device)
+        x = data.x_eval[pick]
+        target = predictive.predict(net, x).argmax(1)
+        for method in cfg.attr_methods:
+            loc = predictive.attribution_locality(net, x, method=method, target=target, ig_steps=cfg.ig_steps)
+            out[f"attr_center_share_{method}"] = loc["center_share"]
+            out[f"attr_entropy_{method}"] = loc["entropy"]
+    return out
+
+
+def write_run(out: Path, cfg: ClassifyConfig, device, epochs_df: pd.DataFrame, summary: dict, source: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    runinfo.write_json(out / "config.json", {"config": cfg.to_dict(), "seed": cfg.seed, "run_name": cfg.run_name(),
+                                             "data_source": source, "provenance": runinfo.provenance(device)})
+    runinfo.write_parquet(out / "epochs.parquet", epochs_df)
+    runinfo.write_json(out / "summary.json", summary)
+    runinfo.write_atomic(out / "learning_curve.png", learning_curve_png(epochs_df, cfg.eval_split))
+
+
+def learning_curve_png(epochs_df: pd.DataFrame, ev: str = "test") -> bytes:
+    """Two panels (seaborn): training loss and eval NLL per epoch; train and eval accuracy per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    loss = epochs_df.melt(id_vars="epoch", value_vars=["train_loss", f"{ev}_nll"], var_name="curve")
+    acc = epochs_df.melt(id_vars="epoch", value_vars=["train_acc", f"{ev}_acc"], var_name="curve")
+    sns.lineplot(loss, x="epoch", y="value", hue="curve", ax=axes[0], marker="o", markersize=3)
+    sns.lineplot(acc, x="epoch", y="value", hue="curve", ax=axes[1], marker="o", markersize=3)
+    axes[0].set_ylabel("cross-entropy")
+    axes[1].set_ylabel("accuracy")
+    row = epochs_df.iloc[0]
+    fig.suptitle(f"{row['arch']}  N={row['n_train']}  seed={row['seed']}", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()

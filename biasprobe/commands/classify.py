@@ -1,0 +1,108 @@
+"""``biasprobe classify``: the predictive probe, small-data CIFAR-10 classification from random init.
+
+Runs every (arch, n_train, seed) of the grid in turn; each writes ``OUT/<arch>-n<N>-s<seed>-<hash>/``
+(config.json, epochs.parquet, summary.json, learning_curve.png). A grid also writes ``OUT/runs.csv`` (one row
+per run: its summary), and, with several --n-train, ``OUT/sample_efficiency.csv`` (arch, auc, ci_low, ci_high:
+final accuracy against log N, see ``biasprobe.predictive.sample_efficiency_auc``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from biasprobe.commands import add_arch_args, add_device_arg, load_arch_modules
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("classify", help="train classifiers on a small CIFAR-10 subset (predictive probe)",
+                              description=__doc__.splitlines()[0])
+    add_arch_args(p, multiple=True)
+    p.add_argument("--n-train", nargs="+", type=int, default=[1000], metavar="N",
+                   help="training images, class-balanced (several: a sample-efficiency grid); default 1000")
+    p.add_argument("--seed", "--seeds", dest="seeds", nargs="+", type=int, default=[0], metavar="SEED",
+                   help="seed(s): subset, init, augmentation order; default 0")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=float, default=2.0, help="linear warm-up, then cosine decay")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="ImageFolder with train/ and test/ (default: shared/data/cifar10-subset next to the repo)")
+    p.add_argument("--data-root", default=None, metavar="DIR", help="torchvision CIFAR-10 root instead of --data")
+    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10 into --data-root")
+    p.add_argument("--eval-split", choices=("test", "val"), default="test",
+                   help="evaluate on the test split, or on --val-size images held out of the training pool")
+    p.add_argument("--val-size", type=int, default=500)
+    p.add_argument("--weights", default=None, metavar="FILE", help="start from this local state_dict checkpoint")
+    p.add_argument("--arch-kw", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword for the architecture's constructor (VALUE parsed as JSON if it can be); repeatable")
+    p.add_argument("--attr-samples", type=int, default=64, help="eval images for attribution maps (0: skip)")
+    p.add_argument("--out", default="runs", metavar="DIR", help="parent folder of the run folders (default runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device_arg(p)
+    p.set_defaults(run=run)
+
+
+def parse_arch_kw(items: list[str]) -> dict:
+    from biasprobe.errors import BiasprobeError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BiasprobeError(f"--arch-kw {item!r}: write it as KEY=VALUE, e.g. --arch-kw num_scales=3")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from biasprobe import runinfo
+    from biasprobe.classify import ClassifyConfig, run_classify
+    from biasprobe.predictive import sample_efficiency_auc
+    from biasprobe.registry import get_arch
+
+    load_arch_modules(args)
+    for arch in args.arch:
+        get_arch(arch)  # unknown names fail before any training
+    arch_kwargs = parse_arch_kw(args.arch_kw)
+    out = Path(args.out)
+    configs = [
+        ClassifyConfig(arch=arch, n_train=n, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                       label_smoothing=args.label_smoothing, augment=args.augment, seed=seed, data=args.data,
+                       data_root=args.data_root, download=args.download, device=args.device,
+                       eval_split=args.eval_split, val_size=args.val_size, weights=args.weights,
+                       arch_kwargs=dict(arch_kwargs), attr_samples=args.attr_samples)
+        for arch in args.arch for n in args.n_train for seed in args.seeds
+    ]
+    for cfg in configs:
+        cfg.validate()
+    summaries = []
+    for i, cfg in enumerate(configs, 1):
+        run_dir = out / cfg.run_name()
+        _, s = run_classify(cfg, out_dir=run_dir, progress=not args.quiet)
+        summaries.append(s)
+        ev = cfg.eval_split
+        print(f"[{i}/{len(configs)}] {cfg.run_name()}: {ev} acc {s[f'final_{ev}_acc']:.4f} "
+              f"(best {s[f'best_{ev}_acc']:.4f}), ECE {s['ece']:.4f}, "
+              f"shift consistency {s['shift_consistency_circular']:.3f}/{s['shift_consistency_padded']:.3f}, "
+              f"{s['train_images_per_s']:.0f} img/s, {s['wall_seconds']:.0f}s -> {run_dir}", flush=True)
+    if len(configs) > 1:
+        table = pd.DataFrame(summaries)
+        runinfo.write_atomic(out / "runs.csv", table.to_csv(index=False))
+        print(f"runs table: {out / 'runs.csv'}")
+        if len(set(args.n_train)) > 1:
+            ev = args.eval_split
+            auc = sample_efficiency_auc(table, acc=f"final_{ev}_acc")
+            runinfo.write_atomic(out / "sample_efficiency.csv", auc.to_csv(index=False))
+            print(auc.to_string(index=False))
+            print(f"sample efficiency: {out / 'sample_efficiency.csv'}")
