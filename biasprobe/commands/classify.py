@@ -43,6 +43,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--attr-samples", type=int, default=64, help="eval images for attribution maps (0: skip)")
     p.add_argument("--out", default="runs", metavar="DIR", help="parent folder of the run folders (default runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (on a busy shared machine 1 can be several times faster than 2)")
     add_device_arg(p)
     p.set_defaults(run=run)
 
@@ -70,7 +72,15 @@ def run(args: argparse.Namespace) -> None:
     from biasprobe.predictive import sample_efficiency_auc
     from biasprobe.registry import get_arch
 
+    from biasprobe.errors import BiasprobeError
+
     load_arch_modules(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BiasprobeError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     for arch in args.arch:
         get_arch(arch)  # unknown names fail before any training
     arch_kwargs = parse_arch_kw(args.arch_kw)
