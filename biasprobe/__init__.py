@@ -12,8 +12,6 @@ from biasprobe.registry import (
 
 __version__ = "0.1.0"
 
-import biasprobe.archs  # noqa: E402,F401  (registers the built-in architectures)
-
 __all__ = [
     "BiasprobeError",
     "create_classifier",

@@ -122,8 +122,9 @@ class DIPResult:
 # Inputs
 
 
-def prepare_image(cfg: DIPConfig) -> torch.Tensor:
-    """Load, resize and centre-crop the image to the architecture's size multiple; (1, C, H, W)."""
+def prepare_image(cfg: DIPConfig) -> tuple[torch.Tensor, dict]:
+    """Load, resize and centre-crop the image to the architecture's size multiple: (1, C, H, W), and the task
+    parameters completed so that a mask file goes through the same resize and crop."""
     img = imagelib.load_image(cfg.image)
     if cfg.size:
         img = imagelib.resize_short_side(img, cfg.size)
@@ -133,9 +134,14 @@ def prepare_image(cfg: DIPConfig) -> torch.Tensor:
     if min(h, w) < minimum:
         raise BiasprobeError(f"image {h}x{w} is too small for {cfg.arch}: it needs at least {minimum}x{minimum} "
                              f"pixels (use a larger image or --size)")
-    img = imagelib.crop_to_multiple(img, spec.size_multiple((h, w), **cfg.arch_kwargs))
+    multiple = spec.size_multiple((h, w), **cfg.arch_kwargs)
+    img = imagelib.crop_to_multiple(img, multiple)
     check_size(cfg.arch, img.shape[-2:], **cfg.arch_kwargs)
-    return img[None] if img.dim() == 3 else img
+    params = dict(cfg.task_params)
+    if cfg.task == "inpaint" and params.get("mask") not in (None, "random", "block", "text"):
+        params.setdefault("size", cfg.size)
+        params.setdefault("multiple", multiple)
+    return (img[None] if img.dim() == 3 else img), params
 
 
 def make_input(kind: str, depth: int, hw: tuple[int, int], seed: int) -> torch.Tensor:
@@ -210,11 +216,11 @@ def run_dip(cfg: DIPConfig, progress: bool = True) -> DIPResult:
     """Fit ``cfg.arch`` to the corrupted image for every seed in ``cfg.seeds`` at once; return curves and summary."""
     cfg = cfg.resolved()
     device = resolve_device(cfg.device)
-    clean = prepare_image(cfg)
+    clean, task_params = prepare_image(cfg)
     hw = tuple(clean.shape[-2:])
     K = len(cfg.seeds)
 
-    obs = [tasks.make_task(cfg.task, clean, seed, **cfg.task_params) for seed in cfg.seeds]
+    obs = [tasks.make_task(cfg.task, clean, seed, **task_params) for seed in cfg.seeds]
     forward = obs[0].forward
     y = torch.cat([o.observed for o in obs]).to(device)
     mask = torch.cat([o.mask for o in obs]).to(device) if obs[0].mask is not None else None
@@ -362,7 +368,8 @@ class _SpectralRefs:
         self.gt = _hwc(gt) if gt is not None else None
         self.obs = _hwc(baseline)
         h, w = baseline.shape[-2:]
-        self.periods = {f"p{p}": p for p in cfg.grid_periods if h % p == 0 and w % p == 0 and p < min(h, w)}
+        # a period needs at least 4 patches per side for the boundary measure to mean anything
+        self.periods = {f"p{p}": p for p in cfg.grid_periods if h % p == 0 and w % p == 0 and 4 * p <= min(h, w)}
 
     def __call__(self, x: torch.Tensor) -> list[dict]:
         out = _hwc(x)

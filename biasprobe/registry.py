@@ -87,8 +87,20 @@ def _hybrid_name(backbone: str, before: int, after: int) -> str:
     return f"{before}c+" * bool(before) + backbone + f"+{after}c" * bool(after)
 
 
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    """Import the built-in architectures on first use (keeps ``import biasprobe`` light for sweep workers)."""
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        importlib.import_module("biasprobe.archs")
+
+
 def get_arch(name: str) -> ArchSpec:
     """The spec for ``name``, including hybrid names built on any registered backbone."""
+    _load_builtins()
     if name in _REGISTRY:
         return _REGISTRY[name]
     m = _HYBRID.match(name)
@@ -117,6 +129,7 @@ def get_arch(name: str) -> ArchSpec:
 
 def list_archs(pattern: str = "*") -> list[str]:
     """Registered names matching an fnmatch pattern, sorted."""
+    _load_builtins()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
 
 

@@ -22,7 +22,7 @@ PatchExpand rearranges ``b h w (p1 p2 c) -> b (h p1) (w p2) c`` (einops notation
 bias, as in the original. No spatial kernel anywhere: the only conv is the stride-p, kernel-p patch
 embedding. Swin blocks, window handling, heads and init are as in ``swin.py``.
 
-Defaults: the swin generator's (patch 4, width 192, window 4 at 128 px, MLP ratio 1; see ``swin.py``)
+Defaults: the swin generator's (patch 4, width 64, window 4 at 128 px, MLP ratio 1; see ``swin.py``)
 with Swin-Unet's own depths 2-2-2-2 (the decoder mirrors the encoder, so 2-2-6-2 would put 6 more 768-wide
 blocks into the decoder and double the parameters). H and W must be multiples of p * 2^(n-1) (32 by default).
 
@@ -57,7 +57,7 @@ class PatchExpand(nn.Module):
 
 
 class SwinUnetGenerator(nn.Module):
-    def __init__(self, in_chans, out_chans, img_size, patch_size=4, embed_dim=192, depths=(2, 2, 2, 2),
+    def __init__(self, in_chans, out_chans, img_size, patch_size=4, embed_dim=64, depths=(2, 2, 2, 2),
                  num_heads=None, window_size=4, mlp_ratio=1.0):
         super().__init__()
         self.encoder = SwinEncoder(in_chans, img_size, patch_size=patch_size, embed_dim=embed_dim, depths=depths,
@@ -102,7 +102,7 @@ class SwinUnetGenerator(nn.Module):
 class SwinUnetTrunk(nn.Module):
     """The Swin-Unet encoder as a classifier trunk: (B, C, H, W) -> (B, C_last, H/s, W/s)."""
 
-    def __init__(self, in_chans, img_size, patch_size=2, embed_dim=192, depths=(2, 2, 2, 2), num_heads=None,
+    def __init__(self, in_chans, img_size, patch_size=2, embed_dim=64, depths=(2, 2, 2, 2), num_heads=None,
                  window_size=4, mlp_ratio=1.0):
         super().__init__()
         self.encoder = SwinEncoder(in_chans, img_size, patch_size=patch_size, embed_dim=embed_dim, depths=depths,
