@@ -25,8 +25,13 @@ def add_parser(subparsers) -> None:
                    help="seed(s): subset, init, augmentation order; default 0")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (default 1e-3)")
-    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--lr", type=_number_or_auto, default=1e-3,
+                   help="AdamW peak learning rate (default 1e-3), or auto: each arch's calibrated lr "
+                        "(biasprobe calibrate --probe classify)")
+    p.add_argument("--weight-decay", type=_number_or_auto, default=0.05,
+                   help="default 0.05, or auto: the weight decay calibrated with the lr (if a wd grid was used)")
+    p.add_argument("--calibration", default="runs/calibration/choices.csv", metavar="FILE",
+                   help="choices.csv that --lr auto / --weight-decay auto read")
     p.add_argument("--warmup-epochs", type=float, default=2.0, help="linear warm-up, then cosine decay")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
@@ -47,6 +52,34 @@ def add_parser(subparsers) -> None:
                    help="torch CPU threads (on a busy shared machine 1 can be several times faster than 2)")
     add_device_arg(p)
     p.set_defaults(run=run)
+
+
+def _number_or_auto(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+
+
+def resolve_hparams(args, arch: str) -> tuple[float, float, str]:
+    """(lr, weight decay, lr_source) for one arch: ``calibrated:FILE`` when --lr auto, else ``given``."""
+    auto_lr, auto_wd = args.lr == "auto", args.weight_decay == "auto"
+    lr, wd, source = args.lr, args.weight_decay, "given"
+    if auto_lr or auto_wd:
+        from biasprobe.calibrate import load_choices, lookup
+        from biasprobe.errors import BiasprobeError
+
+        found = lookup(load_choices(args.calibration), arch, "classify")
+        if auto_lr:
+            lr, source = found["lr"], f"calibrated:{args.calibration}"
+        if auto_wd:
+            if found["weight_decay"] is None:
+                raise BiasprobeError(f"no calibrated weight decay for {arch}/classify in {args.calibration}; "
+                                     f"give --weight-decay")
+            wd = found["weight_decay"]
+    return float(lr), float(wd), source
 
 
 def parse_arch_kw(items: list[str]) -> dict:
@@ -85,9 +118,10 @@ def run(args: argparse.Namespace) -> None:
         get_arch(arch)  # unknown names fail before any training
     arch_kwargs = parse_arch_kw(args.arch_kw)
     out = Path(args.out)
+    hparams = {arch: resolve_hparams(args, arch) for arch in args.arch}  # a missing calibration fails first
     configs = [
-        ClassifyConfig(arch=arch, n_train=n, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+        ClassifyConfig(arch=arch, n_train=n, epochs=args.epochs, batch_size=args.batch_size, lr=hparams[arch][0],
+                       weight_decay=hparams[arch][1], warmup_epochs=args.warmup_epochs,
                        label_smoothing=args.label_smoothing, augment=args.augment, seed=seed, data=args.data,
                        data_root=args.data_root, download=args.download, device=args.device,
                        eval_split=args.eval_split, val_size=args.val_size, weights=args.weights,
@@ -100,9 +134,11 @@ def run(args: argparse.Namespace) -> None:
     for i, cfg in enumerate(configs, 1):
         run_dir = out / cfg.run_name()
         _, s = run_classify(cfg, out_dir=run_dir, progress=not args.quiet)
+        s["lr"], s["weight_decay"], s["lr_source"] = cfg.lr, cfg.weight_decay, hparams[cfg.arch][2]
+        runinfo.write_json(run_dir / "summary.json", s)  # the run records which lr it used and where from
         summaries.append(s)
         ev = cfg.eval_split
-        print(f"[{i}/{len(configs)}] {cfg.run_name()}: {ev} acc {s[f'final_{ev}_acc']:.4f} "
+        print(f"[{i}/{len(configs)}] {cfg.run_name()}: lr {cfg.lr:g} ({s['lr_source']}), {ev} acc {s[f'final_{ev}_acc']:.4f} "
               f"(best {s[f'best_{ev}_acc']:.4f}), ECE {s['ece']:.4f}, "
               f"shift consistency {s['shift_consistency_circular']:.3f}/{s['shift_consistency_padded']:.3f}, "
               f"{s['train_images_per_s']:.0f} img/s, {s['wall_seconds']:.0f}s -> {run_dir}", flush=True)

@@ -24,7 +24,10 @@ def add_parser(sub) -> None:
                    help="dip: Ulyanov 2018 (depth 32, lr 0.01, reg-noise 1/30, 3000 it); "
                         "study: transformer study (depth 3, lr 1e-4, no reg-noise, 5000 it)")
     p.add_argument("--iters", type=int, help="iterations (default from --setting)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default from --setting)")
+    p.add_argument("--lr", type=lr_arg, help="Adam learning rate (default from --setting), or auto: the lr "
+                                             "calibrated for this arch (biasprobe calibrate --probe dip)")
+    p.add_argument("--calibration", default="runs/calibration/choices.csv", metavar="FILE",
+                   help="choices.csv that --lr auto reads")
     p.add_argument("--input-depth", type=int, help="input channels (default from --setting)")
     p.add_argument("--input-kind", default="noise", choices=["noise", "meshgrid"])
     p.add_argument("--reg-noise-std", type=float, help="input perturbation std (default from --setting)")
@@ -42,6 +45,27 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def lr_arg(text: str):
+    """A positive float, or the word ``auto`` (the calibrated learning rate)."""
+    if text == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+
+
+def resolve_lr(args, probe: str) -> tuple:
+    """(lr or None, lr_source): ``calibrated:FILE`` for --lr auto, ``given`` for --lr X, ``setting:NAME`` else."""
+    if args.lr == "auto":
+        from biasprobe.calibrate import load_choices, lookup_lr
+
+        return lookup_lr(load_choices(args.calibration), args.arch, probe), f"calibrated:{args.calibration}"
+    if args.lr is not None:
+        return args.lr, "given"
+    return None, f"setting:{args.setting}"
+
+
 def config_from_args(args):
     from biasprobe.dip import DIPConfig
 
@@ -52,7 +76,8 @@ def config_from_args(args):
     return DIPConfig(
         arch=args.arch, image=args.image, task=args.task, task_params=task_params,
         arch_kwargs=parse_kv(args.arch_kw, "--arch-kw"), size=args.size or None, setting=args.setting,
-        input_depth=args.input_depth, input_kind=args.input_kind, lr=args.lr, reg_noise_std=args.reg_noise_std,
+        input_depth=args.input_depth, input_kind=args.input_kind, lr=resolve_lr(args, "dip")[0],
+        reg_noise_std=args.reg_noise_std,
         iters=args.iters, log_every=args.log_every, seeds=args.seeds or [args.seed],
         backtrack_db=0.0 if args.no_backtrack else 5.0, train_mode=not args.eval_mode,
         spectral=not args.no_spectral, amp=args.amp, batching=args.batching, device=args.device,
@@ -63,8 +88,11 @@ def run(args) -> None:
     from biasprobe.dip import run_dip, save_result
 
     load_arch_modules(args)
+    _, lr_source = resolve_lr(args, "dip")
     result = run_dip(config_from_args(args), progress=not args.quiet)
+    result.summary["lr_source"] = lr_source  # summary.json of each seed records where the lr came from
     dirs = save_result(result, args.out)
+    print(f"lr {result.config.lr:g} ({lr_source})")
     cols = [c for c in ("seed", "baseline_psnr", "max_psnr_gt", "max_psnr_gt_step", "final_psnr_gt",
                         "final_psnr_gt_ema", "final_gap", "gap_negative_step", "es_step", "es_psnr_gt",
                         "backtracks", "sec_per_step") if c in result.summary]

@@ -1,0 +1,84 @@
+"""``biasprobe calibrate``: pick each architecture's learning rate for one probe on calibration data.
+
+Runs (or resumes) the calibration sweep into ``OUT/store`` (sweep result store: a finished run is never repeated),
+then writes into ``OUT``: ``choices.csv`` (one row per arch and probe: chosen lr, its score, second-best lr and
+score, grid, seeds, criterion; rows of other archs/probes already in the file are kept), ``scores_<probe>.csv``
+(the long table: one row per arch, lr, weight decay, seed) and ``calibration_<probe>.png`` (score vs lr per arch).
+``biasprobe dip|classify --lr auto --calibration OUT/choices.csv`` then use the chosen values. See
+``biasprobe.calibrate`` for the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from biasprobe.commands import add_arch_args, add_device_arg, load_arch_modules, parse_kv
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("calibrate", help="per-architecture learning-rate calibration for dip or classify",
+                              description=__doc__.splitlines()[0])
+    add_arch_args(p, multiple=True)
+    p.add_argument("--probe", required=True, choices=["dip", "classify"],
+                   help="dip: generative probe (score: max psnr_gt on the calibration image); classify: "
+                        "predictive probe (score: final accuracy on a validation split of the training pool)")
+    p.add_argument("--preset", default="quick", choices=["smoke", "quick", "paper"],
+                   help="grid, seeds and run settings (see biasprobe.calibrate.CALIBRATION_PRESETS); default quick")
+    p.add_argument("--grid", nargs="+", type=float, metavar="LR", help="learning rates (default: the preset's)")
+    p.add_argument("--wd-grid", nargs="+", type=float, metavar="WD",
+                   help="classify: weight decays to calibrate together with the lr (default: the preset's)")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="calibration seeds (default: the preset's)")
+    p.add_argument("--image", help="dip: calibration image (default chelsea; keep it out of the study's images)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override a base field of the preset (a DIPConfig / ClassifyConfig field), e.g. iters=500")
+    p.add_argument("--out", default="runs/calibration", metavar="DIR",
+                   help="folder for store/, choices.csv, scores and figure (default runs/calibration)")
+    p.add_argument("--executor", default="local", choices=["local", "pool"], help="where the runs execute")
+    p.add_argument("--jobs", type=int, default=1, help="pool workers")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_arg(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from biasprobe import calibrate as cal
+    from biasprobe.errors import BiasprobeError
+
+    load_arch_modules(args)
+    spec = cal.preset(args.preset, args.probe)
+    base = dict(spec["base"])
+    base.update(parse_kv(args.set, "--set"))
+    if args.image:
+        if args.probe != "dip":
+            raise BiasprobeError("--image is the DIP calibration image: use it with --probe dip")
+        base["image"] = args.image
+    if args.threads is not None and args.threads < 1:
+        raise BiasprobeError(f"--threads must be at least 1, got {args.threads}")
+    wd_grid = args.wd_grid if args.wd_grid is not None else spec.get("wd_grid")
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    table = cal.calibrate(args.arch, args.probe, args.grid or spec["grid"], base, out / "store",
+                          seeds=args.seeds or spec["seeds"], executor=args.executor, jobs=args.jobs,
+                          progress=not args.quiet, wd_grid=wd_grid, device=args.device,
+                          threads_per_job=args.threads)
+    wall = time.perf_counter() - t0
+    choices = cal.choose(table)
+    choices["preset"] = args.preset
+    choices["base"] = json.dumps(base, sort_keys=True)
+    from biasprobe.runinfo import write_atomic
+
+    write_atomic(out / f"scores_{args.probe}.csv", table.to_csv(index=False))
+    cal.save_choices(choices, out / "choices.csv")
+    fig = cal.plot_curves(table, out / f"calibration_{args.probe}.png", choices)
+    cal.print_choices(choices)
+    # one row per run (a DIP run holds all its seeds, and repeats its seconds on each seed's row)
+    cost = table.drop_duplicates("run_id").groupby("arch").agg(
+        runs=("run_id", "size"), cpu_s=("cpu_seconds", "sum"), wall_s=("wall_seconds", "sum"))
+    print("cost of the calibration runs (whenever they ran):")
+    print(cost.to_string(float_format=lambda v: f"{v:.0f}"))
+    print(f"this call: {wall:.0f} s wall")
+    print(f"wrote {out / 'choices.csv'}, {out / f'scores_{args.probe}.csv'}, {fig}")
