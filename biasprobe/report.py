@@ -1,0 +1,562 @@
+"""The study report: figures (seaborn, Agg) and a Markdown file whose every number comes from the tables.
+
+``write_report(out_dir, tables, meta)`` takes the study runner's tidy tables (a dict; any may be missing):
+
+* ``dip_summary`` (arch, task, image, seed, gain_db, gap_area, gap_negative_step, iters, n_params, ...),
+* ``dip_curves`` (arch, task, image, seed, step, metric, value; metrics psnr_gt, psnr_obs, gap, fbc_band{k},
+  grid_energy_p{p}, boundary_jump_p{p}, ...),
+* ``clf_summary`` (arch, n_train, seed, final_test_acc, ece, shift_consistency_circular, ...), ``clf_epochs``,
+* ``images`` (arch, task, image, seed, kind in clean/observed/best, height, width, channels, data = uint8 bytes),
+* ``calibration`` (arch, probe, lr, score) and ``choices`` (arch, probe, lr, score, second_lr, second_score),
+* ``second``: a dict of the same tables from the runs at each arch's second-best learning rate (then the
+  verdicts are recomputed on them and compared: the sensitivity table), ``failed`` (run_id, error),
+* optionally precomputed ``cross_tab``, ``verdicts``, ``verdicts_second_lr``, ``sensitivity`` (else computed here
+  with :mod:`biasprobe.verdicts`),
+
+and ``meta``: command, preset (name or the preset's dict), versions (dict), git_commit, device, device_name,
+wall_time_s or wall_seconds, any other entries (listed as they are), plus the analysis options n_boot (2000),
+ci (0.95), seed (0), n_train (None: 1000 or the middle N), period (8), fbc_task (None: denoise if run, else the
+first task), rho_threshold (0.5), title.
+
+It writes report.md, cross_tab.csv, cross_tab.md, verdicts.csv (and verdicts_second_lr.csv, sensitivity.csv) and
+the PNGs next to them. The readings restate computed numbers only; no conclusion is written by hand.
+``write_conv_placement`` / ``conv_placement_figure`` do the same for the conv-placement study.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from biasprobe import verdicts as V  # noqa: E402
+from biasprobe.runinfo import write_atomic  # noqa: E402
+
+FAMILY_ORDER = ("cnn", "vit", "swin", "hybrid", "other")
+DPI = 110
+
+
+# ------------------------------------------------------------------------------------------- formatting
+
+def fmt(x) -> str:
+    """A number for a table or a sentence: '' for NaN/None, integers plainly, else 3 significant digits."""
+    if x is None or (isinstance(x, (float, np.floating)) and not np.isfinite(x)):
+        return ""
+    if isinstance(x, (bool, np.bool_)):
+        return str(bool(x))
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        if float(x).is_integer() and abs(x) < 1e15:
+            return str(int(x))
+        return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3g}"
+    return str(x)
+
+
+def markdown_table(df: pd.DataFrame, index: bool = False, formatter=fmt) -> str:
+    """A GitHub-flavoured Markdown table (pandas' to_markdown needs tabulate, which we do not depend on).
+    Cells go through ``formatter``; '|' is escaped and newlines become spaces."""
+    if index:
+        df = df.reset_index()
+
+    def cell(x):
+        return formatter(x).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _with_ci(v, lo, hi) -> str:
+    if v is None or not np.isfinite(v):
+        return ""
+    return f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else fmt(v)
+
+
+def compact_cross_tab(cross: pd.DataFrame, period: int = 8) -> pd.DataFrame:
+    """The cross-tab with value [CI] cells and short headers, for Markdown."""
+    out = pd.DataFrame({"arch": cross["arch"], "family": cross["family"]})
+    out["gen score (dB) [CI]"] = [_with_ci(*r) for r in cross[["gen_score", "gen_ci_low", "gen_ci_high"]].values]
+    out["gap area"] = cross["gap_area"]
+    out["gap<0 step (censored)"] = [
+        "" if not np.isfinite(s) else f"{fmt(s)} ({c:.0%})" for s, c in cross[["gap_negative_step",
+                                                                           "gap_negative_censored"]].values]
+    n = cross["n_train"].dropna()
+    out[f"acc @N={fmt(n.iloc[0]) if len(n) else '?'} [CI]"] = [
+        _with_ci(*r) for r in cross[["pred_acc", "pred_ci_low", "pred_ci_high"]].values]
+    out["AUC [CI]"] = [_with_ci(*r) for r in cross[["auc", "auc_ci_low", "auc_ci_high"]].values]
+    out["shift cons."] = cross["shift_consistency"]
+    out["ECE"] = cross["ece"]
+    out[f"grid energy p{period}"] = cross.get(f"grid_energy_p{period}", np.nan)
+    out[f"boundary jump p{period}"] = cross.get(f"boundary_jump_p{period}", np.nan)
+    out["params gen"] = cross["n_params_gen"]
+    out["params clf"] = cross["n_params_clf"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- readings
+
+def _row_sentence(r, ci: float) -> str:
+    what = f"{r.comparison}, {V.METRIC_LABELS.get(r.metric, r.metric)} (predicted {r.predicted})"
+    if not np.isfinite(r.effect):
+        return f"{what}: not evaluated ({r.note or 'no data'})"
+    s = (f"{what}: effect {fmt(r.effect)} ({ci:.0%} CI {fmt(r.ci_low)} to {fmt(r.ci_high)}, "
+         f"{fmt(r.n_units)} units), {r.verdict}")
+    return s + (f" ({r.note})" if r.note else "")
+
+
+def reading(verdict_table: pd.DataFrame, hypothesis: str, ci: float = 0.95) -> str:
+    """One paragraph for ``hypothesis`` that restates the computed rows and the overall verdict."""
+    v = verdict_table[verdict_table.hypothesis == hypothesis]
+    if v.empty:
+        return f"**({hypothesis})** no rows computed."
+    rows = v[v.comparison != "overall"]
+    parts = []
+    for r in rows.itertuples(index=False):
+        s = _row_sentence(r, ci)
+        if hypothesis == "c" and np.isfinite(getattr(r, "rho", np.nan)):
+            s = (f"Spearman rho between the archs' generative score and predictive accuracy = {fmt(r.rho)} "
+                 f"({ci:.0%} CI {fmt(r.rho_ci_low)} to {fmt(r.rho_ci_high)}, {fmt(r.n_units)} archs); " + s)
+        parts.append(s)
+    o = v[v.comparison == "overall"].iloc[0]
+    return (f"**({hypothesis})** {o.claim}. " + "; ".join(parts)
+            + f". Overall: **{o.verdict}** ({o.note}).")
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+def _fig(nplots: int, ncols: int = 4, w: float = 4.0, h: float = 3.2):
+    ncols = max(1, min(ncols, nplots))
+    nrows = math.ceil(max(nplots, 1) / ncols)
+    fig = Figure(figsize=(w * ncols, h * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[nplots:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _palette(archs) -> dict:
+    return dict(zip(archs, sns.color_palette("tab10" if len(archs) <= 10 else "husl", len(archs))))
+
+
+def fig_gen_vs_pred(cross: pd.DataFrame, path, ci: float = 0.95) -> Path | None:
+    """Generative score vs predictive accuracy per arch, with both CIs as error bars, coloured by family."""
+    d = cross.dropna(subset=["gen_score", "pred_acc"])
+    if d.empty:
+        return None
+    fams = [f for f in FAMILY_ORDER if f in set(d.family)] + sorted(set(d.family) - set(FAMILY_ORDER))
+    colors = dict(zip(fams, sns.color_palette("deep", len(fams))))
+    fig, (ax,) = _fig(1, w=6.0, h=4.5)
+    for fam in fams:
+        f = d[d.family == fam]
+        ax.errorbar(f.gen_score, f.pred_acc,
+                    xerr=[f.gen_score - f.gen_ci_low, f.gen_ci_high - f.gen_score],
+                    yerr=[f.pred_acc - f.pred_ci_low, f.pred_ci_high - f.pred_acc],
+                    fmt="o", color=colors[fam], label=fam, capsize=3)
+    for r in d.itertuples(index=False):
+        ax.annotate(r.arch, (r.gen_score, r.pred_acc), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    n = fmt(d.n_train.iloc[0])
+    ax.set(xlabel="generative score: max PSNR gain over the input (dB, mean over tasks)",
+           ylabel=f"test accuracy at N={n}", title=f"generative vs predictive bias ({ci:.0%} CIs)")
+    ax.legend(title="family")
+    return _save(fig, path)
+
+
+def _curves(dip_curves, metrics) -> pd.DataFrame:
+    return dip_curves[dip_curves.metric.isin(metrics)] if dip_curves is not None else pd.DataFrame()
+
+
+def fig_psnr_grid(dip_curves: pd.DataFrame, path) -> Path | None:
+    """One panel per arch: psnr_gt and psnr_obs vs iteration per task, mean over images and seeds, band = sd."""
+    d = _curves(dip_curves, ["psnr_gt", "psnr_obs"])
+    if d.empty:
+        return None
+    archs = sorted(d.arch.unique())
+    fig, axes = _fig(len(archs))
+    for ax, arch in zip(axes, archs):
+        sns.lineplot(d[d.arch == arch], x="step", y="value", hue="metric", style="task", errorbar="sd", ax=ax,
+                     hue_order=["psnr_gt", "psnr_obs"], legend=ax is axes[0])
+        ax.set(title=arch, xlabel="iteration", ylabel="PSNR (dB)")
+    fig.suptitle("PSNR vs iteration (mean over images and seeds, band = sd)")
+    return _save(fig, path)
+
+
+def fig_gap_curves(dip_curves: pd.DataFrame, path) -> Path | None:
+    """gap = psnr_gt - psnr_obs vs iteration, one line per arch, one panel per task (mean, band = sd)."""
+    d = _curves(dip_curves, ["gap"])
+    if d.empty:
+        return None
+    tasks = sorted(d.task.unique())
+    pal = _palette(sorted(d.arch.unique()))
+    fig, axes = _fig(len(tasks), w=5.0, h=3.6)
+    for ax, task in zip(axes, tasks):
+        sns.lineplot(d[d.task == task], x="step", y="value", hue="arch", palette=pal, errorbar="sd", ax=ax,
+                     legend=ax is axes[0])
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set(title=f"{task}: gap = psnr_gt - psnr_obs", xlabel="iteration", ylabel="gap (dB)")
+    return _save(fig, path)
+
+
+def fbc_task(dip_curves: pd.DataFrame, task: str | None = None) -> str | None:
+    tasks = sorted(_curves(dip_curves, [f"fbc_band{k}" for k in range(16)]).get("task", pd.Series()).unique())
+    if not tasks:
+        return None
+    return task if task in tasks else ("denoise" if "denoise" in tasks else tasks[0])
+
+
+def fig_fbc_heatmaps(dip_curves: pd.DataFrame, path, task: str | None = None) -> Path | None:
+    """Per arch: frequency-band x iteration heatmap of FBC against the clean image, for one task, mean over images
+    and seeds (band 0 = lowest, at the bottom)."""
+    task = fbc_task(dip_curves, task)
+    if task is None:
+        return None
+    d = dip_curves[(dip_curves.task == task) & dip_curves.metric.str.fullmatch(r"fbc_band\d+")]
+    d = d.assign(band=d.metric.str.extract(r"(\d+)$", expand=False).astype(int))
+    archs = sorted(d.arch.unique())
+    fig, axes = _fig(len(archs), w=4.5, h=2.8)
+    for ax, arch in zip(axes, archs):
+        mat = d[d.arch == arch].pivot_table(index="band", columns="step", values="value", aggfunc="mean")
+        sns.heatmap(mat.sort_index(ascending=False), ax=ax, vmin=0, vmax=1, cmap="viridis",
+                    cbar=ax is axes[len(archs) - 1], xticklabels="auto")
+        ax.set(title=arch, xlabel="iteration", ylabel="band")
+    fig.suptitle(f"{task}: frequency-band correspondence with the clean image (mean over images and seeds)")
+    return _save(fig, path)
+
+
+def last_logged(dip_curves: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The last logged value of ``metric`` per run (arch, task, image, seed)."""
+    d = _curves(dip_curves, [metric])
+    if d.empty:
+        return d
+    return d.sort_values("step").groupby(["arch", "task", "image", "seed"], as_index=False).last()
+
+
+def fig_grid_energy(dip_curves: pd.DataFrame, path, period: int = 8) -> Path | None:
+    """Bars per arch: the last logged grid_energy_p{period} and boundary_jump_p{period} of the DIP output (mean
+    over runs, error bar = sd), per task."""
+    panels = [(m, lab) for m, lab in ((f"grid_energy_p{period}", f"grid energy, period {period} (share; "
+                                                                 "/ clean's when known)"),
+                                      (f"boundary_jump_p{period}", f"boundary jump, period {period} "
+                                                                   "(across / inside patches)"))
+              if not last_logged(dip_curves, m).empty]
+    if not panels:
+        return None
+    fig, axes = _fig(len(panels), ncols=2, w=6.0, h=3.8)
+    for ax, (m, label) in zip(axes, panels):
+        d = last_logged(dip_curves, m)
+        sns.barplot(d, x="arch", y="value", hue="task", errorbar="sd", ax=ax, order=sorted(d.arch.unique()))
+        ax.tick_params(axis="x", rotation=45)
+        ax.set(title=label + " at the last step", xlabel="", ylabel=m)
+    return _save(fig, path)
+
+
+def decode_image(row) -> np.ndarray:
+    """uint8 (H, W, C) array from an ``images`` row (data = array.tobytes())."""
+    h, w, c = int(row["height"]), int(row["width"]), int(row["channels"])
+    return np.frombuffer(row["data"], dtype=np.uint8).reshape(h, w, c)
+
+
+def fig_reconstructions(images: pd.DataFrame, path) -> Path | None:
+    """Mosaic: one row per task (its first image, the lowest seed): clean, corrupted, each arch's best output."""
+    if images is None or images.empty:
+        return None
+    tasks = sorted(images.task.unique())
+    archs = sorted(images[images.kind == "best"].arch.unique())
+    cols = ["clean", "observed"] + archs
+    first = images.iloc[0]
+    aspect = float(first["height"]) / float(first["width"])
+    fig = Figure(figsize=(1.9 * len(cols), (1.9 * aspect + 0.3) * len(tasks)), layout="constrained")
+    axes = fig.subplots(len(tasks), len(cols), squeeze=False)
+    for i, task in enumerate(tasks):
+        t = images[images.task == task]
+        image = sorted(t.image.unique())[0]
+        t = t[t.image == image]
+        t = t[t.seed == t.seed.min()]
+        for j, col in enumerate(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            sel = t[t.kind == col] if col in ("clean", "observed") else t[(t.kind == "best") & (t.arch == col)]
+            if len(sel):
+                img = decode_image(sel.iloc[0])
+                ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray" if img.shape[2] == 1 else None,
+                          vmin=0, vmax=255)
+            if i == 0:
+                ax.set_title(col, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"{task}\n{image}", fontsize=9)
+    return _save(fig, path)
+
+
+def fig_accuracy_vs_n(clf_summary: pd.DataFrame, path, ci: float = 0.95, n_boot: int = 1000,
+                      seed: int = 0) -> Path | None:
+    """final_test_acc vs training-set size per arch (log x), mean over seeds with a bootstrap CI band."""
+    if clf_summary is None or clf_summary.empty:
+        return None
+    pal = _palette(sorted(clf_summary.arch.unique()))
+    fig, (ax,) = _fig(1, w=6.5, h=4.5)
+    sns.lineplot(clf_summary, x="n_train", y="final_test_acc", hue="arch", palette=pal, marker="o",
+                 errorbar=("ci", 100 * ci), n_boot=n_boot, seed=seed, ax=ax)
+    ax.set(xscale="log", xlabel="training images N (log)", ylabel="final test accuracy",
+           title=f"accuracy vs N (mean over seeds, {ci:.0%} bootstrap CI)")
+    return _save(fig, path)
+
+
+def fig_calibration(calibration: pd.DataFrame, path, choices: pd.DataFrame | None = None) -> Path | None:
+    """Learning-rate calibration: score vs lr per arch, one panel per probe; the chosen lr of each arch starred."""
+    if calibration is None or calibration.empty:
+        return None
+    probes = sorted(calibration.probe.unique())
+    pal = _palette(sorted(calibration.arch.unique()))
+    fig, axes = _fig(len(probes), ncols=2, w=6.0, h=4.0)
+    for ax, probe in zip(axes, probes):
+        d = calibration[calibration.probe == probe]
+        sns.lineplot(d, x="lr", y="score", hue="arch", palette=pal, marker="o", errorbar="sd", ax=ax)
+        if choices is not None and not choices.empty:
+            ch = choices[choices.probe == probe]
+            for r in ch.itertuples(index=False):
+                ax.plot([r.lr], [r.score], marker="*", ms=14, color=pal.get(r.arch, "k"), mec="k", ls="")
+        ax.set(xscale="log", xlabel="learning rate (log)", ylabel="score",
+               title=f"{probe}: calibration (star = chosen lr)")
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------------------- report
+
+FIGURES = [
+    ("gen_vs_pred.png", "Generative score vs predictive accuracy per architecture"),
+    ("psnr_curves.png", "PSNR vs iteration (psnr_gt and psnr_obs) per architecture"),
+    ("gap_curves.png", "Gap psnr_gt - psnr_obs vs iteration"),
+    ("fbc_heatmaps.png", "Frequency-band correspondence with the clean image"),
+    ("grid_energy.png", "Grid energy and boundary jump of the final output"),
+    ("reconstructions.png", "Reconstructions at each architecture's best step"),
+    ("accuracy_vs_n.png", "Test accuracy vs training-set size"),
+    ("calibration.png", "Learning-rate calibration"),
+]
+
+
+def _provenance(meta: dict) -> str:
+    """Command, preset, commit, device, wall time, versions and any other ``meta`` entries, as Markdown.
+    ``preset`` may be a name or the preset's dict (then its ``name`` is shown and the dict in a details block)."""
+    import json
+
+    lines = ["## Provenance", ""]
+    if meta.get("command"):
+        lines += ["Command:", "", "```", str(meta["command"]), "```", ""]
+    wall = meta.get("wall_time_s", meta.get("wall_seconds"))
+    preset = meta.get("preset")
+    items = [("preset", preset.get("name", "(unnamed)") if isinstance(preset, dict) else preset),
+             ("git commit", meta.get("git_commit")),
+             ("device", " ".join(str(x) for x in (meta.get("device"), meta.get("device_name")) if x) or None),
+             ("wall time", f"{wall:.0f} s ({wall / 60:.1f} min)" if isinstance(wall, (int, float)) else wall)]
+    versions = meta.get("versions")
+    if isinstance(versions, dict):
+        items.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    elif versions:
+        items.append(("versions", versions))
+    known = {"command", "preset", "git_commit", "device", "device_name", "wall_time_s", "wall_seconds", "versions",
+             "title"}
+    items += [(k.replace("_", " "), v) for k, v in meta.items() if k not in known]
+    lines += [f"- {k}: {v if not isinstance(v, float) else fmt(v)}" for k, v in items if v is not None]
+    if isinstance(preset, dict):
+        lines += ["", "<details><summary>preset configuration</summary>", "", "```json",
+                  json.dumps(preset, indent=2, default=str), "```", "", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def _verdict_md(v: pd.DataFrame, ci: float) -> str:
+    t = pd.DataFrame({"hyp.": v.hypothesis, "comparison": v.comparison,
+                      "metric": v.metric, "predicted": v.predicted, "effect": v.effect,
+                      f"{ci:.0%} CI": [f"[{fmt(lo)}, {fmt(hi)}]" if np.isfinite(lo) else ""
+                                       for lo, hi in zip(v.ci_low, v.ci_high)],
+                      "n": v.n_units, "verdict": [f"**{x}**" if c == "overall" else x
+                                                  for x, c in zip(v.verdict, v.comparison)],
+                      "note": v.note})
+    return markdown_table(t)
+
+
+def write_report(out_dir, tables: dict, meta: dict) -> Path:
+    """Write report.md, cross_tab.{csv,md}, verdicts.csv, sensitivity.csv (when given) and the figures into
+    ``out_dir``; returns the path of report.md. See the module docstring for ``tables`` and ``meta``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    opt = dict(n_boot=2000, ci=0.95, seed=0, n_train=None, period=8, fbc_task=None, rho_threshold=0.5)
+    opt.update({k: meta[k] for k in opt if k in meta and meta[k] is not None})
+    t = {k: V._table(v) if isinstance(v, pd.DataFrame) else v for k, v in tables.items()}
+    dip, curves, clf = t.get("dip_summary"), t.get("dip_curves"), t.get("clf_summary")
+    boot = dict(n_boot=int(opt["n_boot"]), ci=float(opt["ci"]), seed=int(opt["seed"]))
+
+    cross = t.get("cross_tab")
+    if cross is None:
+        cross = V.cross_tab(dip, clf, curves, n_train=opt["n_train"], period=int(opt["period"]), **boot)
+    verd = t.get("verdicts")
+    if verd is None:
+        verd = V.verdicts(dip, clf, n_train=opt["n_train"], rho_threshold=float(opt["rho_threshold"]), **boot)
+    sens = t.get("sensitivity")
+    second = t.get("verdicts_second_lr")
+    if second is None and isinstance(t.get("second"), dict):  # the runner's tables at the second-best lr
+        s2 = {k: V._table(v) for k, v in t["second"].items() if isinstance(v, pd.DataFrame)}
+        if s2.get("dip_summary") is not None or s2.get("clf_summary") is not None:
+            second = V.verdicts(s2.get("dip_summary"), s2.get("clf_summary"), n_train=opt["n_train"],
+                                rho_threshold=float(opt["rho_threshold"]), **boot)
+            write_atomic(out / "verdicts_second_lr.csv", second.to_csv(index=False))
+    if sens is None and second is not None:
+        sens = V.sensitivity(verd, second)
+
+    period = int(opt["period"])
+    compact = compact_cross_tab(cross, period)
+    write_atomic(out / "cross_tab.csv", cross.to_csv(index=False))
+    write_atomic(out / "cross_tab.md", markdown_table(compact))
+    write_atomic(out / "verdicts.csv", verd.to_csv(index=False))
+    if sens is not None:
+        write_atomic(out / "sensitivity.csv", sens.to_csv(index=False))
+
+    ci = boot["ci"]
+    drawn = {
+        "gen_vs_pred.png": fig_gen_vs_pred(cross, out / "gen_vs_pred.png", ci),
+        "psnr_curves.png": fig_psnr_grid(curves, out / "psnr_curves.png"),
+        "gap_curves.png": fig_gap_curves(curves, out / "gap_curves.png"),
+        "fbc_heatmaps.png": fig_fbc_heatmaps(curves, out / "fbc_heatmaps.png", opt["fbc_task"]),
+        "grid_energy.png": fig_grid_energy(curves, out / "grid_energy.png", period),
+        "reconstructions.png": fig_reconstructions(t.get("images"), out / "reconstructions.png"),
+        "accuracy_vs_n.png": fig_accuracy_vs_n(clf, out / "accuracy_vs_n.png", ci, seed=boot["seed"]),
+        "calibration.png": fig_calibration(t.get("calibration"), out / "calibration.png", t.get("choices")),
+    }
+
+    md = [f"# {meta.get('title', 'Generative vs predictive inductive bias')}", "", _provenance(meta)]
+    md += ["## Cross-tab", "",
+           f"One row per architecture. Generative score: max psnr_gt gain over the corrupted input, averaged over "
+           f"tasks, mean over (image, seed) units; predictive: final test accuracy at fixed N, mean over seeds; "
+           f"AUC: accuracy averaged over log N. Brackets: {ci:.0%} percentile bootstrap CIs "
+           f"({boot['n_boot']} resamples, seed {boot['seed']}). gap<0 step: first step where psnr_gt < psnr_obs; "
+           f"runs where it never happens count as the run length (share censored in brackets). "
+           f"Full table: `cross_tab.csv`.", "", markdown_table(compact)]
+    md += ["## Verdicts", "",
+           "Each comparison is a paired difference with its bootstrap CI: supported if the CI excludes 0 on the "
+           "predicted side, refuted if it excludes 0 on the other side, inconclusive if it contains 0. "
+           "'<= 0' rows ('no better') are supported only when the difference is measurably below 0. "
+           "Full table: `verdicts.csv`.", "", _verdict_md(verd, ci)]
+    md += ["## Readings", ""]
+    for h in sorted(verd.hypothesis.unique()):
+        md += [reading(verd, h, ci), ""]
+    not_supported = [(h, v) for h, v in V.overall(verd).items() if v != "supported"]
+    md += ["**What the data do not support:** "
+           + ("; ".join(f"({h}) {v}" for h, v in not_supported) if not_supported
+              else "nothing: every hypothesis's overall verdict is supported") + ".", ""]
+    if sens is not None:
+        md += ["## Sensitivity to the learning rate", "",
+               "Overall verdicts with each architecture at its best and at its second-best calibrated learning "
+               "rate: robust if they agree.", "", markdown_table(sens)]
+    if t.get("choices") is not None:
+        md += ["## Calibrated learning rates", "", markdown_table(t["choices"])]
+    failed = t.get("failed")
+    if isinstance(failed, pd.DataFrame) and len(failed):
+        md += [f"## Failed runs ({len(failed)})", "", "These runs raised an error and are left out of every number "
+               "above.", "", markdown_table(failed)]
+    md += ["## Figures", ""]
+    for name, caption in FIGURES:
+        if drawn.get(name) is not None:
+            md += [f"### {caption}", "", f"![{caption}]({name})", ""]
+    missing = [name for name, _ in FIGURES if drawn.get(name) is None]
+    if missing:
+        md += [f"Not drawn (no data): {', '.join(missing)}.", ""]
+    path = out / "report.md"
+    write_atomic(path, "\n".join(md))
+    return path
+
+
+# -------------------------------------------------------------------------------------- conv placement
+
+def conv_placement_table(dip_summary: pd.DataFrame, transformers=V.TRANSFORMERS) -> pd.DataFrame:
+    """Max psnr_gt per (transformer, variant, task): mean and sd over images and seeds, gain, step of the max;
+    for each transformer T run with at least one of 3c+T, T+1c, T+3c."""
+    rows = []
+    for t in transformers:
+        variants = [v for v in (t, f"3c+{t}", f"{t}+1c", f"{t}+3c") if v in set(dip_summary.arch)]
+        if len(variants) < 2:  # T alone, or one hybrid alone: nothing to compare
+            continue
+        for variant in variants:
+            d = dip_summary[dip_summary.arch == variant]
+            for task, g in d.groupby("task", sort=True):
+                rows.append(dict(transformer=t, arch=variant, task=task, max_psnr_gt=g.max_psnr_gt.mean(),
+                                 max_psnr_gt_sd=g.max_psnr_gt.std(ddof=1) if len(g) > 1 else np.nan,
+                                 gain_db=g.gain_db.mean(), max_psnr_gt_step=g.max_psnr_gt_step.mean(), n_runs=len(g)))
+    return pd.DataFrame(rows, columns=["transformer", "arch", "task", "max_psnr_gt", "max_psnr_gt_sd", "gain_db",
+                                       "max_psnr_gt_step", "n_runs"])
+
+
+def conv_placement_figure(dip_curves: pd.DataFrame, dip_summary: pd.DataFrame, out_dir,
+                          transformers=V.TRANSFORMERS) -> dict:
+    """The conv-placement study's figure: for each transformer T with runs, PSNR vs iteration (psnr_gt solid,
+    psnr_obs dashed) of T, 3c+T, T+1c, T+3c per task (top row) and their gap (bottom row), as
+    ``conv_placement_{T}.png``; plus the max-PSNR table as conv_placement.csv and conv_placement.md.
+    Returns dict(figures=[paths], csv=path, md=path, table=DataFrame)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    curves = V._table(dip_curves)
+    table = conv_placement_table(dip_summary, transformers) if V._table(dip_summary) is not None \
+        else conv_placement_table(pd.DataFrame(columns=["arch"]), ())
+    figures = []
+    for t in transformers:
+        variants = [v for v in (t, f"3c+{t}", f"{t}+1c", f"{t}+3c")
+                    if curves is not None and v in set(curves.arch)]
+        if len(variants) < 2:  # T alone, or a hybrid without its base: nothing to compare
+            continue
+        d = curves[curves.arch.isin(variants)]
+        tasks = sorted(d.task.unique())
+        pal = dict(zip(variants, sns.color_palette("tab10", len(variants))))
+        fig = Figure(figsize=(5.5 * len(tasks), 7.0), layout="constrained")
+        axes = fig.subplots(2, len(tasks), squeeze=False)
+        for j, task in enumerate(tasks):
+            p = d[(d.task == task) & d.metric.isin(["psnr_gt", "psnr_obs"])]
+            sns.lineplot(p, x="step", y="value", hue="arch", hue_order=variants, palette=pal, style="metric",
+                         style_order=["psnr_gt", "psnr_obs"], errorbar=None, ax=axes[0, j], legend=j == 0)
+            axes[0, j].set(title=f"{task}: PSNR (mean over images and seeds)", xlabel="iteration",
+                           ylabel="PSNR (dB)")
+            g = d[(d.task == task) & (d.metric == "gap")]
+            if len(g):
+                sns.lineplot(g, x="step", y="value", hue="arch", hue_order=variants, palette=pal, errorbar="sd",
+                             ax=axes[1, j], legend=False)
+            axes[1, j].axhline(0, color="k", lw=0.8)
+            axes[1, j].set(title=f"{task}: gap = psnr_gt - psnr_obs (band = sd)", xlabel="iteration",
+                           ylabel="gap (dB)")
+        fig.suptitle(f"conv placement around {t}: {', '.join(variants)}")
+        figures.append(_save(fig, out / f"conv_placement_{t}.png"))
+    csv = out / "conv_placement.csv"
+    write_atomic(csv, table.to_csv(index=False))
+    md = ["# Conv placement: conv layers before (3c+T) or after (T+1c, T+3c) a transformer", "",
+          "Max psnr_gt over the run, mean (sd) over images and seeds; gain = max psnr_gt - psnr of the input.", ""]
+    md += [markdown_table(table) if len(table) else "No runs of vit, swin or their hybrids.\n", ""]
+    md += [f"![conv placement]({p.name})\n" for p in figures]
+    mdp = out / "conv_placement.md"
+    write_atomic(mdp, "\n".join(md))
+    return dict(figures=figures, csv=csv, md=mdp, table=table)
+
+
+def write_conv_placement(out_dir, tables: dict, meta: dict) -> Path:
+    """The conv-placement study's report: :func:`conv_placement_figure` plus report.md with the provenance
+    (see :func:`write_report` for ``meta``) and the max-PSNR table. Returns the path of report.md."""
+    out = Path(out_dir)
+    res = conv_placement_figure(tables.get("dip_curves"), tables.get("dip_summary"), out)
+    body = res["md"].read_text()
+    title, rest = body.split("\n", 1)
+    md = [meta.get("title") and f"# {meta['title']}" or title, "", _provenance(meta), rest]
+    failed = tables.get("failed")
+    if isinstance(failed, pd.DataFrame) and len(failed):
+        md += [f"## Failed runs ({len(failed)})", "", markdown_table(failed)]
+    path = out / "report.md"
+    write_atomic(path, "\n".join(md))
+    return path

@@ -1,0 +1,164 @@
+"""write_report / conv_placement_figure on small synthetic study tables; the Markdown table helper."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biasprobe import report as R
+from biasprobe import verdicts as V
+from test_verdicts import make_tables
+
+GEN = {"skipnet": 6.0, "vit": 2.0, "swin": 2.2, "vit+1c": 4.0, "vit+3c": 5.0, "3c+vit": 1.0}
+PRED = {"skipnet": 0.5, "vit": 0.40, "swin": 0.45, "vit+1c": 0.35, "vit+3c": 0.30, "3c+vit": 0.50}
+STEPS = range(0, 60, 10)
+
+
+def make_curves(dip: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in dip.itertuples(index=False):
+        for s in STEPS:
+            gt = r.baseline_psnr + r.gain_db * s / 50
+            obs = r.baseline_psnr + 0.3 * s
+            vals = dict(psnr_gt=gt, psnr_obs=obs, psnr_gt_ema=gt, gap=gt - obs, grid_energy_p8=1 + s / 100,
+                        boundary_jump_p8=1.0 + len(r.arch) / 10, loss=1 / (1 + s))
+            vals.update({f"fbc_band{k}": min(1.0, s / 50 / (k + 1)) for k in range(5)})
+            rows += [dict(arch=r.arch, task=r.task, image=r.image, seed=r.seed, step=s, metric=m, value=v)
+                     for m, v in vals.items()]
+    return pd.DataFrame(rows)
+
+
+def make_images(dip: pd.DataFrame) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for (task, image, seed), g in dip.groupby(["task", "image", "seed"]):
+        for kind, arch in [("clean", ""), ("observed", "")] + [("best", a) for a in sorted(g.arch.unique())]:
+            img = rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)
+            rows.append(dict(arch=arch, task=task, image=image, seed=seed, kind=kind, height=8, width=12,
+                             channels=3, data=img.tobytes()))
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def tables():
+    dip, clf = make_tables(GEN, PRED, {"vit+3c": None}, images=("im0", "im1"), seeds=(0, 1, 2), noise=0.5)
+    epochs = clf.assign(epoch=1, train_loss=1.0, train_acc=0.5, test_acc=clf.final_test_acc, test_nll=1.0,
+                        lr=1e-3, seconds=1.0)[["arch", "n_train", "seed", "epoch", "train_loss", "train_acc",
+                                               "test_acc", "test_nll", "lr", "seconds"]]
+    cal = pd.DataFrame([dict(arch=a, probe=p, lr=lr, score=-abs(np.log10(lr) + 2.5) + (a == "vit"))
+                        for a in ("skipnet", "vit") for p in ("dip", "classify") for lr in (1e-4, 1e-3, 1e-2)])
+    choices = pd.DataFrame([dict(arch=a, probe=p, lr=1e-3, score=-0.5 + (a == "vit"), second_lr=1e-2,
+                                 second_score=-0.5 + (a == "vit")) for a in ("skipnet", "vit")
+                            for p in ("dip", "classify")])
+    return dict(dip_summary=dip, dip_curves=make_curves(dip), clf_summary=clf, clf_epochs=epochs,
+                images=make_images(dip), calibration=cal, choices=choices)
+
+
+META = dict(command="python studies/generative_vs_predictive.py --preset smoke", preset="smoke",
+            versions={"torch": "2.x", "biasprobe": "0.1"}, git_commit="abc123", device="cpu",
+            wall_time_s=12.5, n_boot=100)
+
+
+def test_markdown_table():
+    df = pd.DataFrame(dict(name=["a|b", "c\nd"], x=[1.23456, np.nan], n=[3, 4000]))
+    md = R.markdown_table(df)
+    lines = md.strip().split("\n")
+    assert lines[0] == "| name | x | n |" and lines[1] == "|---|---|---|"
+    assert lines[2] == "| a\\|b | 1.23 | 3 |" and lines[3] == "| c d |  | 4000 |"
+    assert R.markdown_table(df.set_index("name"), index=True).startswith("| name | x | n |")
+    assert R.fmt(123.456) == "123.5" and R.fmt(0.012345) == "0.0123" and R.fmt(2.0) == "2" and R.fmt(None) == ""
+
+
+def test_decode_image_roundtrip():
+    img = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    row = dict(height=2, width=3, channels=3, data=img.tobytes())
+    assert np.array_equal(R.decode_image(row), img)
+
+
+@pytest.fixture(scope="module")
+def full_report(tables, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return out, R.write_report(out, tables, META).read_text()
+
+
+def test_write_report(full_report, tables):
+    tmp_path, text = full_report
+    for h in "abcde":
+        assert f"**({h})**" in text
+        assert re.search(rf"\| {h} \| overall \|", text)
+    assert META["command"] in text and "abc123" in text and "torch 2.x" in text and "12 s" in text
+    assert "What the data do not support" in text
+    for name, _ in R.FIGURES:
+        assert (tmp_path / name).stat().st_size > 1000, name
+        assert f"]({name})" in text
+    for name in ("cross_tab.csv", "cross_tab.md", "verdicts.csv"):
+        assert (tmp_path / name).exists()
+    cross = pd.read_csv(tmp_path / "cross_tab.csv")
+    expect = V.cross_tab(tables["dip_summary"], tables["clf_summary"], tables["dip_curves"], n_boot=100)
+    assert np.allclose(cross.gen_score, expect.gen_score) and np.allclose(cross.gen_ci_low, expect.gen_ci_low)
+    v = pd.read_csv(tmp_path / "verdicts.csv")
+    assert set(v.verdict) <= set(V.VERDICTS)
+    # the reading restates the computed numbers
+    a = v[(v.hypothesis == "a") & (v.comparison == "skipnet - vit")].iloc[0]
+    assert f"effect {R.fmt(a.effect)}" in text
+
+
+def test_report_lists_unsupported_and_sensitivity(tmp_path, tables):
+    second = V.verdicts(tables["dip_summary"].assign(gain_db=-tables["dip_summary"].gain_db),
+                        tables["clf_summary"], n_boot=100)
+    t = dict(dip_summary=tables["dip_summary"], clf_summary=tables["clf_summary"], verdicts_second_lr=second)
+    text = R.write_report(tmp_path, t, META).read_text()
+    # regenerating gives the same report and tables
+    assert R.write_report(tmp_path / "again", t, META).read_text() == text
+    assert (tmp_path / "again" / "verdicts.csv").read_text() == (tmp_path / "verdicts.csv").read_text()
+    assert "## Sensitivity to the learning rate" in text and (tmp_path / "sensitivity.csv").exists()
+    sens = pd.read_csv(tmp_path / "sensitivity.csv")
+    assert sens.set_index("hypothesis").loc["a", "status"] == "sensitive"
+    v = pd.read_csv(tmp_path / "verdicts.csv")
+    line = next(x for x in text.splitlines() if x.startswith("**What the data do not support:**"))
+    for h, verdict in V.overall(v).items():
+        assert (f"({h}) {verdict}" in line) == (verdict != "supported")
+
+
+def test_report_with_runner_meta_and_second_lr_tables(tmp_path, tables):
+    """The runner's shapes: preset as a dict, wall_seconds, tables at the second-best lr, failed runs."""
+    second = dict(dip_summary=tables["dip_summary"].assign(gain_db=-tables["dip_summary"].gain_db),
+                  clf_summary=tables["clf_summary"])
+    failed = pd.DataFrame([dict(run_id="abc", error="RuntimeError: boom")])
+    t = dict(dip_summary=tables["dip_summary"], clf_summary=tables["clf_summary"], second=second, failed=failed)
+    meta = dict(command="biasprobe study generative_vs_predictive --preset smoke", wall_seconds=61.0,
+                preset=dict(name="smoke", archs=["skipnet", "vit"]), n_boot=50, study="generative_vs_predictive")
+    text = R.write_report(tmp_path, t, meta).read_text()
+    assert "- preset: smoke" in text and '"archs"' in text and "61 s" in text
+    assert "study: generative_vs_predictive" in text
+    assert "## Failed runs (1)" in text and "RuntimeError: boom" in text
+    sens = pd.read_csv(tmp_path / "sensitivity.csv").set_index("hypothesis")
+    assert sens.loc["a", "verdict_second_lr"] == "refuted" and sens.loc["a", "status"] == "sensitive"
+    assert (tmp_path / "verdicts_second_lr.csv").exists()
+
+
+def test_report_with_missing_tables(tmp_path, tables):
+    t = dict(dip_summary=tables["dip_summary"][tables["dip_summary"].arch.isin(["skipnet", "unet"])])
+    text = R.write_report(tmp_path, t, dict(n_boot=50)).read_text()
+    assert "Not drawn (no data)" in text and "inconclusive" in text
+    assert not (tmp_path / "accuracy_vs_n.png").exists()
+
+
+def test_conv_placement_figure(tmp_path, tables):
+    res = R.conv_placement_figure(tables["dip_curves"], tables["dip_summary"], tmp_path)
+    assert [p.name for p in res["figures"]] == ["conv_placement_vit.png"]  # no swin hybrids in the tables
+    assert res["figures"][0].stat().st_size > 1000
+    tab = pd.read_csv(res["csv"])
+    assert set(tab.arch) == {"vit", "3c+vit", "vit+1c", "vit+3c"} and set(tab.task) == {"denoise", "inpaint"}
+    d = tables["dip_summary"]
+    want = d[(d.arch == "vit+3c") & (d.task == "denoise")].max_psnr_gt.mean()
+    assert tab[(tab.arch == "vit+3c") & (tab.task == "denoise")].max_psnr_gt.iloc[0] == pytest.approx(want)
+    assert "conv_placement_vit.png" in res["md"].read_text()
+    empty = R.conv_placement_figure(None, tables["dip_summary"][tables["dip_summary"].arch == "skipnet"],
+                                    tmp_path / "none")
+    assert empty["figures"] == [] and "No runs" in empty["md"].read_text()
+    path = R.write_conv_placement(tmp_path / "study", tables, dict(META, n_boot=None))
+    text = path.read_text()
+    assert text.startswith("# Conv placement") and META["command"] in text and "| vit+3c |" in text
+    assert (tmp_path / "study" / "conv_placement_vit.png").exists()
