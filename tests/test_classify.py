@@ -313,3 +313,13 @@ def test_cli_argparse_error_exits_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["classify", "--arch", "skipnet", "--epochs", "many"])
     assert exc.value.code == 2
+
+
+def test_eval_every_skips_intermediate_evaluations(folder):
+    cfg = dict(arch="skipnet", n_train=40, epochs=3, batch_size=16, data=str(folder), attr_samples=0, seed=1)
+    every, s_every = run_classify(ClassifyConfig(**cfg), progress=False)
+    sparse, s_sparse = run_classify(ClassifyConfig(**cfg, eval_every=2), progress=False)
+    assert sparse.test_acc.isna().tolist() == [True, False, False]
+    # evaluation does not touch training: the same weights, so the same final numbers
+    assert s_sparse["final_test_acc"] == s_every["final_test_acc"]
+    pd.testing.assert_series_equal(sparse.train_loss, every.train_loss)

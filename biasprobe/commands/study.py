@@ -1,0 +1,99 @@
+"""`biasprobe study NAME --preset P`: run (or resume) a study and write its report.
+
+Studies: ``generative_vs_predictive`` (both probes on the preset's architectures, cross-tab, verdicts on the five
+hypotheses) and ``conv_placement`` (DIP only: T, 3c+T, T+1c, T+3c for T in vit and swin — the original study's
+figure). Runs go to a results store (``--store``); a run already there is never repeated, so an interrupted
+study resumes, and the two studies share the runs they have in common.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+from pathlib import Path
+
+STUDIES = ("generative_vs_predictive", "conv_placement")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("study", help="run a study (both probes, verdicts, report)", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_study_args(p)
+    p.set_defaults(run=run)
+
+
+def add_study_args(p: argparse.ArgumentParser, name: str | None = None) -> None:
+    if name is None:
+        p.add_argument("name", choices=STUDIES)
+    else:
+        p.set_defaults(name=name)
+    p.add_argument("--preset", default="quick", help="smoke, quick, paper, or a preset JSON file (default quick)")
+    p.add_argument("--out", help="report folder (default reports/<study>-<preset>)")
+    p.add_argument("--store", help="results store folder (default runs/studies/<preset>)")
+    p.add_argument("--executor", choices=["local", "pool", "slurm", "slurm-local", "slurm-debug"],
+                   help="override the preset's executor")
+    p.add_argument("--jobs", type=int, help="parallel runs for the pool executor")
+    p.add_argument("--partition", help="Slurm partition (with --executor slurm)")
+    p.add_argument("--data", help="CIFAR-10 ImageFolder (train/ test/) for the predictive probe")
+    p.add_argument("--data-root", help="torchvision CIFAR-10 root (with --download to fetch it)")
+    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10")
+    p.add_argument("--device", help="auto, cpu or cuda (overrides the preset)")
+    p.add_argument("--arch-module", action="append", default=[], metavar="PATH_OR_MODULE",
+                   help="a .py file or module registering architectures the preset names")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _apply_overrides(preset, args):
+    if args.executor:
+        preset.executor = args.executor
+    if args.jobs:
+        preset.jobs = args.jobs
+    if args.device:
+        preset.device = args.device
+    if args.partition:
+        preset.slurm = {"partition": args.partition}
+    if preset.classify is not None:
+        for key in ("data", "data_root"):
+            if getattr(args, key):
+                setattr(preset.classify, key, str(Path(getattr(args, key)).resolve()))
+        if args.download:
+            preset.classify.download = True
+    return preset
+
+
+def conv_placement_preset(preset):
+    """The preset restricted to DIP runs of T, 3c+T, T+1c, T+3c for each transformer T the preset names."""
+    archs = []
+    for t in ("vit", "swin"):
+        archs += [a for a in (t, f"3c+{t}", f"{t}+1c", f"{t}+3c") if a in preset.archs or a == t]
+    return dataclasses.replace(preset, archs=archs, classify=None)
+
+
+def run(args) -> None:
+    from biasprobe import report, verdicts
+    from biasprobe.commands import load_arch_modules
+    from biasprobe.runinfo import provenance, resolve_device
+    from biasprobe.study import load_preset, run_study
+
+    load_arch_modules(args)
+    preset = _apply_overrides(load_preset(args.preset), args)
+    if args.name == "conv_placement":
+        preset = conv_placement_preset(preset)
+    out = Path(args.out or f"reports/{args.name}-{preset.name}")
+    store = Path(args.store or f"runs/studies/{preset.name}")
+    tables = run_study(preset, store, progress=not args.quiet)
+    meta = {
+        "study": args.name,
+        "command": " ".join(shlex.quote(a) for a in ["biasprobe", *sys.argv[1:]]) if sys.argv else "",
+        "preset": dataclasses.asdict(preset),
+        "store": str(store),
+        "wall_seconds": tables.pop("wall_seconds"),
+        **provenance(resolve_device(preset.device)),
+    }
+    if args.name == "conv_placement":
+        path = report.write_conv_placement(out, tables, meta)
+    else:
+        path = report.write_report(out, tables, meta)
+    print(f"wrote {path}")

@@ -1,0 +1,331 @@
+"""Studies: a preset (plain JSON) -> grids of DIP and classification runs -> resumable sweeps -> tables.
+
+A preset lists the architectures and, per probe, what to run (see ``studies/presets/*.json``; copy one and edit
+it). ``run_study`` optionally calibrates each architecture's learning rate first (``biasprobe.calibrate``), then
+runs the DIP grid (arch x task x image, seeds fitted together as one batch) and the classification grid
+(arch x n_train x seed) through ``biasprobe.sweep`` into one results store, so a killed study resumes where it
+stopped. It returns the tidy tables the analysis (``verdicts.py``, ``report.py``) reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from biasprobe.errors import BiasprobeError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "studies" / "presets"
+
+
+@dataclass
+class DipPlan:
+    tasks: list[dict] = field(default_factory=lambda: [{"task": "denoise", "task_params": {"sigma": 25}}])
+    images: list[str] = field(default_factory=lambda: ["astronaut"])
+    size: int = 64
+    setting: str = "dip"
+    iters: int = 600
+    log_every: int = 25
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    lr: float | str | None = None  # None: the setting's lr; a number; or "calibrated"
+    input_depth: int | None = None
+    reg_noise_std: float | None = None
+    spectral: bool = True
+    arch_kwargs: dict = field(default_factory=dict)  # per arch name: {"swin": {"embed_dim": 192}}
+    extra: dict = field(default_factory=dict)  # other DIPConfig fields, e.g. {"es_patience": 300}
+
+
+@dataclass
+class ClassifyPlan:
+    n_train: list[int] = field(default_factory=lambda: [500, 1000, 2000])
+    fixed_n: int = 1000  # the N at which the predictive score is read
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float | str | None = None  # None: ClassifyConfig's default; a number; or "calibrated"
+    weight_decay: float | None = None
+    data: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    arch_kwargs: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # other ClassifyConfig fields, e.g. {"attr_samples": 32}
+
+
+@dataclass
+class CalibrationPlan:
+    enabled: bool = False
+    preset: str = "quick"  # biasprobe.calibrate.CALIBRATION_PRESETS entry
+    sensitivity: bool = False  # rerun the DIP/classify grids at each arch's second-best lr
+
+
+@dataclass
+class StudyPreset:
+    name: str = "custom"
+    description: str = ""
+    archs: list[str] = field(default_factory=lambda: ["skipnet", "vit"])
+    dip: DipPlan = field(default_factory=DipPlan)
+    classify: ClassifyPlan | None = field(default_factory=ClassifyPlan)
+    calibration: CalibrationPlan = field(default_factory=CalibrationPlan)
+    executor: str = "local"
+    jobs: int = 1
+    threads_per_job: int | None = None
+    slurm: dict | None = None  # submitit/Slurm options for executor "slurm", e.g. {"partition": "gpu"}
+    device: str = "auto"
+
+
+_NESTED = {"dip": DipPlan, "classify": ClassifyPlan, "calibration": CalibrationPlan}
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise BiasprobeError(f"{where}: expected an object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise BiasprobeError(f"{where}: unknown field {key!r} (known: {', '.join(sorted(names))})")
+    kw = {}
+    for key, value in data.items():
+        if key in _NESTED and cls is StudyPreset:
+            kw[key] = None if value is None else _build(_NESTED[key], value, f"{where}.{key}")
+        else:
+            kw[key] = value
+    return cls(**kw)
+
+
+def load_preset(name_or_path: str) -> StudyPreset:
+    """A preset by name (``studies/presets/NAME.json``) or path; unknown or ill-typed fields fail in one line."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+        raise BiasprobeError(f"no preset {name_or_path!r}: give a JSON file or one of {', '.join(known)}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BiasprobeError(f"preset {path}: not valid JSON ({exc})") from exc
+    preset = _build(StudyPreset, data, f"preset {path.name}")
+    _check_types(preset, path.name)
+    return preset
+
+
+def _check_types(p: StudyPreset, where: str) -> None:
+    def need(ok: bool, fld: str, what: str):
+        if not ok:
+            raise BiasprobeError(f"preset {where}: field {fld!r} must be {what}")
+
+    need(isinstance(p.archs, list) and p.archs and all(isinstance(a, str) for a in p.archs), "archs",
+         "a non-empty list of architecture names")
+    need(p.executor in ("local", "pool", "slurm", "slurm-local", "slurm-debug"), "executor",
+         "local, pool, slurm, slurm-local or slurm-debug")
+    need(isinstance(p.jobs, int) and p.jobs >= 1, "jobs", "a positive integer")
+    d = p.dip
+    need(isinstance(d.tasks, list) and d.tasks and all(isinstance(t, dict) and "task" in t for t in d.tasks),
+         "dip.tasks", 'a list of {"task": ..., "task_params": {...}} objects')
+    for t in d.tasks:
+        for key in t:
+            need(key in ("task", "task_params", "images"), f"dip.tasks[].{key}", "one of task, task_params, images")
+    need(isinstance(d.images, list) and d.images, "dip.images", "a non-empty list of images")
+    need(isinstance(d.iters, int) and d.iters >= 1, "dip.iters", "a positive integer")
+    need(isinstance(d.size, int) and d.size >= 16, "dip.size", "an integer >= 16")
+    need(isinstance(d.seeds, list) and d.seeds and all(isinstance(s, int) for s in d.seeds), "dip.seeds",
+         "a non-empty list of integers")
+    need(d.lr is None or d.lr == "calibrated" or isinstance(d.lr, (int, float)), "dip.lr",
+         'null, a number or "calibrated"')
+    c = p.classify
+    if c is not None:
+        need(isinstance(c.n_train, list) and c.n_train and all(isinstance(n, int) and n > 0 for n in c.n_train),
+             "classify.n_train", "a non-empty list of positive integers")
+        need(c.fixed_n in c.n_train, "classify.fixed_n", f"one of classify.n_train {c.n_train}")
+        need(isinstance(c.epochs, int) and c.epochs >= 1, "classify.epochs", "a positive integer")
+        need(c.lr is None or c.lr == "calibrated" or isinstance(c.lr, (int, float)), "classify.lr",
+             'null, a number or "calibrated"')
+    if "calibrated" in (d.lr, getattr(c, "lr", None)):
+        need(p.calibration.enabled, "calibration.enabled", 'true when an lr is "calibrated"')
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Grids: each run is a plain dict (hashed into its run id by the sweep)
+
+
+def dip_configs(p: StudyPreset, lrs: dict[str, float] | None = None) -> list[dict]:
+    from biasprobe.dip import DIPConfig
+
+    out = []
+    for arch in p.archs:
+        for t in p.dip.tasks:
+            for image in t.get("images", p.dip.images):
+                cfg = DIPConfig(
+                    arch=arch, image=image, task=t["task"], task_params=dict(t.get("task_params", {})),
+                    arch_kwargs=dict(p.dip.arch_kwargs.get(arch, {})), size=p.dip.size, setting=p.dip.setting,
+                    input_depth=p.dip.input_depth, reg_noise_std=p.dip.reg_noise_std, iters=p.dip.iters,
+                    log_every=p.dip.log_every, seeds=list(p.dip.seeds), spectral=p.dip.spectral,
+                    lr=_lr(p.dip.lr, lrs, arch), device=p.device, **p.dip.extra,
+                )
+                out.append({"probe": "dip", "config": dataclasses.asdict(cfg)})
+    return out
+
+
+def classify_configs(p: StudyPreset, lrs: dict[str, float] | None = None) -> list[dict]:
+    from biasprobe.classify import ClassifyConfig
+
+    if p.classify is None:
+        return []
+    c = p.classify
+    out = []
+    for arch in p.archs:
+        for n in c.n_train:
+            for seed in c.seeds:
+                kw = dict(arch=arch, n_train=n, epochs=c.epochs, batch_size=c.batch_size, seed=seed, data=c.data,
+                          data_root=c.data_root, download=c.download, device=p.device,
+                          arch_kwargs=dict(c.arch_kwargs.get(arch, {})), **c.extra)
+                lr = _lr(c.lr, lrs, arch)
+                if lr is not None:
+                    kw["lr"] = lr
+                if c.weight_decay is not None:
+                    kw["weight_decay"] = c.weight_decay
+                out.append({"probe": "classify", "config": dataclasses.asdict(ClassifyConfig(**kw))})
+    return out
+
+
+def _lr(value, lrs, arch):
+    if value == "calibrated":
+        return float(lrs[arch])
+    return None if value is None else float(value)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What one sweep run does (module-level functions: picklable for process pools and Slurm)
+
+
+def dip_job(run: dict) -> dict[str, pd.DataFrame]:
+    from biasprobe.dip import DIPConfig, run_dip
+
+    cfg = DIPConfig(**run["config"])
+    res = run_dip(cfg, progress=False)
+    keys = dict(arch=cfg.arch, task=cfg.task, image=cfg.image)
+    curves = res.curves.assign(**keys)
+    images = []
+    for seed, imgs in res.images.items():
+        for kind in ("clean", "observed", "best"):
+            if kind in imgs:
+                a = np.clip(np.round(imgs[kind] * 255), 0, 255).astype(np.uint8)
+                images.append(dict(**keys, seed=seed, kind=kind, height=a.shape[0], width=a.shape[1],
+                                   channels=a.shape[2], data=a.tobytes()))
+    return {"curves": curves, "summary": res.summary, "images": pd.DataFrame(images)}
+
+
+def classify_job(run: dict) -> dict[str, pd.DataFrame]:
+    from biasprobe.classify import ClassifyConfig, run_classify
+
+    cfg = ClassifyConfig(**run["config"])
+    epochs, summary = run_classify(cfg, out_dir=None, progress=False)
+    return {"epochs": epochs, "summary": pd.DataFrame([summary])}
+
+
+def study_job(run: dict) -> dict[str, pd.DataFrame]:
+    return dip_job(run) if run["probe"] == "dip" else classify_job(run)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def check_classify_data(p: StudyPreset) -> None:
+    """Fail before any run when the predictive probe has no data (a one-line error saying how to give it)."""
+    if p.classify is None:
+        return
+    from biasprobe import cifar
+
+    cifar.load_split("test", data=p.classify.data, data_root=p.classify.data_root, download=p.classify.download)
+
+
+def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True) -> dict:
+    """Calibrate (if the preset says so), run both grids, and return the tables for the analysis."""
+    from biasprobe.sweep import ResultStore, run_sweep
+
+    check_classify_data(p)
+    store = ResultStore(Path(store_dir) / "results")
+    t0 = time.perf_counter()
+    tables: dict[str, pd.DataFrame] = {}
+    lrs = {"dip": None, "classify": None, "dip_second": None, "classify_second": None}
+    if p.calibration.enabled:
+        lrs.update(_calibrate(p, Path(store_dir) / "calibration", tables, progress))
+
+    runs = dip_configs(p, lrs["dip"]) + classify_configs(p, lrs["classify"])
+    sweep_kw = dict(executor=p.executor, jobs=p.jobs, threads_per_job=p.threads_per_job, slurm=p.slurm,
+                    progress=progress)
+    run_sweep(runs, study_job, store, desc=f"study {p.name}", **sweep_kw)
+    tables.update(collect(store, runs))
+
+    if p.calibration.enabled and p.calibration.sensitivity:
+        second = dip_configs(p, lrs["dip_second"]) + classify_configs(p, lrs["classify_second"])
+        run_sweep(second, study_job, store, desc=f"study {p.name} @ 2nd-best lr", **sweep_kw)
+        tables["second"] = collect(store, second)
+    tables["wall_seconds"] = time.perf_counter() - t0
+    return tables
+
+
+def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool) -> dict:
+    """Calibrate the lr of every arch for each probe whose preset lr is "calibrated" (biasprobe.calibrate), with
+    the study's own architecture kwargs; returns {probe: {arch: lr}, probe_second: {arch: second-best lr}}."""
+    from biasprobe import calibrate
+
+    out = {}
+    plans = [("dip", p.dip)] + ([("classify", p.classify)] if p.classify else [])
+    curves, choices = [], []
+    for probe, plan in plans:
+        if plan.lr != "calibrated":
+            continue
+        cal = calibrate.preset(p.calibration.preset, probe)
+        parts = []
+        for arch in p.archs:  # one call per arch: each may have its own kwargs
+            base = dict(cal["base"], arch_kwargs=dict(plan.arch_kwargs.get(arch, {})))
+            if probe == "classify":
+                base.update(data=plan.data, data_root=plan.data_root, download=plan.download)
+            parts.append(calibrate.calibrate([arch], probe, cal["grid"], base, root / probe,
+                                             seeds=cal.get("seeds", (0,)), wd_grid=cal.get("wd_grid"),
+                                             executor=p.executor, jobs=p.jobs, threads_per_job=p.threads_per_job,
+                                             device=p.device, progress=progress))
+        table = pd.concat(parts, ignore_index=True)
+        chosen = calibrate.choose(table)
+        calibrate.save_choices(chosen, root / "choices.csv")
+        curves.append(table)
+        choices.append(chosen)
+        out[probe] = {a: calibrate.lookup_lr(chosen, a, probe, rank=1) for a in p.archs}
+        out[f"{probe}_second"] = {a: calibrate.lookup_lr(chosen, a, probe, rank=2) for a in p.archs}
+    if curves:
+        tables["calibration"] = pd.concat(curves, ignore_index=True)
+        tables["choices"] = pd.concat(choices, ignore_index=True)
+    return out
+
+
+def collect(store, runs: list[dict]) -> dict[str, pd.DataFrame]:
+    """The study's tables, read from the store for exactly these runs (failed runs listed separately)."""
+    from biasprobe.sweep import run_id
+
+    dip_ids = [run_id(r) for r in runs if r["probe"] == "dip"]
+    clf_ids = [run_id(r) for r in runs if r["probe"] == "classify"]
+    done = set(store.run_ids())
+    out = {
+        "dip_summary": _load(store, "summary", [i for i in dip_ids if i in done]),
+        "dip_curves": _load(store, "curves", [i for i in dip_ids if i in done]),
+        "images": _load(store, "images", [i for i in dip_ids if i in done]),
+        "clf_summary": _load(store, "summary", [i for i in clf_ids if i in done]),
+        "clf_epochs": _load(store, "epochs", [i for i in clf_ids if i in done]),
+    }
+    failed_ids = set(store.failed_ids())
+    failed = [dict(run_id=i, error=store.failure(i).get("error")) for i in dip_ids + clf_ids
+              if i not in done and i in failed_ids]
+    out["failed"] = pd.DataFrame(failed)
+    return out
+
+
+def _load(store, table: str, ids: list[str]) -> pd.DataFrame:
+    if not ids:
+        return pd.DataFrame()
+    return store.load(table, run_ids=ids)
