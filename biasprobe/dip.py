@@ -11,13 +11,19 @@ generator f_k, the observation y_k of the task (noisy image, masked image, low-r
 Divergence guard (DIP's backtracking, made exact): when seed k's loss is not finite, or its PSNR against the
 observation falls more than ``backtrack_db`` below its last good value, its parameters *and* Adam moments are
 restored to the last good step and that update is skipped (Adam's step counter is shared by the seed batch and is
-not rolled back). The guard runs on the device with ``torch.where``: no host sync per step.
+not rolled back). On CUDA the guard runs on the device with ``torch.where`` (no host sync per step); on a CPU it
+copies rows (see :class:`_Guard`).
 
-Batching seeds: the K networks are stacked with ``torch.func.stack_module_state`` and evaluated with
-``torch.vmap(functional_call)``, so each seed keeps its own weights and its own BatchNorm batch statistics (BN runs
-in training mode as in DIP; running averages are never used then and are switched off). Seed k of a batch follows
-the same computation as a single run of seed k (same init, input, noise draws and observation); the results agree
-to float rounding (vmap turns convs into grouped convs, which sum in another order).
+Batching seeds: the K networks' parameters live in one (K, P) tensor (:class:`SeedBatch`) updated by one fused
+Adam; the nets run either one after another on their rows (``batching="loop"``) or as one
+``torch.vmap(functional_call)`` (``"vmap"``); ``"auto"`` (the default) takes loop on a CPU and vmap elsewhere
+(:func:`auto_batching`). Each seed keeps its own weights and its own BatchNorm batch statistics (BN runs in
+training mode as in DIP; running averages are never used then and are switched off). Seed k of a batch follows the
+same computation as a single run of seed k (same init, input, noise draws and observation); with loop the numbers
+are the same, with vmap they agree to float rounding (grouped convs sum in another order). Conv nets run
+channels-last (:func:`_channels_last`); ``amp="bf16"`` autocasts the forward pass (on CPUs with AMX/avx512_bf16 the
+skip-net runs ~2x faster; its psnr_gt curves then differ from float32's by tenths of a dB, see
+reports/bench_dip.md). Throughput numbers against a plain DIP loop: studies/bench_dip.py.
 
 Every ``log_every`` steps (and at the last step) the loop fetches metrics to the host: psnr_obs, psnr_gt,
 psnr_gt_ema, gap = psnr_gt - psnr_obs, ssim_gt, loss, backtracks, and spectral measures (``spectral.py``).
@@ -78,7 +84,8 @@ class DIPConfig:
     es_window: int = 100  # ES-WMV window W (0 disables)
     es_patience: int = 500  # ES-WMV patience
     amp: str = "fp32"  # "fp32", or "bf16" autocast (CPU or CUDA), or "fp16" autocast (CUDA)
-    batching: str = "vmap"  # how a batch of seeds runs: "vmap" (one vectorised call) or "loop" (one net at a time)
+    batching: str = "auto"  # how a batch of seeds runs: "vmap" (one vectorised call), "loop" (one net at a time),
+    #                         "auto" (loop on a CPU, vmap elsewhere: auto_batching, measured in studies/bench_dip.py)
     device: str = "auto"
 
     def resolved(self) -> "DIPConfig":
@@ -99,6 +106,8 @@ class DIPConfig:
             raise BiasprobeError(f"--input-kind must be noise or meshgrid (got {cfg.input_kind!r})")
         if cfg.input_kind == "meshgrid":
             cfg.input_depth = 2
+        if cfg.batching not in ("auto", "vmap", "loop"):
+            raise BiasprobeError(f"--batching must be auto, vmap or loop (got {cfg.batching!r})")
         if cfg.amp not in ("fp32", "bf16", "fp16"):
             raise BiasprobeError(f"--amp must be fp32, bf16 or fp16 (got {cfg.amp!r})")
         if not cfg.seeds:
@@ -172,40 +181,90 @@ def build_nets(cfg: DIPConfig, hw, out_chans: int) -> list[torch.nn.Module]:
 
 
 class SeedBatch:
-    """K networks of one architecture evaluated as one, with stacked parameters (one tensor per weight, seed axis
-    first) so that one Adam and one divergence guard serve all seeds.
+    """K networks of one architecture evaluated as one. All their parameters live in one flat leaf tensor
+    ``flat`` of shape (K, P) (row k = seed k's P parameters, in ``named_parameters`` order), so that one Adam
+    update, one divergence guard and one gradient buffer serve all seeds with a handful of large tensor ops
+    instead of a few ops per weight tensor.
 
-    ``mode="vmap"`` runs the K nets as one vectorised call (``torch.vmap`` of ``functional_call``: batched matmuls,
-    grouped convs); ``mode="loop"`` calls them one after another on views of the stacked weights. Both compute the
-    same function; which is faster depends on the architecture and the device (see studies/bench_dip.py).
+    Each call cuts ``flat`` into the networks' weights with views (``split``: its backward is one ``cat``, so
+    gradients land in one (K, P) buffer), then evaluates the nets:
+
+    * ``mode="vmap"``: one vectorised call, ``torch.vmap`` of ``functional_call`` (batched matmuls, grouped
+      convs). timm's fused attention has no vmap batching rule (vmap would loop over seeds), so attention modules
+      use their explicit ``softmax(q k^T / sqrt(d)) v`` path under vmap; it computes the same function.
+    * ``mode="loop"``: the K nets one after another (``functional_call`` on seed k's row), the same convs on the
+      same shapes as a single run.
+
+    Which is faster depends on the architecture family and the device (``batching="auto"``, see
+    :func:`auto_batching` and studies/bench_dip.py).
     """
 
-    def __init__(self, nets: list[torch.nn.Module], device: torch.device, mode: str = "vmap"):
+    def __init__(self, nets: list[torch.nn.Module], device: torch.device, mode: str = "vmap",
+                 channels_last: bool = False):
         if mode not in ("vmap", "loop"):
             raise BiasprobeError(f"seed batching mode must be vmap or loop (got {mode!r})")
-        self.params, self.buffers = stack_module_state([n.to(device) for n in nets])
-        self.base = copy.deepcopy(nets[0]).to("meta")
+        params, self.buffers = stack_module_state([n.to(device) for n in nets])
         self.k = len(nets)
+        self.names = list(params)
+        self.shapes = [tuple(t.shape[1:]) for t in params.values()]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.flat = torch.cat([t.detach().reshape(self.k, -1) for t in params.values()], 1).requires_grad_()
+        self.base = copy.deepcopy(nets[0]).to("meta")
         self.mode = mode
+        self.channels_last = channels_last
+        if mode == "vmap" and self.k > 1:
+            for m in self.base.modules():
+                if hasattr(m, "fused_attn"):
+                    m.fused_attn = False
 
         def one(params, buffers, z):
             return functional_call(self.base, (params, buffers), (z[None],))[0]
 
         self._vmapped = torch.vmap(one, randomness="different")
 
-    def _slice(self, k: int):
-        return ({n: t[k] for n, t in self.params.items()}, {n: t[k] for n, t in self.buffers.items()})
+    def _weights(self, row: torch.Tensor, batch: tuple = ()) -> dict:
+        parts = row.split(self.sizes, dim=-1)
+        out = {}
+        for name, part, shape in zip(self.names, parts, self.shapes):
+            w = part.view(*batch, *shape)
+            if self.channels_last and w.dim() == 4 and not batch:
+                w = w.contiguous(memory_format=torch.channels_last)
+            out[name] = w
+        return out
+
+    def seed_params(self, k: int) -> dict:
+        """Seed k's weights as a name -> tensor dict (views of ``flat``)."""
+        return self._weights(self.flat[k].detach())
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         """z: (K, D, H, W) -> (K, C, H, W)."""
-        if self.k == 1:  # plain call, no vmap overhead
-            return functional_call(self.base, self._slice(0), (z,))
-        if self.mode == "loop":
-            return torch.cat([functional_call(self.base, self._slice(k), (z[k : k + 1],)) for k in range(self.k)])
-        return self._vmapped(self.params, self.buffers, z)
+        if self.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last)
+        if self.k == 1 or self.mode == "loop":
+            rows = self.flat.unbind(0)
+            outs = [functional_call(self.base, (self._weights(rows[k]), {n: t[k] for n, t in self.buffers.items()}),
+                                    (z[k : k + 1],)) for k in range(self.k)]
+            return outs[0] if self.k == 1 else torch.cat(outs)
+        return self._vmapped(self._weights(self.flat, (self.k,)), self.buffers, z)
 
     def parameters(self) -> list[torch.Tensor]:
-        return list(self.params.values())
+        return [self.flat]
+
+
+def auto_batching(arch: str, device: torch.device, k: int) -> str:
+    """The faster seed-batching mode (studies/bench_dip.py, reports/bench_dip.md). On a CPU, ``loop``: vmap turns
+    convs into grouped convs (skipnet 4 seeds at 128 px: ~2x slower than 4 plain calls) and gains nothing on the
+    transformers' matmuls (bmm of 4 is no faster than 4 mm on a CPU core; the explicit attention that vmap needs
+    is slower than fused attention). Elsewhere (CUDA) ``vmap``: one wide kernel per layer instead of K narrow ones."""
+    return "loop" if device.type == "cpu" else "vmap"
+
+
+def _channels_last(cfg: DIPConfig, device: torch.device) -> bool:
+    """Channels-last (NHWC) activations for conv nets: oneDNN's fast layout on a CPU (skipnet at 128 px: ~5% in
+    float32, ~1.5x in bf16 autocast with AMX), and the tensor-core layout on CUDA."""
+    spec = get_arch(cfg.arch)
+    family = get_arch(spec.backbone).family if spec.backbone else spec.family
+    return family == "cnn"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -229,19 +288,19 @@ def run_dip(cfg: DIPConfig, progress: bool = True) -> DIPResult:
     channels = y.shape[1]
 
     nets = build_nets(cfg, hw, channels)
-    net = SeedBatch(nets, device, cfg.batching)
+    batching = auto_batching(cfg.arch, device, K) if cfg.batching == "auto" else cfg.batching
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes all run long: let cuDNN pick the fastest kernels
+    net = SeedBatch(nets, device, batching, channels_last=_channels_last(cfg, device))
     n_params = sum(p.numel() for p in nets[0].parameters())
     z = torch.cat([make_input(cfg.input_kind, cfg.input_depth, hw, s) for s in cfg.seeds]).to(device)
     noise_gens = [torch.Generator(device=device).manual_seed(10_000_019 + s) for s in cfg.seeds]
     z_noisy = torch.empty_like(z)
 
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    # one (K, P) tensor: the fused kernel does Adam's whole update in one pass (same formula as the for-loop one)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=device.type in ("cpu", "cuda"))
     params = net.parameters()
-    guard = cfg.backtrack_db > 0
-    if guard:
-        saved_params = [p.detach().clone() for p in params]
-        saved_state: list[list[torch.Tensor]] | None = None
-        last_good = torch.full((K,), -math.inf, device=device)
+    guard = _Guard(net.flat, opt, K, cfg.backtrack_db, device) if cfg.backtrack_db > 0 else None
     backtracks = torch.zeros(K, device=device)
 
     n_seen = mask.expand(K, channels, *y.shape[-2:]).sum((1, 2, 3)) if mask is not None else None
@@ -249,11 +308,12 @@ def run_dip(cfg: DIPConfig, progress: bool = True) -> DIPResult:
     hist_psnr_gt = torch.full((cfg.iters, K), math.nan, device=device)
     best_out = torch.zeros(K, channels, *hw, device=device)
     best_psnr = torch.full((K,), -math.inf, device=device)
-    es_buf = torch.zeros(cfg.es_window, K, channels, *hw, device=device) if cfg.es_window > 0 else None
+    es_var = WindowVariance(cfg.es_window, (K, channels, *hw), device) if cfg.es_window > 0 else None
     hist_var = torch.full((cfg.iters, K), math.nan, device=device)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
 
     log_steps = sorted(set(range(0, cfg.iters, cfg.log_every)) | {cfg.iters - 1})
+    log_set = set(log_steps)
     snap_steps = set(np.array(log_steps)[np.linspace(0, len(log_steps) - 1, min(5, len(log_steps))).astype(int)])
     rows: list[tuple] = []
     snapshots: dict[int, np.ndarray] = {}
@@ -281,30 +341,12 @@ def run_dip(cfg: DIPConfig, progress: bool = True) -> DIPResult:
 
         with torch.no_grad():
             psnr_obs_now = -10 * torch.log10(per_seed.detach())
-            if guard:
-                bad = ~torch.isfinite(per_seed.detach()) | (psnr_obs_now < last_good - cfg.backtrack_db)
-                good = ~bad
-                # remember this step's (pre-update) parameters and moments as the last good ones
-                for p, s in zip(params, saved_params):
-                    s.copy_(torch.where(_bcast(good, p), p, s))
-                if saved_state is not None:
-                    for p, ss in zip(params, saved_state):
-                        st = opt.state[p]
-                        for key, s in zip(("exp_avg", "exp_avg_sq"), ss):
-                            s.copy_(torch.where(_bcast(good, s), st[key], s))
-                last_good = torch.where(good, psnr_obs_now, last_good)
-                backtracks += bad.float()
+            if guard is not None:
+                backtracks += guard.before_update(per_seed.detach(), psnr_obs_now)
         opt.step()
         with torch.no_grad():
-            if guard:
-                if saved_state is None:  # Adam's moments exist from the first step on; before it they are 0
-                    saved_state = [[torch.zeros_like(opt.state[p][key]) for key in ("exp_avg", "exp_avg_sq")]
-                                   for p in params]
-                for p, s, ss in zip(params, saved_params, saved_state):
-                    p.copy_(torch.where(_bcast(bad, p), s, p))
-                    st = opt.state[p]
-                    for key, s_m in zip(("exp_avg", "exp_avg_sq"), ss):
-                        st[key].copy_(torch.where(_bcast(bad, s_m), s_m, st[key]))
+            if guard is not None:
+                guard.after_update()
 
             x = out.detach().clamp(0, 1)
             ema = x.clone() if ema is None else ema.mul_(cfg.ema_weight).add_(x, alpha=1 - cfg.ema_weight)
@@ -314,12 +356,12 @@ def run_dip(cfg: DIPConfig, progress: bool = True) -> DIPResult:
                 better = p_gt > best_psnr
                 best_psnr = torch.where(better, p_gt, best_psnr)
                 best_out = torch.where(_bcast(better, best_out), x, best_out)
-            if es_buf is not None:
-                es_buf[step % cfg.es_window] = x
-                if step + 1 >= cfg.es_window:
-                    hist_var[step] = es_buf.var(0, unbiased=False).mean((1, 2, 3))
+            if es_var is not None:
+                var = es_var.push(x)
+                if var is not None:
+                    hist_var[step] = var
 
-            if step in log_steps:
+            if step in log_set:
                 rows += _log_rows(step, cfg, x, ema, y, gt, mask, forward, per_seed, backtracks, spectral_cache)
                 if step in snap_steps:
                     snapshots[step] = _hwc(x)
@@ -348,6 +390,93 @@ def run_dip(cfg: DIPConfig, progress: bool = True) -> DIPResult:
         if gt is not None:
             images[seed]["clean"] = _hwc(gt)[k]
     return DIPResult(cfg, curves, summary, images, provenance(device))
+
+
+class WindowVariance:
+    """ES-WMV's VAR_t = mean_pixels(1/W sum_w x_w^2 - (1/W sum_w x_w)^2) over the last W outputs x_w, per seed,
+    from running sums kept in float64 (adding and removing an output is exact far below float32 rounding): two
+    passes over one output per step instead of a variance over all W."""
+
+    def __init__(self, window: int, shape: tuple, device: torch.device):
+        self.window, self.t = window, 0
+        self.buf = torch.zeros(window, *shape, device=device)
+        self.sum = torch.zeros(shape, device=device, dtype=torch.float64)
+        self.sq = torch.zeros_like(self.sum)
+
+    def push(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Add output x (K, ...); returns VAR (K,) once W outputs have been seen, else None."""
+        slot = self.buf[self.t % self.window]
+        if self.t >= self.window:
+            self.sum -= slot
+            self.sq -= slot.double() ** 2
+        slot.copy_(x)
+        self.sum += x
+        self.sq += x.double() ** 2
+        self.t += 1
+        if self.t < self.window:
+            return None
+        mean = self.sum / self.window
+        return (self.sq / self.window - mean**2).mean(tuple(range(1, x.dim()))).float()
+
+
+class _Guard:
+    """DIP's backtracking, exact and per seed. Before Adam's update, seed k is *bad* when its loss is not finite or
+    its PSNR against the observation fell more than ``threshold`` dB below its last good value. Good seeds save
+    their pre-update parameters and Adam moments; after the update, bad seeds get theirs back (so their update is
+    undone and the weights are the last good ones). Parameters and moments are single (K, P) tensors
+    (:class:`SeedBatch`), so this is a few row copies per step.
+
+    On a CPU the bad mask is read on the host (there is no device queue to drain) and only rows are copied:
+    ``torch.where`` over (K, P) costs several times a copy there. On other devices it stays on the device
+    (``torch.where``, no host sync per step).
+    """
+
+    def __init__(self, flat: torch.Tensor, opt: torch.optim.Optimizer, k: int, threshold: float,
+                 device: torch.device):
+        self.flat, self.opt, self.threshold = flat, opt, threshold
+        self.saved = [flat.detach().clone()]
+        self.last_good = torch.full((k,), -math.inf, device=device)
+        self.host = device.type == "cpu"
+        self.bad = torch.zeros(k, dtype=torch.bool, device=device)
+        self.bad_rows: list[int] = []
+
+    def _live(self) -> list[torch.Tensor]:
+        state = self.opt.state.get(self.flat, {})
+        live = [self.flat.detach()] + [state[key] for key in ("exp_avg", "exp_avg_sq") if key in state]
+        # Adam's moments appear at its first update; before it they are 0
+        self.saved += [torch.zeros_like(t) for t in live[len(self.saved):]]
+        return live
+
+    def before_update(self, loss: torch.Tensor, psnr_obs: torch.Tensor) -> torch.Tensor:
+        """Decide which seeds are bad, save the good ones; returns the bad mask as floats (to count)."""
+        bad = ~torch.isfinite(loss) | (psnr_obs < self.last_good - self.threshold)
+        self.bad = bad
+        self.last_good = torch.where(bad, self.last_good, psnr_obs)
+        live = self._live()
+        if self.host:
+            self.bad_rows = [k for k, b in enumerate(bad.tolist()) if b]
+            if not self.bad_rows:
+                torch._foreach_copy_(self.saved[: len(live)], live)
+            else:
+                for k in range(len(bad)):
+                    if k not in self.bad_rows:
+                        for s, t in zip(self.saved, live):
+                            s[k].copy_(t[k])
+        else:
+            for s, t in zip(self.saved, live):
+                torch.where(_bcast(bad, t), s, t, out=s)
+        return bad.float()
+
+    def after_update(self) -> None:
+        """Put the bad seeds' saved parameters and moments back."""
+        live = self._live()
+        if self.host:
+            for k in self.bad_rows:
+                for s, t in zip(self.saved, live):
+                    t[k].copy_(s[k])
+        else:
+            for s, t in zip(self.saved, live):
+                torch.where(_bcast(self.bad, t), s, t, out=t)
 
 
 def _bcast(mask_k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

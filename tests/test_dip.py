@@ -139,3 +139,44 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert rc == 2 and "vit" in err and err.count("\n") == 1
     rc = main(["dip", "--arch", "skipnet", "--image", str(tmp_path / "missing.png"), "--out", str(tmp_path)])
     assert rc == 2
+
+
+def test_window_variance_matches_the_direct_formula():
+    from biasprobe.dip import WindowVariance
+
+    g = torch.Generator().manual_seed(0)
+    xs = torch.rand(30, 2, 3, 8, 8, generator=g)
+    wv = WindowVariance(5, (2, 3, 8, 8), torch.device("cpu"))
+    for t, x in enumerate(xs):
+        got = wv.push(x)
+        if t < 4:
+            assert got is None
+        else:
+            direct = xs[t - 4 : t + 1].var(0, unbiased=False).mean((1, 2, 3))
+            torch.testing.assert_close(got, direct, rtol=1e-5, atol=1e-7)
+
+
+def test_guard_on_the_host_equals_the_guard_on_the_device(monkeypatch):
+    # the CPU guard copies rows chosen on the host; the device guard (CUDA) uses torch.where: same trajectory
+    from biasprobe import dip
+
+    kw = dict(seeds=[0, 1], lr=1.0, iters=15, log_every=1, backtrack_db=1.0, spectral=False)
+    host = run_dip(cfg(**kw), progress=False)
+    init = dip._Guard.__init__
+
+    def device_init(self, *a, **k):
+        init(self, *a, **k)
+        self.host = False
+
+    monkeypatch.setattr(dip._Guard, "__init__", device_init)
+    device = run_dip(cfg(**kw), progress=False)
+    assert (host.summary.backtracks > 0).all()
+    pd.testing.assert_frame_equal(host.curves, device.curves)
+
+
+@pytest.mark.parametrize("batching", ["auto", "vmap", "loop"])
+def test_batching_modes_run_and_bad_mode_is_an_error(batching):
+    r = run_dip(cfg(seeds=[0, 1], batching=batching, iters=3, log_every=2), progress=False)
+    assert np.isfinite(r.summary.final_psnr_obs).all()
+    with pytest.raises(BiasprobeError, match="batching"):
+        run_dip(cfg(batching="grouped"), progress=False)
