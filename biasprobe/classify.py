@@ -66,12 +66,14 @@ class ClassifyConfig:
     attr_methods: tuple[str, ...] = ("saliency", "ig")
     ig_steps: int = 32
     eval_batch_size: int = 500
+    n_test: int | None = None  # evaluate on this many test images (class-balanced, fixed); None = all
     eval_every: int = 1  # evaluate after every k-th epoch (and always after the last); other rows hold NaN
 
     def validate(self) -> None:
         checks = [
             (self.n_train >= 1, f"--n-train must be positive, got {self.n_train}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.n_test is None or self.n_test >= 1, f"--n-test must be positive, got {self.n_test}"),
             (self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}"),
             (self.batch_size >= 2, f"--batch-size must be at least 2, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
@@ -126,6 +128,8 @@ def prepare_data(cfg: ClassifyConfig, device: torch.device) -> ProbeData:
     idx = cifar.balanced_indices(train.labels, cfg.n_train, cfg.seed, train.num_classes)
     if cfg.eval_split == "test":
         ev = cifar.load_split("test", cfg.data, cfg.data_root, cfg.download)
+        if cfg.n_test:  # a fixed class-balanced part of the test split (the same for every run)
+            ev = ev.subset(cifar.balanced_indices(ev.labels, cfg.n_test, 0, ev.num_classes, what="--n-test"))
     else:
         val_idx = cifar.balanced_indices(train.labels, cfg.val_size, cfg.seed + 1_000_003, train.num_classes,
                                          exclude=idx, what="--val-size")

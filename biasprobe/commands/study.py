@@ -71,6 +71,13 @@ def conv_placement_preset(preset):
     return dataclasses.replace(preset, archs=archs, classify=None)
 
 
+def _command_line() -> str:
+    """How this process was started: `python studies/x.py ...` or `biasprobe study ...`."""
+    argv = list(sys.argv)
+    head = ["python", argv[0]] if argv and argv[0].endswith(".py") else ["biasprobe"]
+    return " ".join(shlex.quote(a) for a in head + argv[1:])
+
+
 def run(args) -> None:
     from biasprobe import report, verdicts
     from biasprobe.commands import load_arch_modules
@@ -86,7 +93,7 @@ def run(args) -> None:
     tables = run_study(preset, store, progress=not args.quiet)
     meta = {
         "study": args.name,
-        "command": " ".join(shlex.quote(a) for a in ["biasprobe", *sys.argv[1:]]) if sys.argv else "",
+        "command": _command_line(),
         "preset": dataclasses.asdict(preset),
         "store": str(store),
         "wall_seconds": tables.pop("wall_seconds"),

@@ -1,0 +1,76 @@
+"""The study runner: presets, and the smoke preset end to end (report files hold numbers from runs; rerun resumes)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from biasprobe import BiasprobeError
+from biasprobe.cli import main
+from biasprobe.study import classify_configs, dip_configs, load_preset
+
+
+def test_presets_load_and_grids_have_the_right_size():
+    for name in ("smoke", "quick", "paper"):
+        load_preset(name)
+    quick = load_preset("quick")
+    lrs = {a: 1e-3 for a in quick.archs}
+    dip = dip_configs(quick, lrs)
+    clf = classify_configs(quick, lrs)
+    assert len(dip) == len(quick.archs) * len(quick.dip.tasks) * len(quick.dip.images)
+    assert len(clf) == len(quick.archs) * len(quick.classify.n_train) * len(quick.classify.seeds)
+    assert all(r["config"]["seeds"] == quick.dip.seeds for r in dip)  # seeds fitted as one batch
+    assert {"skipnet", "vit", "swin", "3c+vit", "vit+1c", "vit+3c", "3c+swin", "swin+3c"} <= set(quick.archs)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda d: d.update(bogus=1), "unknown field 'bogus'"),
+    (lambda d: d["dip"].update(itres=5), "unknown field 'itres'"),
+    (lambda d: d["dip"].update(iters="many"), "'dip.iters'"),
+    (lambda d: d["classify"].update(fixed_n=7), "'classify.fixed_n'"),
+    (lambda d: d.update(archs=[]), "'archs'"),
+])
+def test_bad_preset_fields_fail_in_one_line_naming_the_field(tmp_path, edit, words):
+    data = json.loads(load_preset.__globals__["PRESET_DIR"].joinpath("smoke.json").read_text())
+    edit(data)
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(BiasprobeError) as e:
+        load_preset(str(path))
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(BiasprobeError, match="smoke"):
+        load_preset("nope")
+
+
+def test_smoke_study_end_to_end_and_resume(tmp_path, capsys):
+    out, store = tmp_path / "report", tmp_path / "store"
+    args = ["study", "generative_vs_predictive", "--preset", "smoke", "--out", str(out), "--store", str(store),
+            "--quiet"]
+    assert main(args) == 0
+    report = (out / "report.md").read_text()
+    for h in "abcde":
+        assert f"**({h})**" in report
+    verdicts = pd.read_csv(out / "verdicts.csv")
+    overall = verdicts[verdicts.comparison == "overall"]
+    assert set(overall.hypothesis) == set("abcde")
+    assert set(overall.verdict) <= {"supported", "refuted", "inconclusive"}
+    cross = pd.read_csv(out / "cross_tab.csv")
+    assert len(cross) == 6 and cross.filter(like="gen").notna().any().any()
+    for png in ("gen_vs_pred.png", "psnr_curves.png", "reconstructions.png", "accuracy_vs_n.png"):
+        assert (out / png).stat().st_size > 1000
+    assert (out / "sensitivity.csv").is_file()
+    runs = sorted((store / "results" / "runs").iterdir())
+    assert len(runs) == 2 * (6 * 2 + 6 * 2 * 2)  # (DIP + classify) at the best and the second-best lr
+    # a second invocation finds every run done: nothing recomputed, the same verdicts
+    before = {p.name: p.stat().st_mtime for p in runs}
+    assert main(args) == 0
+    after = {p.name: p.stat().st_mtime for p in sorted((store / "results" / "runs").iterdir())}
+    assert before == after
+    pd.testing.assert_frame_equal(pd.read_csv(out / "verdicts.csv"), verdicts)
+
+    assert main(["study", "conv_placement", "--preset", "smoke", "--out", str(tmp_path / "cp"), "--store",
+                 str(store), "--quiet"]) == 0
+    assert (tmp_path / "cp" / "report.md").is_file()
