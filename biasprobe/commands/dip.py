@@ -38,7 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--eval-mode", action="store_true", help="BatchNorm/dropout in eval mode (DIP uses train mode)")
     p.add_argument("--no-backtrack", action="store_true", help="disable the divergence guard")
     p.add_argument("--amp", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--batching", default="vmap", choices=["vmap", "loop"], help="how a batch of seeds runs")
+    p.add_argument("--batching", default="auto", choices=["auto", "vmap", "loop"],
+                   help="how a batch of seeds runs: auto = loop on CPU, vmap on GPU (studies/bench_dip.py)")
     add_device_arg(p)
     p.add_argument("--out", default="runs", help="output folder (one sub-folder per seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
