@@ -171,6 +171,15 @@ def test_cli_calibrate_then_dip_lr_auto(tmp_path, capsys):
     assert ch.lr[0] == scores.loc[scores.score.idxmax(), "lr"]
     assert json.loads(ch.base[0])["image"] == "chelsea"
     assert "skipnet" in capsys.readouterr().out
+    # a second call for another arch keeps the first arch's rows in choices.csv and scores_dip.csv
+    rc = main(["calibrate", "--arch", "vit", "--probe", "dip", "--preset", "smoke", "--grid", "1e-3", "1e-2",
+               "--set", "size=32", "iters=3", "arch_kwargs={'embed_dim': 16, 'depth': 1, 'num_heads': 2}",
+               "--out", str(out), "--device", "cpu", "--quiet"])
+    assert rc == 0
+    assert sorted(cal.load_choices(out / "choices.csv").arch) == ["skipnet", "vit"]
+    merged = pd.read_csv(out / "scores_dip.csv")
+    assert sorted(merged.arch.unique()) == ["skipnet", "vit"] and len(merged) == 4
+    assert cal.load_choices(out / "choices.csv").set_index("arch").loc["skipnet", "lr"] == ch.lr[0]
 
     # --lr auto uses the stored lr and records where it came from; --lr X overrides it
     for flag, lr, source in ((["--lr", "auto"], ch.lr[0], f"calibrated:{out / 'choices.csv'}"),
@@ -185,10 +194,10 @@ def test_cli_calibrate_then_dip_lr_auto(tmp_path, capsys):
         assert summary["lr"] == pytest.approx(lr) and summary["lr_source"] == source
 
     capsys.readouterr()
-    rc = main(["dip", "--arch", "vit", "--lr", "auto", "--calibration", str(out / "choices.csv"),
+    rc = main(["dip", "--arch", "unet", "--lr", "auto", "--calibration", str(out / "choices.csv"),
                "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
-    assert rc == 2 and "no calibrated lr for vit/dip" in err and err.count("\n") == 1
+    assert rc == 2 and "no calibrated lr for unet/dip" in err and err.count("\n") == 1
 
 
 def test_cli_classify_lr_auto(tmp_path, capsys):

@@ -3,7 +3,8 @@
 Runs (or resumes) the calibration sweep into ``OUT/store`` (sweep result store: a finished run is never repeated),
 then writes into ``OUT``: ``choices.csv`` (one row per arch and probe: chosen lr, its score, second-best lr and
 score, grid, seeds, criterion; rows of other archs/probes already in the file are kept), ``scores_<probe>.csv``
-(the long table: one row per arch, lr, weight decay, seed) and ``calibration_<probe>.png`` (score vs lr per arch).
+(the long table: one row per arch, lr, weight decay, seed) and ``calibration_<probe>.png`` (score vs lr per arch);
+the CSVs and the figure keep the rows of archs calibrated by earlier calls into the same OUT.
 ``biasprobe dip|classify --lr auto --calibration OUT/choices.csv`` then use the chosen values. See
 ``biasprobe.calibrate`` for the protocol.
 """
@@ -71,10 +72,21 @@ def run(args: argparse.Namespace) -> None:
     choices["base"] = json.dumps(base, sort_keys=True)
     from biasprobe.runinfo import write_atomic
 
-    write_atomic(out / f"scores_{args.probe}.csv", table.to_csv(index=False))
-    cal.save_choices(choices, out / "choices.csv")
-    fig = cal.plot_curves(table, out / f"calibration_{args.probe}.png", choices)
+    scores_path = out / f"scores_{args.probe}.csv"
+    if scores_path.exists():  # keep the other archs' rows of earlier calls; this call's archs are replaced
+        import pandas as pd
+
+        old = pd.read_csv(scores_path)
+        table_all = pd.concat([old[~old.arch.isin(args.arch)], table], ignore_index=True)
+    else:
+        table_all = table
+    write_atomic(scores_path, table_all.to_csv(index=False))
+    merged = cal.save_choices(choices, out / "choices.csv")
+    fig = cal.plot_curves(table_all, out / f"calibration_{args.probe}.png", merged[merged.probe == args.probe])
     cal.print_choices(choices)
+    for _, r in choices[choices.at_edge].iterrows():
+        print(f"note: {r.arch}'s best lr {r.lr:g} is at the edge of the grid ({r.grid}): the optimum may lie "
+              f"outside it; widen the grid (--grid) to check")
     # one row per run (a DIP run holds all its seeds, and repeats its seconds on each seed's row)
     cost = table.drop_duplicates("run_id").groupby("arch").agg(
         runs=("run_id", "size"), cpu_s=("cpu_seconds", "sum"), wall_s=("wall_seconds", "sum"))
