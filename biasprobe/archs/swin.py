@@ -21,7 +21,7 @@ only conv with kernel > 1 is the patch embedding, whose stride equals its kernel
 Sizes. The original study used patch 4, width 192, depths 2-2-6-2, window 7, MLP ratio 1 at 512 px: token
 grids 128/64/32/16, i.e. 18/9/5/3 windows per side, so every stage attends locally with shifted windows. The
 CPU defaults are for 128 px images (4x smaller) and keep patch 4 (the pixel granularity of a token), depths
-2-2-6-2 and MLP ratio 1, with width 64 and window 4. Width 64 (stage widths 64/128/256/512, 7.0M parameters)
+2-2-6-2 and MLP ratio 1, with width 64 and window 4. Width 64 (stage widths 64/128/256/512, 8.1M parameters)
 makes a generator step cost about what the ``vit`` default's does (forward ~0.36 vs 0.39 GMAC at 128 px); width
 192 gives 63M parameters, whose Adam step alone is slower than a skip-net step on a 2-core CPU (pass
 ``embed_dim=192`` for the study's width). Window 4: the grids are 32/16/8/4, i.e. 8/4/2/1 windows per side,
