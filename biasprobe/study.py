@@ -284,9 +284,16 @@ def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool) -> dict
         cal = calibrate.preset(p.calibration.preset, probe)
         parts = []
         for arch in p.archs:  # one call per arch: each may have its own kwargs
+            # calibrate under the study's own protocol; only the data differ (calibration image / validation split)
             base = dict(cal["base"], arch_kwargs=dict(plan.arch_kwargs.get(arch, {})))
-            if probe == "classify":
-                base.update(data=plan.data, data_root=plan.data_root, download=plan.download)
+            if probe == "dip":
+                base.update(size=plan.size, iters=plan.iters, setting=plan.setting, **{
+                    k: getattr(plan, k) for k in ("input_depth", "reg_noise_std") if getattr(plan, k) is not None})
+                if base["image"] in plan.images or any(base["image"] in t.get("images", []) for t in plan.tasks):
+                    raise BiasprobeError(f"the calibration image {base['image']!r} is one of the study's images")
+            else:
+                base.update(epochs=plan.epochs, batch_size=plan.batch_size, data=plan.data, data_root=plan.data_root,
+                            download=plan.download)
             parts.append(calibrate.calibrate([arch], probe, cal["grid"], base, root / probe,
                                              seeds=cal.get("seeds", (0,)), wd_grid=cal.get("wd_grid"),
                                              executor=p.executor, jobs=p.jobs, threads_per_job=p.threads_per_job,
