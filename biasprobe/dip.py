@@ -299,7 +299,6 @@ def run_dip(cfg: DIPConfig, progress: bool = True) -> DIPResult:
 
     # one (K, P) tensor: the fused kernel does Adam's whole update in one pass (same formula as the for-loop one)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=device.type in ("cpu", "cuda"))
-    params = net.parameters()
     guard = _Guard(net.flat, opt, K, cfg.backtrack_db, device) if cfg.backtrack_db > 0 else None
     backtracks = torch.zeros(K, device=device)
 

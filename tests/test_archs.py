@@ -26,15 +26,6 @@ BASES = [n for n in list_archs() if get_arch(n).backbone is None]
 HYBRIDS = [n for n in list_archs() if get_arch(n).backbone is not None]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets on a shared box: one intra-op thread avoids OpenMP oversubscription (10x slower under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(name: str) -> dict:
     spec = get_arch(name)
     return dict(TINY.get(spec.backbone or spec.name, {}))

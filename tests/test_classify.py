@@ -36,15 +36,6 @@ def _write_folder(root, n_train=40, n_test=10, seed=0):
     return root
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core box, 2 threads spin against other processes and run ~4x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return _write_folder(tmp_path_factory.mktemp("colours"))

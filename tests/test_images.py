@@ -1,5 +1,4 @@
 import struct
-import warnings
 import zlib
 
 import numpy as np

@@ -11,6 +11,8 @@ def add_arch_args(p: argparse.ArgumentParser, multiple: bool = False) -> None:
                    help="registered architecture name(s); hybrids as kc+NAME / NAME+kc (see `biasprobe archs`)")
     p.add_argument("--arch-module", action="append", default=[], metavar="PATH_OR_MODULE",
                    help="a .py file or module that registers architectures with @register_arch (repeatable)")
+    p.add_argument("--arch-kw", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="constructor kwargs, values as Python literals (e.g. num_scales=3 depths=[2,2])")
 
 
 def load_arch_modules(args) -> None:
@@ -40,3 +42,15 @@ def parse_kv(items: list[str], flag: str) -> dict:
         except (ValueError, SyntaxError):
             out[key] = value
     return out
+
+
+def number_or_auto(text: str):
+    """argparse type: a float, or the word ``auto`` (use the calibrated value)."""
+    import argparse
+
+    if text == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None

@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> None:
     spec = cal.preset(args.preset, args.probe)
     base = dict(spec["base"])
     base.update(parse_kv(args.set, "--set"))
+    if args.arch_kw:
+        base["arch_kwargs"] = parse_kv(args.arch_kw, "--arch-kw")
     if args.image:
         if args.probe != "dip":
             raise BiasprobeError("--image is the DIP calibration image: use it with --probe dip")

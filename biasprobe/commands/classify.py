@@ -9,10 +9,9 @@ final accuracy against log N, see ``biasprobe.predictive.sample_efficiency_auc``
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from biasprobe.commands import add_arch_args, add_device_arg, load_arch_modules
+from biasprobe.commands import add_arch_args, add_device_arg, load_arch_modules, number_or_auto, parse_kv
 
 
 def add_parser(subparsers) -> None:
@@ -25,10 +24,10 @@ def add_parser(subparsers) -> None:
                    help="seed(s): subset, init, augmentation order; default 0")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=_number_or_auto, default=1e-3,
+    p.add_argument("--lr", type=number_or_auto, default=1e-3,
                    help="AdamW peak learning rate (default 1e-3), or auto: each arch's calibrated lr "
                         "(biasprobe calibrate --probe classify)")
-    p.add_argument("--weight-decay", type=_number_or_auto, default=0.05,
+    p.add_argument("--weight-decay", type=number_or_auto, default=0.05,
                    help="default 0.05, or auto: the weight decay calibrated with the lr (if a wd grid was used)")
     p.add_argument("--calibration", default="runs/calibration/choices.csv", metavar="FILE",
                    help="choices.csv that --lr auto / --weight-decay auto read")
@@ -43,8 +42,6 @@ def add_parser(subparsers) -> None:
                    help="evaluate on the test split, or on --val-size images held out of the training pool")
     p.add_argument("--val-size", type=int, default=500)
     p.add_argument("--weights", default=None, metavar="FILE", help="start from this local state_dict checkpoint")
-    p.add_argument("--arch-kw", action="append", default=[], metavar="KEY=VALUE",
-                   help="keyword for the architecture's constructor (VALUE parsed as JSON if it can be); repeatable")
     p.add_argument("--attr-samples", type=int, default=64, help="eval images for attribution maps (0: skip)")
     p.add_argument("--out", default="runs", metavar="DIR", help="parent folder of the run folders (default runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -52,15 +49,6 @@ def add_parser(subparsers) -> None:
                    help="torch CPU threads (on a busy shared machine 1 can be several times faster than 2)")
     add_device_arg(p)
     p.set_defaults(run=run)
-
-
-def _number_or_auto(text: str):
-    if text == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
 
 
 def resolve_hparams(args, arch: str) -> tuple[float, float, str]:
@@ -82,21 +70,6 @@ def resolve_hparams(args, arch: str) -> tuple[float, float, str]:
     return float(lr), float(wd), source
 
 
-def parse_arch_kw(items: list[str]) -> dict:
-    from biasprobe.errors import BiasprobeError
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise BiasprobeError(f"--arch-kw {item!r}: write it as KEY=VALUE, e.g. --arch-kw num_scales=3")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def run(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -116,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     for arch in args.arch:
         get_arch(arch)  # unknown names fail before any training
-    arch_kwargs = parse_arch_kw(args.arch_kw)
+    arch_kwargs = parse_kv(args.arch_kw, "--arch-kw")
     out = Path(args.out)
     hparams = {arch: resolve_hparams(args, arch) for arch in args.arch}  # a missing calibration fails first
     configs = [

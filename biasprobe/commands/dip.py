@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from biasprobe.commands import add_arch_args, add_device_arg, load_arch_modules, parse_kv
+from biasprobe.commands import add_arch_args, add_device_arg, load_arch_modules, number_or_auto, parse_kv
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("dip", help="Deep Image Prior fit of one architecture (generative probe)",
                        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_arch_args(p)
-    p.add_argument("--arch-kw", nargs="*", default=[], metavar="KEY=VALUE", help="constructor kwargs")
     p.add_argument("--task", default="denoise", help="denoise, inpaint, sr, fit, noise, jpeg, blur, demosaic, deepinv")
     p.add_argument("--image", default="astronaut", help="image path or built-in name (skimage samples, DIP images)")
     p.add_argument("--size", type=int, default=128, help="resize short side to SIZE and centre-crop; 0 keeps size")
@@ -24,7 +23,7 @@ def add_parser(sub) -> None:
                    help="dip: Ulyanov 2018 (depth 32, lr 0.01, reg-noise 1/30, 3000 it); "
                         "study: transformer study (depth 3, lr 1e-4, no reg-noise, 5000 it)")
     p.add_argument("--iters", type=int, help="iterations (default from --setting)")
-    p.add_argument("--lr", type=lr_arg, help="Adam learning rate (default from --setting), or auto: the lr "
+    p.add_argument("--lr", type=number_or_auto, help="Adam learning rate (default from --setting), or auto: the lr "
                                              "calibrated for this arch (biasprobe calibrate --probe dip)")
     p.add_argument("--calibration", default="runs/calibration/choices.csv", metavar="FILE",
                    help="choices.csv that --lr auto reads")
@@ -44,16 +43,6 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="runs", help="output folder (one sub-folder per seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
-
-
-def lr_arg(text: str):
-    """A positive float, or the word ``auto`` (the calibrated learning rate)."""
-    if text == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
 
 
 def resolve_lr(args, probe: str) -> tuple:

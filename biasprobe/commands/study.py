@@ -79,7 +79,7 @@ def _command_line() -> str:
 
 
 def run(args) -> None:
-    from biasprobe import report, verdicts
+    from biasprobe import report
     from biasprobe.commands import load_arch_modules
     from biasprobe.runinfo import provenance, resolve_device
     from biasprobe.study import load_preset, run_study
@@ -90,6 +90,7 @@ def run(args) -> None:
         preset = conv_placement_preset(preset)
     out = Path(args.out or f"reports/{args.name}-{preset.name}")
     store = Path(args.store or f"runs/studies/{preset.name}")
+    started = provenance(resolve_device(preset.device))  # the code and machine the runs start from
     tables = run_study(preset, store, progress=not args.quiet)
     meta = {
         "study": args.name,
@@ -97,7 +98,7 @@ def run(args) -> None:
         "preset": dataclasses.asdict(preset),
         "store": str(store),
         "wall_seconds": tables.pop("wall_seconds"),
-        **provenance(resolve_device(preset.device)),
+        **started,
     }
     if args.name == "conv_placement":
         path = report.write_conv_placement(out, tables, meta)
