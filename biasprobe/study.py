@@ -131,6 +131,15 @@ def _check_types(p: StudyPreset, where: str) -> None:
         for key in t:
             need(key in ("task", "task_params", "images"), f"dip.tasks[].{key}", "one of task, task_params, images")
     need(isinstance(d.images, list) and d.images, "dip.images", "a non-empty list of images")
+    from biasprobe.classify import ClassifyConfig
+    from biasprobe.dip import DIPConfig
+
+    for plan, cls, name in ((d, DIPConfig, "dip"), (p.classify, ClassifyConfig, "classify")):
+        if plan is None:
+            continue
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in plan.extra:
+            need(key in known, f"{name}.extra.{key}", f"a {cls.__name__} field ({', '.join(sorted(known))})")
     need(isinstance(d.iters, int) and d.iters >= 1, "dip.iters", "a positive integer")
     need(isinstance(d.size, int) and d.size >= 16, "dip.size", "an integer >= 16")
     need(isinstance(d.seeds, list) and d.seeds and all(isinstance(s, int) for s in d.seeds), "dip.seeds",

@@ -29,6 +29,7 @@ def test_presets_load_and_grids_have_the_right_size():
     (lambda d: d["dip"].update(iters="many"), "'dip.iters'"),
     (lambda d: d["classify"].update(fixed_n=7), "'classify.fixed_n'"),
     (lambda d: d.update(archs=[]), "'archs'"),
+    (lambda d: d["dip"]["extra"].update(bogus=1), "'dip.extra.bogus'"),
 ])
 def test_bad_preset_fields_fail_in_one_line_naming_the_field(tmp_path, edit, words):
     data = json.loads(load_preset.__globals__["PRESET_DIR"].joinpath("smoke.json").read_text())
