@@ -263,7 +263,9 @@ def run_classify(cfg: ClassifyConfig, out_dir: str | Path | None = None,
     bar = tqdm(range(1, cfg.epochs + 1), desc=cfg.run_name(), disable=not progress, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
-        loss_sum = correct = 0.0
+        # summed on the device and read once per epoch: no host sync per step (it would stall a GPU)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
         for idx in _batches(n, bs, g):
             idx = idx.to(device)
             x = data.x_train[idx]
@@ -279,10 +281,9 @@ def run_classify(cfg: ClassifyConfig, out_dir: str | Path | None = None,
             scaler.step(opt)
             scaler.update()
             sched.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+            loss_sum += loss.detach().double() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+        loss_sum, correct = loss_sum.item(), correct.item()
         train_seconds += time.perf_counter() - t0
         if not math.isfinite(loss_sum):
             raise FloatingPointError(f"{cfg.run_name()}: training loss is not finite at epoch {epoch}")

@@ -121,6 +121,13 @@ def attribution_locality(model: nn.Module, images: torch.Tensor, method: str = "
     return locality(attribution_maps(model, images, method=method, **kw), center=center)
 
 
+def log_n_auc(acc, log_n) -> np.ndarray:
+    """trapz(acc, log N) / (log N_max - log N_min): the accuracy-vs-log(N) curve as a mean accuracy. ``log_n``
+    ascending; ``acc`` may carry leading batch axes (the curve runs along the last one)."""
+    log_n = np.asarray(log_n, float)
+    return np.trapezoid(np.asarray(acc, float), log_n, axis=-1) / (log_n[-1] - log_n[0])
+
+
 def sample_efficiency_auc(df: pd.DataFrame, acc: str = "test_acc", n_boot: int = 2000, ci: float = 0.95,
                           seed: int = 0) -> pd.DataFrame:
     """Area under accuracy-vs-log(N), normalised to a mean accuracy, per architecture, with a bootstrap CI.
@@ -139,10 +146,9 @@ def sample_efficiency_auc(df: pd.DataFrame, acc: str = "test_acc", n_boot: int =
         if len(groups) < 2:
             raise BiasprobeError(f"sample efficiency of {arch} needs runs at two or more --n-train values")
         log_n = np.log([n for n, _ in groups])
-        span = log_n[-1] - log_n[0]
-        point = np.trapezoid([a.mean() for _, a in groups], log_n) / span
+        point = log_n_auc([a.mean() for _, a in groups], log_n)
         boot = np.stack([a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1) for _, a in groups], axis=1)
-        aucs = np.trapezoid(boot, log_n, axis=1) / span
+        aucs = log_n_auc(boot, log_n)
         lo, hi = np.quantile(aucs, [(1 - ci) / 2, (1 + ci) / 2])
         rows.append(dict(arch=arch, auc=float(point), ci_low=float(lo), ci_high=float(hi), n_sizes=len(groups),
                          min_seeds=min(len(a) for _, a in groups)))

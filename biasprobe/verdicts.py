@@ -174,9 +174,10 @@ def seed_auc(n_train, acc) -> float:
     n, a = n[keep], a[keep]
     if np.unique(n).size < 2:
         return float("nan")
+    from biasprobe.predictive import log_n_auc  # the one formula (imported here: predictive loads torch)
+
     order = np.argsort(n)
-    log_n = np.log(n[order])
-    return float(np.trapezoid(a[order], log_n) / (log_n[-1] - log_n[0]))
+    return float(log_n_auc(a[order], np.log(n[order])))
 
 
 def pred_scores(clf_summary: pd.DataFrame, n_train: int | None = None) -> pd.DataFrame:
