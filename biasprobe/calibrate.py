@@ -61,7 +61,7 @@ CALIBRATION_PRESETS = {
                               log_every=5, spectral=False)),
         "classify": dict(grid=[1e-3, 3e-3], seeds=[0],
                          base=dict(n_train=100, epochs=1, val_size=100, batch_size=50, warmup_epochs=0.0,
-                                   attr_samples=0)),
+                                   measures=False)),
     },
     "quick": {
         # the study overrides size/iters (DIP) and epochs/batch size (classify) with its own, so the choice is made
@@ -70,14 +70,14 @@ CALIBRATION_PRESETS = {
                     base=dict(image="chelsea", task="denoise", task_params={"sigma": 25}, size=64, iters=250,
                               log_every=10, spectral=False)),
         "classify": dict(grid=[3e-4, 1e-3, 3e-3], seeds=[0],
-                         base=dict(n_train=1000, epochs=3, val_size=500, warmup_epochs=1.0, attr_samples=0)),
+                         base=dict(n_train=1000, epochs=3, val_size=500, warmup_epochs=1.0, measures=False)),
     },
     "paper": {
         "dip": dict(grid=LR_GRID, seeds=[0, 1, 2],
                     base=dict(image="chelsea", task="denoise", task_params={"sigma": 25}, size=256, iters=3000,
                               log_every=100, spectral=False)),
         "classify": dict(grid=LR_GRID, wd_grid=[0.01, 0.05, 0.1], seeds=[0, 1, 2],
-                         base=dict(n_train=5000, epochs=30, val_size=1000, attr_samples=0)),
+                         base=dict(n_train=5000, epochs=30, val_size=1000, measures=False)),
     },
 }
 
@@ -220,14 +220,22 @@ def calibration_configs(archs: list[str], probe: str, grid: list[float], base: d
 
 def calibrate(archs: list[str], probe: str, grid: list[float], base: dict, store: str | Path, seeds=(0,),
               executor: str = "local", jobs: int = 1, progress: bool = True, wd_grid: list[float] | None = None,
-              device: str = "auto", threads_per_job: int | None = None) -> pd.DataFrame:
+              device: str = "auto", threads_per_job: int | None = None,
+              arch_kwargs: dict[str, dict] | None = None) -> pd.DataFrame:
     """Run (or resume) the calibration sweep into the result store at ``store``; return the long table of this
     calibration: arch, probe, lr, weight_decay (NaN for dip), seed, score, diverged, cpu_seconds, wall_seconds,
-    device, run_id, seconds (as stored). Runs already in the store are not repeated. A run that fails raises one
-    BiasprobeError after the sweep (finished runs are kept; rerun to retry the failed ones)."""
+    device, run_id, seconds (as stored). ``arch_kwargs``: per-architecture constructor kwargs (replacing
+    ``base["arch_kwargs"]`` for that arch); all architectures run as one sweep, so a pool's workers stay busy.
+    Runs already in the store are not repeated. A run that fails raises one BiasprobeError after the sweep
+    (finished runs are kept; rerun to retry the failed ones)."""
     from biasprobe.sweep import ResultStore, run_sweep
 
-    configs = calibration_configs(archs, probe, grid, base, seeds, wd_grid)
+    if arch_kwargs:
+        configs = [c for a in archs for c in calibration_configs(
+            [a], probe, grid, {**base, "arch_kwargs": dict(arch_kwargs.get(a, (base or {}).get("arch_kwargs", {})))},
+            seeds, wd_grid)]
+    else:
+        configs = calibration_configs(archs, probe, grid, base, seeds, wd_grid)
     store = ResultStore(store)
     fn = functools.partial(run_one, device=device)
     index = run_sweep(configs, fn, store, executor=executor, jobs=jobs, threads_per_job=threads_per_job,

@@ -12,11 +12,11 @@ Divergence guard (DIP's backtracking, made exact): when seed k's loss is not fin
 observation falls more than ``backtrack_db`` below its last good value, its parameters *and* Adam moments are
 restored to the last good step and that update is skipped (Adam's step counter is shared by the seed batch and is
 not rolled back). On CUDA the guard runs on the device with ``torch.where`` (no host sync per step); on a CPU it
-copies rows (see :class:`_Guard`).
+copies the seeds' tensors (see :class:`_Guard`).
 
-Batching seeds: the K networks' parameters live in one (K, P) tensor (:class:`SeedBatch`) updated by one fused
-Adam; the nets run either one after another on their rows (``batching="loop"``) or as one
-``torch.vmap(functional_call)`` (``"vmap"``); ``"auto"`` (the default) takes loop on a CPU and vmap elsewhere
+Batching seeds (:class:`SeedBatch`): all K networks' parameters are updated by one fused Adam call; the nets run
+either one after another, each on its own leaf tensors (``batching="loop"``), or as one
+``torch.vmap(functional_call)`` over (K, ...) stacked leaves (``"vmap"``); ``"auto"`` (the default) takes loop on a CPU and vmap elsewhere
 (:func:`auto_batching`). Each seed keeps its own weights and its own BatchNorm batch statistics (BN runs in
 training mode as in DIP; running averages are never used then and are switched off). Seed k of a batch follows the
 same computation as a single run of seed k (same init, input, noise draws and observation); with loop the numbers
@@ -181,19 +181,17 @@ def build_nets(cfg: DIPConfig, hw, out_chans: int) -> list[torch.nn.Module]:
 
 
 class SeedBatch:
-    """K networks of one architecture evaluated as one. All their parameters live in one flat leaf tensor
-    ``flat`` of shape (K, P) (row k = seed k's P parameters, in ``named_parameters`` order), so that one Adam
-    update, one divergence guard and one gradient buffer serve all seeds with a handful of large tensor ops
-    instead of a few ops per weight tensor.
+    """K networks of one architecture evaluated as one, with their parameters held as autograd leaves that one
+    fused Adam step updates together (one kernel for all seeds' tensors) and that the divergence guard can copy
+    seed by seed.
 
-    Each call cuts ``flat`` into the networks' weights with views (``split``: its backward is one ``cat``, so
-    gradients land in one (K, P) buffer), then evaluates the nets:
-
-    * ``mode="vmap"``: one vectorised call, ``torch.vmap`` of ``functional_call`` (batched matmuls, grouped
-      convs). timm's fused attention has no vmap batching rule (vmap would loop over seeds), so attention modules
-      use their explicit ``softmax(q k^T / sqrt(d)) v`` path under vmap; it computes the same function.
-    * ``mode="loop"``: the K nets one after another (``functional_call`` on seed k's row), the same convs on the
-      same shapes as a single run.
+    * ``mode="loop"``: each seed has its own leaf per weight (``seed_leaves[k]``) and the K nets run one after
+      another through ``functional_call``: the same ops on the same shapes as a single run, and gradients land in
+      the leaves with no gather or scatter. Conv weights of channels-last nets are stored channels-last.
+    * ``mode="vmap"``: one (K, ...) leaf per weight (``torch.func.stack_module_state``) and one vectorised call,
+      ``torch.vmap`` of ``functional_call`` (batched matmuls, grouped convs). timm's fused attention has no vmap
+      batching rule (vmap would loop over seeds), so attention modules use their explicit
+      ``softmax(q k^T / sqrt(d)) v`` path under vmap; it computes the same function.
 
     Which is faster depends on the architecture family and the device (``batching="auto"``, see
     :func:`auto_batching` and studies/bench_dip.py).
@@ -203,16 +201,20 @@ class SeedBatch:
                  channels_last: bool = False):
         if mode not in ("vmap", "loop"):
             raise BiasprobeError(f"seed batching mode must be vmap or loop (got {mode!r})")
-        params, self.buffers = stack_module_state([n.to(device) for n in nets])
+        nets = [n.to(device) for n in nets]
+        params, self.buffers = stack_module_state(nets)  # buffers: (K, ...) each; params: used by vmap only
         self.k = len(nets)
         self.names = list(params)
-        self.shapes = [tuple(t.shape[1:]) for t in params.values()]
-        self.sizes = [math.prod(s) for s in self.shapes]
-        self.flat = torch.cat([t.detach().reshape(self.k, -1) for t in params.values()], 1).requires_grad_()
         self.base = copy.deepcopy(nets[0]).to("meta")
-        self.mode = mode
+        self.mode = "loop" if self.k == 1 else mode
         self.channels_last = channels_last
-        if mode == "vmap" and self.k > 1:
+        if self.mode == "loop":
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            self.seed_leaves = [[p.detach().clone(memory_format=fmt if p.dim() == 4 else torch.contiguous_format)
+                                 .requires_grad_() for p in net.parameters()] for net in nets]
+            self.leaves = [t for row in self.seed_leaves for t in row]
+        else:
+            self.leaves = list(params.values())
             for m in self.base.modules():
                 if hasattr(m, "fused_attn"):
                     m.fused_attn = False
@@ -222,33 +224,30 @@ class SeedBatch:
 
         self._vmapped = torch.vmap(one, randomness="different")
 
-    def _weights(self, row: torch.Tensor, batch: tuple = ()) -> dict:
-        parts = row.split(self.sizes, dim=-1)
-        out = {}
-        for name, part, shape in zip(self.names, parts, self.shapes):
-            w = part.view(*batch, *shape)
-            if self.channels_last and w.dim() == 4 and not batch:
-                w = w.contiguous(memory_format=torch.channels_last)
-            out[name] = w
-        return out
+    def rows(self, tensors: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+        """Seed k's part of ``tensors``, a list aligned with ``self.leaves`` (the leaves, or their Adam moments)."""
+        if self.mode == "loop":
+            n = len(self.names)
+            return tensors[k * n : (k + 1) * n]
+        return [t[k] for t in tensors]
 
     def seed_params(self, k: int) -> dict:
-        """Seed k's weights as a name -> tensor dict (views of ``flat``)."""
-        return self._weights(self.flat[k].detach())
+        """Seed k's weights as a name -> tensor dict (detached views)."""
+        return dict(zip(self.names, (t.detach() for t in self.rows(self.leaves, k))))
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         """z: (K, D, H, W) -> (K, C, H, W)."""
         if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
-        if self.k == 1 or self.mode == "loop":
-            rows = self.flat.unbind(0)
-            outs = [functional_call(self.base, (self._weights(rows[k]), {n: t[k] for n, t in self.buffers.items()}),
-                                    (z[k : k + 1],)) for k in range(self.k)]
+        if self.mode == "loop":
+            outs = [functional_call(self.base, (dict(zip(self.names, self.seed_leaves[k])),
+                                                {n: t[k] for n, t in self.buffers.items()}), (z[k : k + 1],))
+                    for k in range(self.k)]
             return outs[0] if self.k == 1 else torch.cat(outs)
-        return self._vmapped(self._weights(self.flat, (self.k,)), self.buffers, z)
+        return self._vmapped(dict(zip(self.names, self.leaves)), self.buffers, z)
 
     def parameters(self) -> list[torch.Tensor]:
-        return [self.flat]
+        return self.leaves
 
 
 def auto_batching(arch: str, device: torch.device, k: int) -> str:
@@ -297,9 +296,9 @@ def run_dip(cfg: DIPConfig, progress: bool = True) -> DIPResult:
     noise_gens = [torch.Generator(device=device).manual_seed(10_000_019 + s) for s in cfg.seeds]
     z_noisy = torch.empty_like(z)
 
-    # one (K, P) tensor: the fused kernel does Adam's whole update in one pass (same formula as the for-loop one)
+    # the fused kernel does Adam's whole update, every seed's tensors, in one call (same formula as the for-loop one)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=device.type in ("cpu", "cuda"))
-    guard = _Guard(net.flat, opt, K, cfg.backtrack_db, device) if cfg.backtrack_db > 0 else None
+    guard = _Guard(net, opt, K, cfg.backtrack_db, device) if cfg.backtrack_db > 0 else None
     backtracks = torch.zeros(K, device=device)
 
     n_seen = mask.expand(K, channels, *y.shape[-2:]).sum((1, 2, 3)) if mask is not None else None
@@ -422,29 +421,50 @@ class _Guard:
     """DIP's backtracking, exact and per seed. Before Adam's update, seed k is *bad* when its loss is not finite or
     its PSNR against the observation fell more than ``threshold`` dB below its last good value. Good seeds save
     their pre-update parameters and Adam moments; after the update, bad seeds get theirs back (so their update is
-    undone and the weights are the last good ones). Parameters and moments are single (K, P) tensors
-    (:class:`SeedBatch`), so this is a few row copies per step.
+    undone and the weights are the last good ones). Saving is one multi-tensor copy per step (all seeds good) or
+    one per good seed.
 
-    On a CPU the bad mask is read on the host (there is no device queue to drain) and only rows are copied:
-    ``torch.where`` over (K, P) costs several times a copy there. On other devices it stays on the device
-    (``torch.where``, no host sync per step).
+    On a CPU the bad mask is read on the host (there is no device queue to drain) and only the seeds' own tensors
+    are copied: ``torch.where`` over every tensor costs several times a copy there. On other devices it stays on
+    the device (``torch.where``, no host sync per step).
     """
 
-    def __init__(self, flat: torch.Tensor, opt: torch.optim.Optimizer, k: int, threshold: float,
+    def __init__(self, net: SeedBatch, opt: torch.optim.Optimizer, k: int, threshold: float,
                  device: torch.device):
-        self.flat, self.opt, self.threshold = flat, opt, threshold
-        self.saved = [flat.detach().clone()]
+        self.net, self.opt, self.k, self.threshold = net, opt, k, threshold
+        self.saved = [[p.detach().clone() for p in net.leaves]]  # groups: parameters, exp_avg, exp_avg_sq
         self.last_good = torch.full((k,), -math.inf, device=device)
         self.host = device.type == "cpu"
         self.bad = torch.zeros(k, dtype=torch.bool, device=device)
         self.bad_rows: list[int] = []
 
-    def _live(self) -> list[torch.Tensor]:
-        state = self.opt.state.get(self.flat, {})
-        live = [self.flat.detach()] + [state[key] for key in ("exp_avg", "exp_avg_sq") if key in state]
+    def _live(self) -> list[list[torch.Tensor]]:
+        leaves = self.net.leaves
+        live = [[p.detach() for p in leaves]]
+        state = [self.opt.state.get(p, {}) for p in leaves]
+        live += [[s[key] for s in state] for key in ("exp_avg", "exp_avg_sq") if key in state[0]]
         # Adam's moments appear at its first update; before it they are 0
-        self.saved += [torch.zeros_like(t) for t in live[len(self.saved):]]
+        self.saved += [[torch.zeros_like(t) for t in group] for group in live[len(self.saved):]]
         return live
+
+    def _copy(self, dst: list[list[torch.Tensor]], src: list[list[torch.Tensor]], seeds: list[int]) -> None:
+        for d, s in zip(dst, src):
+            if len(seeds) == self.k:
+                torch._foreach_copy_(d, s)
+            else:
+                for k in seeds:
+                    torch._foreach_copy_(self.net.rows(d, k), self.net.rows(s, k))
+
+    def _where(self, dst: list[list[torch.Tensor]], a: list[list[torch.Tensor]], b: list[list[torch.Tensor]]):
+        """dst = a where the seed is bad, else b (on the device, no host sync)."""
+        for dg, ag, bg in zip(dst, a, b):
+            if self.net.mode == "loop":
+                for k in range(self.k):
+                    for d, x, y in zip(*(self.net.rows(g, k) for g in (dg, ag, bg))):
+                        torch.where(self.bad[k], x, y, out=d)
+            else:
+                for d, x, y in zip(dg, ag, bg):
+                    torch.where(_bcast(self.bad, d), x, y, out=d)
 
     def before_update(self, loss: torch.Tensor, psnr_obs: torch.Tensor) -> torch.Tensor:
         """Decide which seeds are bad, save the good ones; returns the bad mask as floats (to count)."""
@@ -454,28 +474,18 @@ class _Guard:
         live = self._live()
         if self.host:
             self.bad_rows = [k for k, b in enumerate(bad.tolist()) if b]
-            if not self.bad_rows:
-                torch._foreach_copy_(self.saved[: len(live)], live)
-            else:
-                for k in range(len(bad)):
-                    if k not in self.bad_rows:
-                        for s, t in zip(self.saved, live):
-                            s[k].copy_(t[k])
+            self._copy(self.saved, live, [k for k in range(self.k) if k not in self.bad_rows])
         else:
-            for s, t in zip(self.saved, live):
-                torch.where(_bcast(bad, t), s, t, out=s)
+            self._where(self.saved, self.saved, live)
         return bad.float()
 
     def after_update(self) -> None:
         """Put the bad seeds' saved parameters and moments back."""
         live = self._live()
         if self.host:
-            for k in self.bad_rows:
-                for s, t in zip(self.saved, live):
-                    t[k].copy_(s[k])
+            self._copy(live, self.saved, self.bad_rows)
         else:
-            for s, t in zip(self.saved, live):
-                torch.where(_bcast(self.bad, t), s, t, out=t)
+            self._where(live, self.saved, live)
 
 
 def _bcast(mask_k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,7 @@ class DipPlan:
 class ClassifyPlan:
     n_train: list[int] = field(default_factory=lambda: [500, 1000, 2000])
     fixed_n: int = 1000  # the N at which the predictive score is read
+    measures_at: str = "fixed_n"  # shift consistency + attribution locality: "fixed_n" (what the cross-tab reads), "all"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     epochs: int = 10
     batch_size: int = 128
@@ -151,6 +152,7 @@ def _check_types(p: StudyPreset, where: str) -> None:
         need(isinstance(c.n_train, list) and c.n_train and all(isinstance(n, int) and n > 0 for n in c.n_train),
              "classify.n_train", "a non-empty list of positive integers")
         need(c.fixed_n in c.n_train, "classify.fixed_n", f"one of classify.n_train {c.n_train}")
+        need(c.measures_at in ("fixed_n", "all"), "classify.measures_at", '"fixed_n" or "all"')
         need(isinstance(c.epochs, int) and c.epochs >= 1, "classify.epochs", "a positive integer")
         need(c.lr is None or c.lr == "calibrated" or isinstance(c.lr, (int, float)), "classify.lr",
              'null, a number or "calibrated"')
@@ -192,7 +194,9 @@ def classify_configs(p: StudyPreset, lrs: dict[str, float] | None = None) -> lis
             for seed in c.seeds:
                 kw = dict(arch=arch, n_train=n, epochs=c.epochs, batch_size=c.batch_size, seed=seed, data=c.data,
                           data_root=c.data_root, download=c.download, device=p.device,
-                          arch_kwargs=dict(c.arch_kwargs.get(arch, {})), **c.extra)
+                          arch_kwargs=dict(c.arch_kwargs.get(arch, {})),
+                          measures=c.measures_at == "all" or n == c.fixed_n)
+                kw.update(c.extra)
                 lr = _lr(c.lr, lrs, arch)
                 if lr is not None:
                     kw["lr"] = lr
@@ -291,23 +295,20 @@ def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool) -> dict
         if plan.lr != "calibrated":
             continue
         cal = calibrate.preset(p.calibration.preset, probe)
-        parts = []
-        for arch in p.archs:  # one call per arch: each may have its own kwargs
-            # calibrate under the study's own protocol; only the data differ (calibration image / validation split)
-            base = dict(cal["base"], arch_kwargs=dict(plan.arch_kwargs.get(arch, {})))
-            if probe == "dip":
-                base.update(size=plan.size, iters=plan.iters, setting=plan.setting, **{
-                    k: getattr(plan, k) for k in ("input_depth", "reg_noise_std") if getattr(plan, k) is not None})
-                if base["image"] in plan.images or any(base["image"] in t.get("images", []) for t in plan.tasks):
-                    raise BiasprobeError(f"the calibration image {base['image']!r} is one of the study's images")
-            else:
-                base.update(epochs=plan.epochs, batch_size=plan.batch_size, data=plan.data, data_root=plan.data_root,
-                            download=plan.download)
-            parts.append(calibrate.calibrate([arch], probe, cal["grid"], base, root / probe,
-                                             seeds=cal.get("seeds", (0,)), wd_grid=cal.get("wd_grid"),
-                                             executor=p.executor, jobs=p.jobs, threads_per_job=p.threads_per_job,
-                                             device=p.device, progress=progress))
-        table = pd.concat(parts, ignore_index=True)
+        # calibrate under the study's own protocol; only the data differ (calibration image / validation split)
+        base = dict(cal["base"])
+        if probe == "dip":
+            base.update(size=plan.size, iters=plan.iters, setting=plan.setting, **{
+                k: getattr(plan, k) for k in ("input_depth", "reg_noise_std") if getattr(plan, k) is not None})
+            if base["image"] in plan.images or any(base["image"] in t.get("images", []) for t in plan.tasks):
+                raise BiasprobeError(f"the calibration image {base['image']!r} is one of the study's images")
+        else:
+            base.update(epochs=plan.epochs, batch_size=plan.batch_size, data=plan.data, data_root=plan.data_root,
+                        download=plan.download)
+        table = calibrate.calibrate(p.archs, probe, cal["grid"], base, root / probe, seeds=cal.get("seeds", (0,)),
+                                    wd_grid=cal.get("wd_grid"), executor=p.executor, jobs=p.jobs,
+                                    threads_per_job=p.threads_per_job, device=p.device, progress=progress,
+                                    arch_kwargs={a: plan.arch_kwargs.get(a, {}) for a in p.archs})
         chosen = calibrate.choose(table)
         calibrate.save_choices(chosen, root / "choices.csv")
         curves.append(table)

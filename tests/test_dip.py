@@ -180,3 +180,38 @@ def test_batching_modes_run_and_bad_mode_is_an_error(batching):
     assert np.isfinite(r.summary.final_psnr_obs).all()
     with pytest.raises(BiasprobeError, match="batching"):
         run_dip(cfg(batching="grouped"), progress=False)
+
+
+@pytest.mark.parametrize("mode", ["loop", "vmap"])
+@pytest.mark.parametrize("host", [True, False])
+def test_guard_puts_back_exactly_the_bad_seeds_last_good_state(mode, host):
+    # two tiny conv nets; steps 1 and 2 good, step 3 bad for seed 1 (the weights step 2 produced fit worse):
+    # seed 1's weights and Adam moments must be back at their values before step 2's update (its last good
+    # state), seed 0's must have moved on
+    from biasprobe import dip
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.Conv2d(3, 1, 1)) for _ in range(2)]
+    net = dip.SeedBatch(nets, torch.device("cpu"), mode)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    guard = dip._Guard(net, opt, 2, threshold=1.0, device=torch.device("cpu"))
+    guard.host = host
+    z = torch.randn(2, 2, 5, 5)
+
+    def step(psnr):
+        opt.zero_grad()
+        net(z).square().sum().backward()
+        bad = guard.before_update(torch.ones(2), torch.tensor(psnr))
+        opt.step()
+        guard.after_update()
+        return bad
+
+    assert step([20.0, 20.0]).tolist() == [0.0, 0.0]
+    before = [[t.clone() for t in group] for group in guard._live()]
+    assert step([21.0, 21.0]).tolist() == [0.0, 0.0]
+    assert step([21.0, 10.0]).tolist() == [0.0, 1.0]  # seed 1 fell 11 dB: bad
+    after = guard._live()
+    for g_before, g_after in zip(before, after):
+        for a, b in zip(net.rows(g_before, 1), net.rows(g_after, 1)):
+            assert torch.equal(a, b)
+        assert not all(torch.equal(a, b) for a, b in zip(net.rows(g_before, 0), net.rows(g_after, 0)))

@@ -14,6 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from biasprobe.errors import BiasprobeError
+
 STUDIES = ("generative_vs_predictive", "conv_placement")
 
 
@@ -40,6 +42,9 @@ def add_study_args(p: argparse.ArgumentParser, name: str | None = None) -> None:
     p.add_argument("--data-root", help="torchvision CIFAR-10 root (with --download to fetch it)")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10")
     p.add_argument("--device", help="auto, cpu or cuda (overrides the preset)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="also rerun both grids at each arch's second-best calibrated lr and report whether each "
+                        "verdict holds there (robust/sensitive); finished runs are reused")
     p.add_argument("--arch-module", action="append", default=[], metavar="PATH_OR_MODULE",
                    help="a .py file or module registering architectures the preset names")
     p.add_argument("--quiet", action="store_true")
@@ -54,6 +59,11 @@ def _apply_overrides(preset, args):
         preset.device = args.device
     if args.partition:
         preset.slurm = {"partition": args.partition}
+    if args.sensitivity:
+        if not preset.calibration.enabled:
+            raise BiasprobeError(f"--sensitivity needs calibrated learning rates; preset {preset.name!r} does not "
+                                 "calibrate (set calibration.enabled and lr \"calibrated\" in a copy of it)")
+        preset.calibration.sensitivity = True
     if preset.classify is not None:
         for key in ("data", "data_root"):
             if getattr(args, key):
@@ -64,10 +74,9 @@ def _apply_overrides(preset, args):
 
 
 def conv_placement_preset(preset):
-    """The preset restricted to DIP runs of T, 3c+T, T+1c, T+3c for each transformer T the preset names."""
-    archs = []
-    for t in ("vit", "swin"):
-        archs += [a for a in (t, f"3c+{t}", f"{t}+1c", f"{t}+3c") if a in preset.archs or a == t]
+    """The preset restricted to DIP runs of T, 3c+T, T+1c, T+3c for each transformer T in vit and swin (the
+    runs it shares with the preset's generative-vs-predictive study are reused from the store)."""
+    archs = [a for t in ("vit", "swin") for a in (t, f"3c+{t}", f"{t}+1c", f"{t}+3c")]
     return dataclasses.replace(preset, archs=archs, classify=None)
 
 
