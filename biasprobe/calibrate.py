@@ -159,9 +159,10 @@ def run_one(config: dict, device: str = "auto") -> dict[str, pd.DataFrame]:
 
 
 def calibration_configs(archs: list[str], probe: str, grid: list[float], base: dict, seeds=(0,),
-                        wd_grid: list[float] | None = None) -> list[dict]:
+                        wd_grid: list[float] | None = None, arch_kwargs: dict[str, dict] | None = None) -> list[dict]:
     """The sweep's run configs, checked (one-line BiasprobeError on a bad arch, field or value). DIP: one config
-    per (arch, lr) with all seeds as one batch; classify: one per (arch, lr, weight decay, seed)."""
+    per (arch, lr) with all seeds as one batch; classify: one per (arch, lr, weight decay, seed). ``arch_kwargs``:
+    per-architecture constructor kwargs, replacing ``base["arch_kwargs"]`` for the archs it names."""
     _check_probe(probe)
     if not archs:
         raise BiasprobeError("give at least one architecture to calibrate (--arch)")
@@ -195,6 +196,9 @@ def calibration_configs(archs: list[str], probe: str, grid: list[float], base: d
         base.pop("weight_decay", None)
         configs = [dict(probe="classify", **base, arch=a, lr=lr, weight_decay=wd, seed=s)
                    for a in archs for lr in grid for wd in wds for s in seeds]
+    for config in configs:
+        if arch_kwargs and config["arch"] in arch_kwargs:
+            config["arch_kwargs"] = dict(arch_kwargs[config["arch"]])
     seen = set()
     for config in configs:  # fail before any run: arch names, field values
         if config["arch"] in seen:
@@ -224,18 +228,12 @@ def calibrate(archs: list[str], probe: str, grid: list[float], base: dict, store
               arch_kwargs: dict[str, dict] | None = None) -> pd.DataFrame:
     """Run (or resume) the calibration sweep into the result store at ``store``; return the long table of this
     calibration: arch, probe, lr, weight_decay (NaN for dip), seed, score, diverged, cpu_seconds, wall_seconds,
-    device, run_id, seconds (as stored). ``arch_kwargs``: per-architecture constructor kwargs (replacing
-    ``base["arch_kwargs"]`` for that arch); all architectures run as one sweep, so a pool's workers stay busy.
+    device, run_id, seconds (as stored). All architectures run as one sweep, so a pool's workers stay busy.
     Runs already in the store are not repeated. A run that fails raises one BiasprobeError after the sweep
     (finished runs are kept; rerun to retry the failed ones)."""
     from biasprobe.sweep import ResultStore, run_sweep
 
-    if arch_kwargs:
-        configs = [c for a in archs for c in calibration_configs(
-            [a], probe, grid, {**base, "arch_kwargs": dict(arch_kwargs.get(a, (base or {}).get("arch_kwargs", {})))},
-            seeds, wd_grid)]
-    else:
-        configs = calibration_configs(archs, probe, grid, base, seeds, wd_grid)
+    configs = calibration_configs(archs, probe, grid, base, seeds, wd_grid, arch_kwargs)
     store = ResultStore(store)
     fn = functools.partial(run_one, device=device)
     index = run_sweep(configs, fn, store, executor=executor, jobs=jobs, threads_per_job=threads_per_job,

@@ -16,10 +16,10 @@ copies the seeds' tensors (see :class:`_Guard`).
 
 Batching seeds (:class:`SeedBatch`): all K networks' parameters are updated by one fused Adam call; the nets run
 either one after another, each on its own leaf tensors (``batching="loop"``), or as one
-``torch.vmap(functional_call)`` over (K, ...) stacked leaves (``"vmap"``); ``"auto"`` (the default) takes loop on a CPU and vmap elsewhere
-(:func:`auto_batching`). Each seed keeps its own weights and its own BatchNorm batch statistics (BN runs in
-training mode as in DIP; running averages are never used then and are switched off). Seed k of a batch follows the
-same computation as a single run of seed k (same init, input, noise draws and observation); with loop the numbers
+``torch.vmap(functional_call)`` over (K, ...) stacked leaves (``"vmap"``); ``"auto"`` (the default) takes loop on
+a CPU and vmap elsewhere (:func:`auto_batching`). Each seed keeps its own weights and its own BatchNorm batch
+statistics (BN runs in training mode as in DIP; running averages are never used then and are switched off). Seed k
+of a batch follows the same computation as a single run of seed k (same init, input, noise draws and observation); with loop the numbers
 are the same, with vmap they agree to float rounding (grouped convs sum in another order). Conv nets run
 channels-last (:func:`_channels_last`); ``amp="bf16"`` autocasts the forward pass (on CPUs with AMX/avx512_bf16 the
 skip-net runs ~2x faster; its psnr_gt curves then differ from float32's by tenths of a dB, see
@@ -251,19 +251,28 @@ class SeedBatch:
 
 
 def auto_batching(arch: str, device: torch.device, k: int) -> str:
-    """The faster seed-batching mode (studies/bench_dip.py, reports/bench_dip.md). On a CPU, ``loop``: vmap turns
-    convs into grouped convs (skipnet 4 seeds at 128 px: ~2x slower than 4 plain calls) and gains nothing on the
-    transformers' matmuls (bmm of 4 is no faster than 4 mm on a CPU core; the explicit attention that vmap needs
-    is slower than fused attention). Elsewhere (CUDA) ``vmap``: one wide kernel per layer instead of K narrow ones."""
-    return "loop" if device.type == "cpu" else "vmap"
+    """The faster seed-batching mode (studies/bench_dip.py, reports/bench_dip.md). On a CPU, ``loop`` for conv nets:
+    vmap turns convs into grouped convs (skipnet 4 seeds at 128 px: ~2x slower than 4 plain calls). For
+    transformers and their hybrids on a CPU it depends on the threads: with one thread vmap gains nothing (a bmm of
+    K is no faster than K mm on one core, and the explicit attention vmap needs is slower than fused attention);
+    with two or more, vmap's K-wide matmuls split across the cores better than K narrow ones (4 seeds at 128 px, 2
+    threads: vit 0.140 vs 0.152 s per step, swin 0.259-0.268 vs 0.295-0.309, vit+3c 0.145 vs 0.167). Elsewhere
+    (CUDA) ``vmap``: one wide kernel per layer instead of K narrow ones."""
+    if device.type != "cpu" or k == 1:
+        return "vmap" if k > 1 else "loop"
+    return "vmap" if _family(arch) != "cnn" and torch.get_num_threads() > 1 else "loop"
 
 
 def _channels_last(cfg: DIPConfig, device: torch.device) -> bool:
     """Channels-last (NHWC) activations for conv nets: oneDNN's fast layout on a CPU (skipnet at 128 px: ~5% in
     float32, ~1.5x in bf16 autocast with AMX), and the tensor-core layout on CUDA."""
-    spec = get_arch(cfg.arch)
-    family = get_arch(spec.backbone).family if spec.backbone else spec.family
-    return family == "cnn"
+    return _family(cfg.arch) == "cnn"
+
+
+def _family(arch: str) -> str:
+    """The architecture's family, or for a hybrid its backbone's (``vit+3c`` -> ``vit``)."""
+    spec = get_arch(arch)
+    return get_arch(spec.backbone).family if spec.backbone else spec.family
 
 
 # ----------------------------------------------------------------------------------------------------------------

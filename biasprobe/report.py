@@ -348,6 +348,14 @@ FIGURES = [
 ]
 
 
+def _calibrated_note(choices) -> str:
+    if not isinstance(choices, pd.DataFrame) or "probe" not in choices or not len(choices):
+        return ""
+    probes = " and ".join(sorted(set(choices.probe)))
+    return (f" Verdicts are computed at calibrated learning rates: every {probes} run used its architecture's "
+            f"learning rate chosen on calibration data the evaluation never uses (see Calibrated learning rates).")
+
+
 def _provenance(meta: dict) -> str:
     """Command, preset, commit, device, wall time, versions and any other ``meta`` entries, as Markdown.
     ``preset`` may be a name or the preset's dict (then its ``name`` is shown and the dict in a details block)."""
@@ -361,7 +369,8 @@ def _provenance(meta: dict) -> str:
     items = [("preset", preset.get("name", "(unnamed)") if isinstance(preset, dict) else preset),
              ("git commit", meta.get("git_commit")),
              ("device", " ".join(str(x) for x in (meta.get("device"), meta.get("device_name")) if x) or None),
-             ("wall time", f"{wall:.0f} s ({wall / 60:.1f} min)" if isinstance(wall, (int, float)) else wall)]
+             ("wall time of this command",
+              f"{wall:.0f} s ({wall / 60:.1f} min)" if isinstance(wall, (int, float)) else wall)]
     versions = meta.get("versions")
     if isinstance(versions, dict):
         items.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
@@ -448,7 +457,8 @@ def write_report(out_dir, tables: dict, meta: dict) -> Path:
            "Each comparison is a paired difference with its bootstrap CI: supported if the CI excludes 0 on the "
            "predicted side, refuted if it excludes 0 on the other side, inconclusive if it contains 0. "
            "'<= 0' rows ('no better') are supported only when the difference is measurably below 0. "
-           "Full table: `verdicts.csv`.", "", _verdict_md(verd, ci)]
+           "Full table: `verdicts.csv`."
+           + _calibrated_note(t.get("choices")), "", _verdict_md(verd, ci)]
     md += ["## Readings", ""]
     for h in sorted(verd.hypothesis.unique()):
         md += [reading(verd, h, ci), ""]

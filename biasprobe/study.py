@@ -44,7 +44,7 @@ class DipPlan:
 class ClassifyPlan:
     n_train: list[int] = field(default_factory=lambda: [500, 1000, 2000])
     fixed_n: int = 1000  # the N at which the predictive score is read
-    measures_at: str = "fixed_n"  # shift consistency + attribution locality: "fixed_n" (what the cross-tab reads), "all"
+    measures_at: str = "fixed_n"  # shift consistency, attribution: "fixed_n" (what the cross-tab reads) or "all"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     epochs: int = 10
     batch_size: int = 128
@@ -264,6 +264,7 @@ def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True) -> d
     check_classify_data(p)
     store = ResultStore(Path(store_dir) / "results")
     t0 = time.perf_counter()
+    started = pd.Timestamp.now(tz="UTC").floor("s")
     tables: dict[str, pd.DataFrame] = {}
     lrs = {"dip": None, "classify": None, "dip_second": None, "classify_second": None}
     if p.calibration.enabled:
@@ -279,8 +280,32 @@ def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True) -> d
         second = dip_configs(p, lrs["dip_second"]) + classify_configs(p, lrs["classify_second"])
         run_sweep(second, study_job, store, desc=f"study {p.name} @ 2nd-best lr", **sweep_kw)
         tables["second"] = collect(store, second)
+        runs = runs + second
+    tables["run_stats"] = run_stats(store, runs, started, Path(store_dir) / "calibration",
+                                    tables.get("calibration"))
     tables["wall_seconds"] = time.perf_counter() - t0
     return tables
+
+
+def run_stats(store, runs: list[dict], started: pd.Timestamp, calibration_root: Path | None = None,
+              calibration: pd.DataFrame | None = None) -> dict:
+    """How many of the study's runs (calibration included) there are, how many this invocation computed (finished
+    at or after ``started``) rather than reused from the store, and their summed run time (seconds as stored)."""
+    from biasprobe.sweep import ResultStore, run_id
+
+    parts = [(store, {run_id(r) for r in runs})]
+    if calibration is not None and "run_id" in calibration and calibration_root is not None:
+        for probe, ids in calibration.groupby("probe").run_id:
+            parts.append((ResultStore(calibration_root / probe), set(ids)))
+    n = new = 0
+    seconds = 0.0
+    for st, ids in parts:
+        idx = st.index()
+        idx = idx[idx.run_id.isin(ids) & (idx.status == "done")]
+        n += len(idx)
+        new += int((pd.to_datetime(idx.finished_at, utc=True) >= started).sum())
+        seconds += float(idx.seconds.sum())
+    return {"runs": n, "computed": new, "reused": n - new, "summed_run_seconds": seconds}
 
 
 def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool) -> dict:

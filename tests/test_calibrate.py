@@ -219,3 +219,11 @@ def test_cli_classify_lr_auto(tmp_path, capsys):
     rc = main(["classify", "--arch", "vit", "--lr", "auto", "--calibration", str(path)])
     err = capsys.readouterr().err
     assert rc == 2 and "no calibrated lr for vit/classify" in err and err.count("\n") == 1
+
+
+def test_per_arch_kwargs_reach_their_arch_only():
+    configs = cal.calibration_configs(["skipnet", "deep_decoder"], "dip", [1e-3, 1e-2], DIP_BASE,
+                                      arch_kwargs={"deep_decoder": {"channels": 8}})
+    kw = {(c["arch"], c["lr"]): c["arch_kwargs"] for c in configs}
+    assert kw[("deep_decoder", 1e-3)] == kw[("deep_decoder", 1e-2)] == {"channels": 8}
+    assert kw[("skipnet", 1e-3)] == TINY

@@ -314,3 +314,13 @@ def test_eval_every_skips_intermediate_evaluations(folder):
     # evaluation does not touch training: the same weights, so the same final numbers
     assert s_sparse["final_test_acc"] == s_every["final_test_acc"]
     pd.testing.assert_series_equal(sparse.train_loss, every.train_loss)
+
+
+def test_measures_off_keeps_accuracy_and_drops_shift_and_attribution(folder):
+    cfg = dict(arch="skipnet", n_train=40, epochs=1, batch_size=16, data=str(folder), attr_samples=4, ig_steps=2,
+               seed=1)
+    _, on = run_classify(ClassifyConfig(**cfg), progress=False)
+    _, off = run_classify(ClassifyConfig(**cfg, measures=False), progress=False)
+    assert "shift_consistency_circular" in on and "attr_center_share_ig" in on
+    assert not any(k.startswith(("shift_", "attr_")) for k in off)
+    assert off["final_test_acc"] == on["final_test_acc"] and off["ece"] == on["ece"]

@@ -215,3 +215,17 @@ def test_guard_puts_back_exactly_the_bad_seeds_last_good_state(mode, host):
         for a, b in zip(net.rows(g_before, 1), net.rows(g_after, 1)):
             assert torch.equal(a, b)
         assert not all(torch.equal(a, b) for a, b in zip(net.rows(g_before, 0), net.rows(g_after, 0)))
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 64, 64), (2, 1, 24, 40)])
+def test_ssim_matches_torchmetrics(shape):
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    from biasprobe import metrics
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(shape, generator=g)
+    y = (x + 0.2 * torch.randn(shape, generator=g)).clamp(0, 1)
+    ref = structural_similarity_index_measure(x, y, data_range=1.0, reduction="none")
+    torch.testing.assert_close(metrics.ssim(x, y), ref, rtol=0, atol=1e-6)
+    assert torch.allclose(metrics.ssim(x, x), torch.ones(shape[0]))

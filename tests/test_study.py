@@ -1,6 +1,7 @@
 """The study runner: presets, and the smoke preset end to end (report files hold numbers from runs; rerun resumes)."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -30,6 +31,7 @@ def test_presets_load_and_grids_have_the_right_size():
     (lambda d: d["classify"].update(fixed_n=7), "'classify.fixed_n'"),
     (lambda d: d.update(archs=[]), "'archs'"),
     (lambda d: d["dip"]["extra"].update(bogus=1), "'dip.extra.bogus'"),
+    (lambda d: d["classify"].update(measures_at="some"), "'classify.measures_at'"),
 ])
 def test_bad_preset_fields_fail_in_one_line_naming_the_field(tmp_path, edit, words):
     data = json.loads(load_preset.__globals__["PRESET_DIR"].joinpath("smoke.json").read_text())
@@ -44,6 +46,12 @@ def test_bad_preset_fields_fail_in_one_line_naming_the_field(tmp_path, edit, wor
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(BiasprobeError, match="smoke"):
         load_preset("nope")
+
+
+def _run_counts(report: str) -> tuple[int, int, int]:
+    m = re.search(r"runs: (\d+) \(computed by this command: (\d+); reused from the store: (\d+)\)", report)
+    assert m, "the provenance lists the runs"
+    return tuple(int(x) for x in m.groups())
 
 
 def test_smoke_study_end_to_end_and_resume(tmp_path, capsys):
@@ -65,13 +73,39 @@ def test_smoke_study_end_to_end_and_resume(tmp_path, capsys):
     assert (out / "sensitivity.csv").is_file()
     runs = sorted((store / "results" / "runs").iterdir())
     assert len(runs) == 2 * (6 * 2 + 6 * 2 * 2)  # (DIP + classify) at the best and the second-best lr
+    assert "Verdicts are computed at calibrated learning rates: every classify and dip run" in report
+    total, computed, reused = _run_counts(report)
+    assert computed == total > len(runs) and reused == 0  # calibration runs counted too
     # a second invocation finds every run done: nothing recomputed, the same verdicts
     before = {p.name: p.stat().st_mtime for p in runs}
     assert main(args) == 0
     after = {p.name: p.stat().st_mtime for p in sorted((store / "results" / "runs").iterdir())}
     assert before == after
     pd.testing.assert_frame_equal(pd.read_csv(out / "verdicts.csv"), verdicts)
+    assert _run_counts((out / "report.md").read_text()) == (total, 0, total)
 
     assert main(["study", "conv_placement", "--preset", "smoke", "--out", str(tmp_path / "cp"), "--store",
                  str(store), "--quiet"]) == 0
     assert (tmp_path / "cp" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("measures_at", ["fixed_n", "all"])
+def test_shift_and_attribution_measured_where_the_cross_tab_reads_them(measures_at):
+    quick = load_preset("quick")
+    quick.classify.measures_at = measures_at
+    clf = classify_configs(quick, {a: 1e-3 for a in quick.archs})
+    on = {r["config"]["n_train"] for r in clf if r["config"]["measures"]}
+    assert on == ({quick.classify.fixed_n} if measures_at == "fixed_n" else set(quick.classify.n_train))
+
+
+def test_sensitivity_flag_needs_a_calibrating_preset(tmp_path, capsys):
+    data = json.loads(load_preset.__globals__["PRESET_DIR"].joinpath("smoke.json").read_text())
+    data["calibration"]["enabled"] = False
+    data["dip"]["lr"] = data["classify"]["lr"] = None
+    path = tmp_path / "nocal.json"
+    path.write_text(json.dumps(data))
+    code = main(["study", "generative_vs_predictive", "--preset", str(path), "--sensitivity", "--store",
+                 str(tmp_path / "s"), "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--sensitivity" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()

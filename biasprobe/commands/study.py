@@ -80,6 +80,15 @@ def conv_placement_preset(preset):
     return dataclasses.replace(preset, archs=archs, classify=None)
 
 
+def _run_stats_meta(stats: dict | None) -> dict:
+    if not stats:
+        return {}
+    return {"runs": f"{stats['runs']} (computed by this command: {stats['computed']}; reused from the store: "
+                    f"{stats['reused']})",
+            "summed run time": f"{stats['summed_run_seconds']:.0f} s ({stats['summed_run_seconds'] / 60:.1f} min, "
+                               f"all runs above, as each took when computed)"}
+
+
 def _command_line() -> str:
     """How this process was started: `python studies/x.py ...` or `biasprobe study ...`."""
     argv = list(sys.argv)
@@ -107,6 +116,7 @@ def run(args) -> None:
         "preset": dataclasses.asdict(preset),
         "store": str(store),
         "wall_seconds": tables.pop("wall_seconds"),
+        **_run_stats_meta(tables.pop("run_stats", None)),
         **started,
     }
     if args.name == "conv_placement":
