@@ -67,7 +67,7 @@ CALIBRATION_PRESETS = {
         # the study overrides size/iters (DIP) and epochs/batch size (classify) with its own, so the choice is made
         # under the protocol it is used in
         "dip": dict(grid=[3e-5, 1e-4, 3e-4, 1e-3, 1e-2], seeds=[0],
-                    base=dict(image="chelsea", task="denoise", task_params={"sigma": 25}, size=64, iters=250,
+                    base=dict(image="chelsea", task="denoise", task_params={"sigma": 25}, size=64, iters=200,
                               log_every=10, spectral=False)),
         "classify": dict(grid=[3e-4, 1e-3, 3e-3], seeds=[0],
                          base=dict(n_train=1000, epochs=3, val_size=500, warmup_epochs=1.0, measures=False)),
