@@ -213,6 +213,9 @@ class SeedBatch:
             self.seed_leaves = [[p.detach().clone(memory_format=fmt if p.dim() == 4 else torch.contiguous_format)
                                  .requires_grad_() for p in net.parameters()] for net in nets]
             self.leaves = [t for row in self.seed_leaves for t in row]
+            # functional_call's (params, buffers) per seed, built once: the leaves and buffer views never change
+            self._seed_args = [(dict(zip(self.names, self.seed_leaves[k])),
+                                {n: t[k] for n, t in self.buffers.items()}) for k in range(self.k)]
         else:
             self.leaves = list(params.values())
             for m in self.base.modules():
@@ -240,9 +243,7 @@ class SeedBatch:
         if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
         if self.mode == "loop":
-            outs = [functional_call(self.base, (dict(zip(self.names, self.seed_leaves[k])),
-                                                {n: t[k] for n, t in self.buffers.items()}), (z[k : k + 1],))
-                    for k in range(self.k)]
+            outs = [functional_call(self.base, self._seed_args[k], (z[k : k + 1],)) for k in range(self.k)]
             return outs[0] if self.k == 1 else torch.cat(outs)
         return self._vmapped(dict(zip(self.names, self.leaves)), self.buffers, z)
 
@@ -446,14 +447,18 @@ class _Guard:
         self.host = device.type == "cpu"
         self.bad = torch.zeros(k, dtype=torch.bool, device=device)
         self.bad_rows: list[int] = []
+        self._cache: list[list[torch.Tensor]] = []
 
     def _live(self) -> list[list[torch.Tensor]]:
+        if len(self._cache) == 3:  # parameters and both moments: fixed tensors from Adam's first update on
+            return self._cache
         leaves = self.net.leaves
         live = [[p.detach() for p in leaves]]
         state = [self.opt.state.get(p, {}) for p in leaves]
         live += [[s[key] for s in state] for key in ("exp_avg", "exp_avg_sq") if key in state[0]]
         # Adam's moments appear at its first update; before it they are 0
         self.saved += [[torch.zeros_like(t) for t in group] for group in live[len(self.saved):]]
+        self._cache = live
         return live
 
     def _copy(self, dst: list[list[torch.Tensor]], src: list[list[torch.Tensor]], seeds: list[int]) -> None:
