@@ -17,7 +17,9 @@ copies the seeds' tensors (see :class:`_Guard`).
 Batching seeds (:class:`SeedBatch`): all K networks' parameters are updated by one fused Adam call; the nets run
 either one after another, each on its own leaf tensors (``batching="loop"``), or as one
 ``torch.vmap(functional_call)`` over (K, ...) stacked leaves (``"vmap"``); ``"auto"`` (the default) takes loop on
-a CPU and vmap elsewhere (:func:`auto_batching`). Each seed keeps its own weights and its own BatchNorm batch
+a CPU and vmap elsewhere (:func:`auto_batching`). On a CPU with several threads the seeds are first cut into
+groups fitted side by side, one thread each (:func:`seed_groups`): a batch-1 step of these nets is too small to keep
+several cores busy, one step per core is not. Each seed keeps its own weights and its own BatchNorm batch
 statistics (BN runs in training mode as in DIP; running averages are never used then and are switched off). Seed k
 of a batch follows the same computation as a single run of seed k (same init, input, noise draws and observation); with loop the numbers
 are the same, with vmap they agree to float rounding (grouped convs sum in another order). Conv nets run
@@ -35,6 +37,7 @@ from __future__ import annotations
 import copy
 import math
 import resource
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -163,12 +166,16 @@ def make_input(kind: str, depth: int, hw: tuple[int, int], seed: int) -> torch.T
     return torch.rand(1, depth, h, w, generator=g) * 0.1
 
 
+_BUILD_LOCK = threading.Lock()  # nets are initialised from the global generator: one seed group at a time
+
+
 def build_nets(cfg: DIPConfig, hw, out_chans: int) -> list[torch.nn.Module]:
     nets = []
     for seed in cfg.seeds:
-        torch.manual_seed(seed)
-        net = create_generator(cfg.arch, in_chans=cfg.input_depth, out_chans=out_chans, img_size=hw,
-                               **cfg.arch_kwargs)
+        with _BUILD_LOCK:
+            torch.manual_seed(seed)
+            net = create_generator(cfg.arch, in_chans=cfg.input_depth, out_chans=out_chans, img_size=hw,
+                                   **cfg.arch_kwargs)
         if cfg.train_mode:
             for m in net.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -280,10 +287,106 @@ def _family(arch: str) -> str:
 # The loop
 
 
-def run_dip(cfg: DIPConfig, progress: bool = True) -> DIPResult:
-    """Fit ``cfg.arch`` to the corrupted image for every seed in ``cfg.seeds`` at once; return curves and summary."""
+def run_dip(cfg: DIPConfig, progress: bool = True, seed_threads: int | None = None) -> DIPResult:
+    """Fit ``cfg.arch`` to the corrupted image for every seed in ``cfg.seeds`` at once; return curves and summary.
+
+    ``seed_threads`` (CPU only): split the seeds into that many contiguous groups and fit the groups concurrently,
+    each on its own Python thread with one intra-op thread (see :func:`seed_groups`); None = auto. Each group is
+    the same seed batch a run of those seeds alone would be, so a seed's numbers do not depend on the split beyond
+    float rounding of the thread count.
+    """
     cfg = cfg.resolved()
     device = resolve_device(cfg.device)
+    groups = seed_groups(cfg, device, seed_threads)
+    if len(groups) == 1:
+        result, _, _ = _fit(cfg, device, progress)
+        result.meta["seed_threads"] = 1
+        return result
+    return _fit_threaded(cfg, device, groups, progress)
+
+
+def seed_groups(cfg: DIPConfig, device: torch.device, seed_threads: int | None = None) -> list[list[int]]:
+    """The seed batch cut into W contiguous groups of near-equal size, W = ``seed_threads`` or, when None, the
+    torch thread count; at most one group per seed, and one group on a GPU or when the nets draw random numbers
+    in their forward pass (dropout / drop-path use the global generator, which threads would share).
+
+    Why: on a small CPU, several seeds' steps run faster side by side on one thread each than one after another
+    on all threads, because a batch-1 step of these nets is too small to keep several cores busy (2 cores, 128 px,
+    fused Adam, no engine: vit 46.5 vs 39.8 image-steps/s, swin 25.7 vs 20.4, skipnet 6.2 vs 5.6; and batching
+    seeds with vmap on one core is slower than a loop). Measured in studies/bench_dip.py.
+    """
+    k = len(cfg.seeds)
+    w = torch.get_num_threads() if seed_threads is None else int(seed_threads)
+    if w < 1:
+        raise BiasprobeError(f"--seed-threads must be at least 1 (got {w})")
+    w = min(w, k)
+    if w == 1 or device.type != "cpu" or _draws_random(cfg):
+        return [list(cfg.seeds)]
+    bounds = np.linspace(0, k, w + 1).round().astype(int)
+    return [list(cfg.seeds[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _draws_random(cfg: DIPConfig) -> bool:
+    """Whether the architecture's forward pass in training mode draws random numbers (dropout, drop-path)."""
+    if not cfg.train_mode:
+        return False
+    hw = tuple(prepare_image(cfg)[0].shape[-2:])
+    with _BUILD_LOCK:
+        torch.manual_seed(cfg.seeds[0])
+        net = create_generator(cfg.arch, in_chans=cfg.input_depth, out_chans=3, img_size=hw, **cfg.arch_kwargs)
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0:
+            return True
+        if (getattr(m, "drop_prob", None) or 0) > 0:  # timm DropPath / DropBlock
+            return True
+    return False
+
+
+def _fit_threaded(cfg: DIPConfig, device: torch.device, groups: list[list[int]], progress: bool) -> DIPResult:
+    """Fit each seed group on its own thread (one intra-op thread each); one result with the groups' seeds in
+    order, whose sec_per_step is the wall time from the first group's first step to the last group's last step."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    stop = threading.Event()
+    before = torch.get_num_threads()
+
+    def work(g: int, seeds: list[int]):
+        torch.set_num_threads(1)
+        sub = copy.deepcopy(cfg)
+        sub.seeds = seeds
+        desc = f"dip {cfg.arch} {cfg.task} ({len(cfg.seeds)} seeds on {len(groups)} threads)"
+        return _fit(sub, device, progress and g == 0, stop=stop, desc=desc)
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(len(groups), thread_name_prefix="biasprobe-seeds") as ex:
+            futures = [ex.submit(work, g, seeds) for g, seeds in enumerate(groups)]
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                if any(f.exception() is not None for f in done):
+                    stop.set()
+                parts = [f.result() for f in futures]
+            except BaseException:
+                stop.set()  # KeyboardInterrupt or a failed group: the others stop at their next step
+                raise
+    finally:
+        torch.set_num_threads(before)
+
+    seconds = max(p[2] for p in parts) - min(p[1] for p in parts)
+    results = [p[0] for p in parts]
+    summary = pd.concat([r.summary for r in results], ignore_index=True)
+    summary["sec_per_step"] = seconds / cfg.iters
+    summary["peak_mem_mb"] = summary["peak_mem_mb"].max()
+    meta = provenance(device)
+    meta["seed_threads"] = len(groups)
+    curves = pd.concat([r.curves for r in results]).sort_values("step", kind="stable").reset_index(drop=True)
+    return DIPResult(cfg, curves, summary,
+                     {seed: img for r in results for seed, img in r.images.items()}, meta)
+
+
+def _fit(cfg: DIPConfig, device: torch.device, progress: bool, stop: threading.Event | None = None,
+         desc: str | None = None) -> tuple[DIPResult, float, float]:
+    """The DIP loop for one seed batch in this thread; the result and the loop's start and end times."""
     clean, task_params = prepare_image(cfg)
     hw = tuple(clean.shape[-2:])
     K = len(cfg.seeds)
@@ -327,9 +430,11 @@ def run_dip(cfg: DIPConfig, progress: bool = True) -> DIPResult:
     snapshots: dict[int, np.ndarray] = {}
     spectral_cache = _SpectralRefs(cfg, gt, baseline) if cfg.spectral else None
 
-    bar = tqdm(range(cfg.iters), desc=f"dip {cfg.arch} {cfg.task}", disable=not progress, leave=False)
+    bar = tqdm(range(cfg.iters), desc=desc or f"dip {cfg.arch} {cfg.task}", disable=not progress, leave=False)
     t0 = time.perf_counter()
     for step in bar:
+        if stop is not None and stop.is_set():
+            raise BiasprobeError("stopped: another seed group failed")
         if cfg.reg_noise_std > 0:
             for k, g in enumerate(noise_gens):
                 torch.randn(z[k].shape, generator=g, device=device, out=z_noisy[k])
@@ -377,7 +482,8 @@ def run_dip(cfg: DIPConfig, progress: bool = True) -> DIPResult:
                     bar.set_postfix_str(_postfix(rows, step))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    seconds = t1 - t0
 
     curves = pd.DataFrame(rows, columns=["seed", "step", "metric", "value"])
     peak_mb = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
@@ -397,7 +503,7 @@ def run_dip(cfg: DIPConfig, progress: bool = True) -> DIPResult:
         }
         if gt is not None:
             images[seed]["clean"] = _hwc(gt)[k]
-    return DIPResult(cfg, curves, summary, images, provenance(device))
+    return DIPResult(cfg, curves, summary, images, provenance(device)), t0, t1
 
 
 class WindowVariance:

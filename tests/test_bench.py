@@ -24,3 +24,15 @@ def test_flops_and_table():
     assert bench_dip.step_flops("skipnet", 64) > 1e9  # the full skip-net: ~7 GFLOP per step at 64 px
     table = bench_dip.markdown_table(pd.DataFrame({"a": [1.23456, 2.0], "b": ["x", "y"]}))
     assert table.splitlines()[0] == "| a | b |" and "1.23" in table
+
+
+def test_bf16_accuracy_rows_compare_with_the_float32_rounding_floor(monkeypatch):
+    real = bench_dip.DIPConfig
+    monkeypatch.setattr(bench_dip, "DIPConfig", lambda **kw: real(arch_kwargs=TINY, **kw))
+    rows = bench_dip.bf16_accuracy(size=32, iters=4)
+    assert [(r["compared"], r["metric"]) for r in rows] == [
+        ("bf16 vs fp32@1t", "psnr_gt"), ("bf16 vs fp32@1t", "psnr_gt_ema"),
+        ("fp32@2t vs fp32@1t", "psnr_gt"), ("fp32@2t vs fp32@1t", "psnr_gt_ema")]
+    assert all(r["max_abs_diff_db"] >= r["mean_abs_diff_db"] >= 0 for r in rows)
+    assert rows[0]["max_abs_diff_db"] > 0  # bf16 really ran (it rounds differently)
+    assert bench_dip.torch.get_num_threads() == 1  # put back

@@ -229,3 +229,57 @@ def test_ssim_matches_torchmetrics(shape):
     ref = structural_similarity_index_measure(x, y, data_range=1.0, reduction="none")
     torch.testing.assert_close(metrics.ssim(x, y), ref, rtol=0, atol=1e-6)
     assert torch.allclose(metrics.ssim(x, x), torch.ones(shape[0]))
+
+
+def test_seed_groups_on_threads_give_the_numbers_of_one_batch():
+    one = run_dip(cfg(seeds=[0, 1, 2]), progress=False, seed_threads=1)
+    split = run_dip(cfg(seeds=[0, 1, 2]), progress=False, seed_threads=2)
+    assert one.meta["seed_threads"] == 1 and split.meta["seed_threads"] == 2
+    # every group runs the loop on one intra-op thread, as the test session does: the same numbers, in seed order
+    def tidy(c):
+        return c.sort_values(["seed", "step", "metric"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(tidy(one.curves), tidy(split.curves))
+    cols = [c for c in one.summary if c not in ("sec_per_step", "peak_mem_mb")]
+    pd.testing.assert_frame_equal(one.summary[cols], split.summary[cols])
+    assert split.summary.sec_per_step.nunique() == 1  # the batch's wall time, shared by its seeds
+    assert list(split.images) == [0, 1, 2]
+    np.testing.assert_array_equal(one.images[2]["final"], split.images[2]["final"])
+    assert torch.get_num_threads() == 1  # the caller's thread count is put back
+
+
+def test_seed_groups_split_in_order_and_only_where_it_is_safe(monkeypatch):
+    from biasprobe import registry
+    from biasprobe.dip import seed_groups
+
+    cpu = torch.device("cpu")
+    c = cfg(seeds=[5, 6, 7, 8, 9]).resolved()
+    groups = seed_groups(c, cpu, 2)
+    assert [s for g in groups for s in g] == [5, 6, 7, 8, 9] and sorted(map(len, groups)) == [2, 3]
+    assert seed_groups(c, cpu, 9) == [[5], [6], [7], [8], [9]]  # at most one group per seed
+    assert seed_groups(c, torch.device("meta"), 2) == [[5, 6, 7, 8, 9]]  # not a CPU: one (vmap) batch
+    with pytest.raises(BiasprobeError, match="at least 1"):
+        seed_groups(c, cpu, 0)
+
+    # a net that draws random numbers in its forward pass (dropout) shares the global generator: no threads
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @registry.register_arch("tmp_dropnet", family="cnn", description="1x1 conv + dropout")
+    class DropNet:
+        def generator(in_chans, out_chans, img_size, p=0.5):
+            return torch.nn.Sequential(torch.nn.Conv2d(in_chans, 4, 1), torch.nn.Dropout(p),
+                                       torch.nn.Conv2d(4, out_chans, 1))
+
+        def trunk(in_chans, img_size, **kw):
+            raise NotImplementedError
+
+        def size_multiple(img_size, **kw):
+            return 1
+
+        def min_size(**kw):
+            return 1
+
+    drop = DIPConfig(arch="tmp_dropnet", size=16, seeds=[0, 1]).resolved()
+    assert seed_groups(drop, cpu, 2) == [[0, 1]]
+    drop.arch_kwargs = {"p": 0.0}
+    assert len(seed_groups(drop, cpu, 2)) == 2

@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--amp", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--batching", default="auto", choices=["auto", "vmap", "loop"],
                    help="how a batch of seeds runs: auto = loop on CPU, vmap on GPU (studies/bench_dip.py)")
+    p.add_argument("--seed-threads", type=int, metavar="N",
+                   help="CPU: fit the seeds in N groups side by side, one thread each (default: the torch thread "
+                        "count; 1 = one batch on all threads)")
     add_device_arg(p)
     p.add_argument("--out", default="runs", help="output folder (one sub-folder per seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -79,7 +82,7 @@ def run(args) -> None:
 
     load_arch_modules(args)
     _, lr_source = resolve_lr(args, "dip")
-    result = run_dip(config_from_args(args), progress=not args.quiet)
+    result = run_dip(config_from_args(args), progress=not args.quiet, seed_threads=args.seed_threads)
     result.summary["lr_source"] = lr_source  # summary.json of each seed records where the lr came from
     dirs = save_result(result, args.out)
     print(f"lr {result.config.lr:g} ({lr_source})")
