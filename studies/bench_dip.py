@@ -10,7 +10,9 @@ Sections (each a table in reports/bench_dip.md):
 
 1. ratios: biasprobe / reference, 4 seeds at 128 x 128, skipnet, vit, swin, vit+3c (float32), and skipnet with
    ``amp="bf16"`` autocast against the float32 reference; rounds interleave reference and biasprobe, alternating
-   which goes first, and the table gives medians (the machine is shared: the load average is reported).
+   which goes first, and the table gives medians (the machine is shared: the load average is reported). Each
+   float32 round also times :func:`bare_fit`, the ceiling: nothing but reg-noise, forward, backward and a fused
+   Adam step, the seeds on threads as biasprobe's groups run (bare_ratio = what any engine could reach here).
 2. bf16 accuracy: max |psnr_gt(bf16) - psnr_gt(fp32)| over every step of one skipnet seed, next to the same for
    float32 on another thread count (the rounding floor).
 3. machine limit: float32 GFLOP/s of a large ``torch.mm``, and each architecture's achieved GFLOP/s
@@ -29,6 +31,7 @@ Sections (each a table in reports/bench_dip.md):
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import resource
@@ -89,6 +92,51 @@ def reference_fit(arch: str, seeds: list[int], size: int, iters: int, setting: s
     return {"seconds": seconds, "image_steps_per_s": len(seeds) * iters / seconds, "psnr_gt": curves}
 
 
+def bare_fit(arch: str, seeds: list[int], size: int, iters: int, groups: int | None = None,
+             arch_kwargs: dict | None = None) -> dict:
+    """The ceiling: only what every DIP step must do (reg-noise, forward, MSE, backward, fused Adam), with no
+    metric, guard, EMA or log, each seed a batch-1 net, the seeds split over ``groups`` threads (default: the torch
+    threads) with one intra-op thread each, as biasprobe's seed groups run. Loop seconds = first start to last end."""
+    import threading
+
+    arch_kwargs = arch_kwargs or {}
+    cfg = DIPConfig(arch=arch, size=size, seeds=seeds, device="cpu", arch_kwargs=arch_kwargs).resolved()
+    clean, params = prepare_image(cfg)
+    hw = tuple(clean.shape[-2:])
+    groups = min(groups or torch.get_num_threads(), len(seeds))
+    work = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        net = create_generator(arch, in_chans=cfg.input_depth, out_chans=3, img_size=hw, **arch_kwargs).train()
+        z = make_input(cfg.input_kind, cfg.input_depth, hw, seed)
+        y = tasks.make_task(cfg.task, clean, seed, **params).observed
+        work.append((net, z, y, torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=True)))
+    spans, before = [], torch.get_num_threads()
+
+    def run(chunk):
+        torch.set_num_threads(1)
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            for net, z, y, opt in chunk:
+                out = net(z + torch.randn_like(z) * cfg.reg_noise_std)
+                loss = torch.nn.functional.mse_loss(out, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        spans.append((t0, time.perf_counter()))
+
+    threads = [threading.Thread(target=run, args=(work[g::groups],)) for g in range(groups)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        torch.set_num_threads(before)
+    seconds = max(b for _, b in spans) - min(a for a, _ in spans)
+    return {"seconds": seconds, "image_steps_per_s": len(seeds) * iters / seconds}
+
+
 def biasprobe_fit(arch: str, seeds: list[int], size: int, iters: int, seed_threads: int | None = None,
                   **kw) -> dict:
     """biasprobe's run_dip on the seeds, as a user calls it (seed groups on threads: auto = the torch threads)."""
@@ -142,15 +190,20 @@ def ratio_rows(archs, seeds, size, iters, rounds, amp_archs) -> list[dict]:
         for amp in ["fp32"] + (["bf16"] if arch in amp_archs else []):
             for rnd in range(rounds):
                 order = ["ref", "bp"] if rnd % 2 == 0 else ["bp", "ref"]
-                got = {}
+                if amp == "fp32":
+                    order.append("bare")
+                got = {"bare": math.nan}
                 for who in order:
                     if who == "ref":
                         got[who] = reference_fit(arch, seeds, size, n)["image_steps_per_s"]
+                    elif who == "bare":
+                        got[who] = bare_fit(arch, seeds, size, n)["image_steps_per_s"]
                     else:
                         bp = biasprobe_fit(arch, seeds, size, n, amp=amp)
                         got[who], seed_threads = bp["image_steps_per_s"], bp["seed_threads"]
                 rows.append({"arch": arch, "amp": amp, "round": rnd, "seed_threads": seed_threads,
-                             "reference_ips": got["ref"], "biasprobe_ips": got["bp"], "ratio": got["bp"] / got["ref"],
+                             "reference_ips": got["ref"], "biasprobe_ips": got["bp"], "bare_ips": got["bare"],
+                             "ratio": got["bp"] / got["ref"], "bare_ratio": got["bare"] / got["ref"],
                              "load_avg_1min": os.getloadavg()[0]})
                 print(rows[-1], flush=True)
     return rows
@@ -161,7 +214,7 @@ def summarise_ratios(rows: list[dict]) -> pd.DataFrame:
     return df.groupby(["arch", "amp"], sort=False).agg(
         reference_image_steps_per_s=("reference_ips", "median"), biasprobe_image_steps_per_s=("biasprobe_ips", "median"),
         ratio_median=("ratio", "median"), ratio_min=("ratio", "min"), ratio_max=("ratio", "max"),
-        rounds=("ratio", "size")).reset_index()
+        bare_ratio_median=("bare_ratio", "median"), rounds=("ratio", "size")).reset_index()
 
 
 def bf16_accuracy(size: int, iters: int) -> list[dict]:
@@ -403,10 +456,10 @@ def run_options(path: Path, quick: bool) -> None:
     """Each performance option against biasprobe's default, and torch.compile's cost, into their own report."""
     t0, load0 = time.perf_counter(), os.getloadavg()
     seeds = [0, 1, 2, 3]
-    n = 1 if quick else 2
-    opts = pd.DataFrame(options("skipnet", seeds, 64 if quick else 128, 2 if quick else 3, rounds=n)
-                        + options("vit", seeds, 128, 4 if quick else 8, rounds=n)
-                        + options("swin", seeds, 128, 4 if quick else 8, rounds=n))
+    n = 1 if quick else 3
+    opts = pd.DataFrame(options("skipnet", seeds, 64 if quick else 128, 2 if quick else 4, rounds=n)
+                        + options("vit", seeds, 128, 4 if quick else 12, rounds=n)
+                        + options("swin", seeds, 128, 4 if quick else 12, rounds=n))
     print(opts, flush=True)
     comp = pd.DataFrame([compile_cost("vit", 128, 4 if quick else 8)])
     print(comp, flush=True)
@@ -429,6 +482,8 @@ def write_report(out, info, mm, ratios, raw, acc, flops, logging, mem, scale, pl
         f"{tuple(round(v, 1) for v in info['load_avg'])}, at end {tuple(round(v, 1) for v in info['load_avg_end'])} "
         f"(shared machine: compare ratios, not absolute numbers). Run time {info['bench_seconds']:.0f} s.", "",
         "## biasprobe / reference, image-steps per second (4 seeds, same run, interleaved rounds, medians)", "",
+        "bare = the ceiling: the same seeds on the same threads with nothing but reg-noise, forward, backward and a "
+        "fused Adam step (no guard, EMA, metrics, ES-WMV or logs); bare_ratio = bare / reference.", "",
         fmt(ratios), "", "Rounds:", "", fmt(raw), "",
     ]
     if acc:

@@ -36,3 +36,9 @@ def test_bf16_accuracy_rows_compare_with_the_float32_rounding_floor(monkeypatch)
     assert all(r["max_abs_diff_db"] >= r["mean_abs_diff_db"] >= 0 for r in rows)
     assert rows[0]["max_abs_diff_db"] > 0  # bf16 really ran (it rounds differently)
     assert bench_dip.torch.get_num_threads() == 1  # put back
+
+
+def test_bare_fit_runs_the_seeds_on_threads_and_puts_the_thread_count_back():
+    bare = bench_dip.bare_fit("skipnet", [0, 1, 2], 32, 2, groups=2, arch_kwargs=TINY)
+    assert bare["seconds"] > 0 and bare["image_steps_per_s"] > 0
+    assert bench_dip.torch.get_num_threads() == 1
