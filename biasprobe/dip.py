@@ -311,9 +311,9 @@ def seed_groups(cfg: DIPConfig, device: torch.device, seed_threads: int | None =
     in their forward pass (dropout / drop-path use the global generator, which threads would share).
 
     Why: on a small CPU, several seeds' steps run faster side by side on one thread each than one after another
-    on all threads, because a batch-1 step of these nets is too small to keep several cores busy (2 cores, 128 px,
-    fused Adam, no engine: vit 46.5 vs 39.8 image-steps/s, swin 25.7 vs 20.4, skipnet 6.2 vs 5.6; and batching
-    seeds with vmap on one core is slower than a loop). Measured in studies/bench_dip.py.
+    on all threads, because a batch-1 step of these nets is too small to keep several cores busy (2 cores, 4 seeds
+    at 128 px, reports/bench_dip_options.md: one batch on both threads takes 1.12x the time for skipnet, 1.18x for
+    vit, 1.09x for swin; and batching seeds with vmap on one core is slower than a loop).
     """
     k = len(cfg.seeds)
     w = torch.get_num_threads() if seed_threads is None else int(seed_threads)
@@ -342,6 +342,10 @@ def _draws_random(cfg: DIPConfig) -> bool:
     return False
 
 
+class _Stopped(BiasprobeError):
+    """A seed group stopped because another group failed or the run was interrupted."""
+
+
 def _fit_threaded(cfg: DIPConfig, device: torch.device, groups: list[list[int]], progress: bool) -> DIPResult:
     """Fit each seed group on its own thread (one intra-op thread each); one result with the groups' seeds in
     order, whose sec_per_step is the wall time from the first group's first step to the last group's last step."""
@@ -364,13 +368,17 @@ def _fit_threaded(cfg: DIPConfig, device: torch.device, groups: list[list[int]],
             try:
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
                 if any(f.exception() is not None for f in done):
-                    stop.set()
-                parts = [f.result() for f in futures]
+                    stop.set()  # a group failed: the others stop at their next step
+                wait(futures)
             except BaseException:
-                stop.set()  # KeyboardInterrupt or a failed group: the others stop at their next step
+                stop.set()  # KeyboardInterrupt: the same
                 raise
     finally:
         torch.set_num_threads(before)
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:  # the group that failed, not one that was stopped because of it
+        raise next((e for e in errors if not isinstance(e, _Stopped)), errors[0])
+    parts = [f.result() for f in futures]
 
     seconds = max(p[2] for p in parts) - min(p[1] for p in parts)
     results = [p[0] for p in parts]
@@ -434,7 +442,7 @@ def _fit(cfg: DIPConfig, device: torch.device, progress: bool, stop: threading.E
     t0 = time.perf_counter()
     for step in bar:
         if stop is not None and stop.is_set():
-            raise BiasprobeError("stopped: another seed group failed")
+            raise _Stopped("stopped: another seed group failed")
         if cfg.reg_noise_std > 0:
             for k, g in enumerate(noise_gens):
                 torch.randn(z[k].shape, generator=g, device=device, out=z_noisy[k])

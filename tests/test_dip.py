@@ -283,3 +283,24 @@ def test_seed_groups_split_in_order_and_only_where_it_is_safe(monkeypatch):
     assert seed_groups(drop, cpu, 2) == [[0, 1]]
     drop.arch_kwargs = {"p": 0.0}
     assert len(seed_groups(drop, cpu, 2)) == 2
+
+
+def test_a_failing_seed_group_stops_the_others_and_its_own_error_is_raised(monkeypatch):
+    from biasprobe import dip
+
+    real, seen = dip._fit, []
+
+    def fit(c, *args, **kw):
+        if 2 in c.seeds:
+            raise ValueError("boom in the group of seed 2")
+        try:
+            return real(c, *args, **kw)
+        except BaseException as e:
+            seen.append(e)
+            raise
+
+    monkeypatch.setattr(dip, "_fit", fit)
+    with pytest.raises(ValueError, match="boom"):
+        run_dip(cfg(seeds=[0, 1, 2], iters=5000), progress=False, seed_threads=2)
+    assert len(seen) == 1 and isinstance(seen[0], dip._Stopped)  # the other group stopped early, not after 5000
+    assert torch.get_num_threads() == 1
