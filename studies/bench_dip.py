@@ -12,7 +12,7 @@ Sections (each a table in reports/bench_dip.md):
    ``amp="bf16"`` autocast against the float32 reference; rounds interleave reference and biasprobe, alternating
    which goes first, and the table gives medians (the machine is shared: the load average is reported). Each
    float32 round also times :func:`bare_fit`, the ceiling: nothing but reg-noise, forward, backward and a fused
-   Adam step, the seeds on threads as biasprobe's groups run (bare_ratio = what any engine could reach here).
+   Adam step, the seeds on threads as biasprobe's groups run (bare_ratio: the most this design reaches here).
 2. bf16 accuracy: max |psnr_gt(bf16) - psnr_gt(fp32)| over every step of one skipnet seed, next to the same for
    float32 on another thread count (the rounding floor).
 3. machine limit: float32 GFLOP/s of a large ``torch.mm``, and each architecture's achieved GFLOP/s
