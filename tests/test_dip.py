@@ -120,7 +120,7 @@ def test_bad_input_is_one_line_error(kw, words):
 def test_cli_writes_run_dirs(tmp_path, capsys):
     rc = main(["dip", "--arch", "skipnet", "--arch-kw", "num_scales=3", "channels_down=8", "channels_up=8",
                "--image", "astronaut", "--size", "32", "--iters", "6", "--log-every", "3", "--seeds", "0", "1",
-               "--device", "cpu", "--out", str(tmp_path), "--quiet"])
+               "--device", "cpu", "--seed-threads", "2", "--out", str(tmp_path), "--quiet"])
     assert rc == 0
     dirs = sorted(tmp_path.iterdir())
     assert [d.name for d in dirs] == ["skipnet-denoise-astronaut-s0", "skipnet-denoise-astronaut-s1"]
@@ -130,6 +130,7 @@ def test_cli_writes_run_dirs(tmp_path, capsys):
         conf = json.loads((d / "config.json").read_text())
         assert conf["config"]["seeds"] == [conf["seed"]] and "torch" in conf["versions"]
         assert "git_commit" in conf and conf["device"] == "cpu"
+        assert conf["seed_threads"] == 2  # the two seeds were fitted side by side, and the record says so
         assert len(pd.read_parquet(d / "curves.parquet")) > 0
 
 
