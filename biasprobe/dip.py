@@ -291,9 +291,9 @@ def run_dip(cfg: DIPConfig, progress: bool = True, seed_threads: int | None = No
     """Fit ``cfg.arch`` to the corrupted image for every seed in ``cfg.seeds`` at once; return curves and summary.
 
     ``seed_threads`` (CPU only): split the seeds into that many contiguous groups and fit the groups concurrently,
-    each on its own Python thread with one intra-op thread (see :func:`seed_groups`); None = auto. Each group is
-    the same seed batch a run of those seeds alone would be, so a seed's numbers do not depend on the split beyond
-    float rounding of the thread count.
+    each on its own Python thread with ``torch threads // groups`` intra-op threads (see :func:`seed_groups`);
+    None = auto. Each group is the same seed batch a run of those seeds alone would be, so a seed's numbers do not
+    depend on the split beyond float rounding of the thread count.
     """
     cfg = cfg.resolved()
     device = resolve_device(cfg.device)
@@ -347,21 +347,23 @@ class _Stopped(BiasprobeError):
 
 
 def _fit_threaded(cfg: DIPConfig, device: torch.device, groups: list[list[int]], progress: bool) -> DIPResult:
-    """Fit each seed group on its own thread (one intra-op thread each); one result with the groups' seeds in
-    order, whose sec_per_step is the wall time from the first group's first step to the last group's last step."""
+    """Fit each seed group on its own thread, the torch threads shared out among them (one each when there are as
+    many groups as threads); one result with the groups' seeds in order, whose sec_per_step is the wall time from
+    the first group's first step to the last group's last step."""
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     stop = threading.Event()
     before = torch.get_num_threads()
+    per_group = max(1, before // len(groups))  # the torch threads shared out: 1 each on a 2-core CPU
 
     def work(g: int, seeds: list[int]):
-        torch.set_num_threads(1)
+        torch.set_num_threads(per_group)  # this thread's intra-op threads (OpenMP's count is per thread)
         sub = copy.deepcopy(cfg)
         sub.seeds = seeds
         desc = f"dip {cfg.arch} {cfg.task} ({len(cfg.seeds)} seeds on {len(groups)} threads)"
         return _fit(sub, device, progress and g == 0, stop=stop, desc=desc)
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(per_group)
     try:
         with ThreadPoolExecutor(len(groups), thread_name_prefix="biasprobe-seeds") as ex:
             futures = [ex.submit(work, g, seeds) for g, seeds in enumerate(groups)]
@@ -387,6 +389,7 @@ def _fit_threaded(cfg: DIPConfig, device: torch.device, groups: list[list[int]],
     summary["peak_mem_mb"] = summary["peak_mem_mb"].max()
     meta = provenance(device)
     meta["seed_threads"] = len(groups)
+    meta["torch_threads_per_group"] = per_group
     curves = pd.concat([r.curves for r in results]).sort_values("step", kind="stable").reset_index(drop=True)
     return DIPResult(cfg, curves, summary,
                      {seed: img for r in results for seed, img in r.images.items()}, meta)

@@ -305,3 +305,23 @@ def test_a_failing_seed_group_stops_the_others_and_its_own_error_is_raised(monke
         run_dip(cfg(seeds=[0, 1, 2], iters=5000), progress=False, seed_threads=2)
     assert len(seen) == 1 and isinstance(seen[0], dip._Stopped)  # the other group stopped early, not after 5000
     assert torch.get_num_threads() == 1
+
+
+def test_seed_groups_share_out_the_torch_threads(monkeypatch):
+    from biasprobe import dip
+
+    real, seen = dip._fit, []
+
+    def fit(c, *args, **kw):
+        seen.append((tuple(c.seeds), torch.get_num_threads()))
+        return real(c, *args, **kw)
+
+    monkeypatch.setattr(dip, "_fit", fit)
+    torch.set_num_threads(4)
+    try:
+        r = run_dip(cfg(seeds=[0, 1], iters=2), progress=False, seed_threads=2)
+        assert torch.get_num_threads() == 4  # the caller's count is put back
+    finally:
+        torch.set_num_threads(1)
+    assert sorted(seen) == [((0,), 2), ((1,), 2)]  # 4 threads, 2 groups: 2 intra-op threads each
+    assert r.meta["seed_threads"] == 2 and r.meta["torch_threads_per_group"] == 2

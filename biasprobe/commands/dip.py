@@ -40,8 +40,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batching", default="auto", choices=["auto", "vmap", "loop"],
                    help="how a batch of seeds runs: auto = loop on CPU, vmap on GPU (studies/bench_dip.py)")
     p.add_argument("--seed-threads", type=int, metavar="N",
-                   help="CPU: fit the seeds in N groups side by side, one thread each (default: the torch thread "
-                        "count; 1 = one batch on all threads)")
+                   help="CPU: fit the seeds in N groups side by side, sharing the torch threads (default: the "
+                        "torch thread count, one thread per group; 1 = one batch on all threads)")
     add_device_arg(p)
     p.add_argument("--out", default="runs", help="output folder (one sub-folder per seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
