@@ -22,7 +22,8 @@ groups fitted side by side, one thread each (:func:`seed_groups`): a batch-1 ste
 several cores busy, one step per core is not. Each seed keeps its own weights and its own BatchNorm batch
 statistics (BN runs in training mode as in DIP; running averages are never used then and are switched off). Seed k
 of a batch follows the same computation as a single run of seed k (same init, input, noise draws and observation); with loop the numbers
-are the same, with vmap they agree to float rounding (grouped convs sum in another order). Conv nets run
+are the same at the same intra-op thread count (a seed group's count is recorded as ``torch_threads_per_group``),
+with vmap they agree to float rounding (grouped convs sum in another order). Conv nets run
 channels-last (:func:`_channels_last`); ``amp="bf16"`` autocasts the forward pass (on CPUs with AMX/avx512_bf16 the
 skip-net runs ~2x faster; its psnr_gt curves then differ from float32's by tenths of a dB, see
 reports/bench_dip.md). Throughput numbers against a plain DIP loop: studies/bench_dip.py.
@@ -291,9 +292,11 @@ def run_dip(cfg: DIPConfig, progress: bool = True, seed_threads: int | None = No
     """Fit ``cfg.arch`` to the corrupted image for every seed in ``cfg.seeds`` at once; return curves and summary.
 
     ``seed_threads`` (CPU only): split the seeds into that many contiguous groups and fit the groups concurrently,
-    each on its own Python thread with ``torch threads // groups`` intra-op threads (see :func:`seed_groups`);
-    None = auto. Each group is the same seed batch a run of those seeds alone would be, so a seed's numbers do not
-    depend on the split beyond float rounding of the thread count.
+    each on its own Python thread, the torch threads shared out among them (see :func:`seed_groups`); None = auto.
+    Each group is the seed batch a run of those seeds alone would be: a seed's numbers equal those of its group run
+    alone on the group's thread count (``meta["torch_threads_per_group"]``). Other thread counts sum in other
+    orders, and DIP amplifies such rounding differences (tenths of a dB over hundreds of steps at lr 0.01; see
+    reports/bench_dip.md), as with any change of torch's thread count.
     """
     cfg = cfg.resolved()
     device = resolve_device(cfg.device)
@@ -301,6 +304,7 @@ def run_dip(cfg: DIPConfig, progress: bool = True, seed_threads: int | None = No
     if len(groups) == 1:
         result, _, _ = _fit(cfg, device, progress)
         result.meta["seed_threads"] = 1
+        result.meta["torch_threads_per_group"] = [torch.get_num_threads()]
         return result
     return _fit_threaded(cfg, device, groups, progress)
 
@@ -326,20 +330,33 @@ def seed_groups(cfg: DIPConfig, device: torch.device, seed_threads: int | None =
     return [list(cfg.seeds[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+_RANDOM_CACHE: dict[str, bool] = {}
+
+
 def _draws_random(cfg: DIPConfig) -> bool:
-    """Whether the architecture's forward pass in training mode draws random numbers (dropout, drop-path)."""
+    """Whether the architecture's forward pass in training mode draws random numbers, judged from its modules:
+    dropout (``nn.Dropout*``, ``nn.MultiheadAttention(dropout=...)``, timm's DropPath / DropBlock ``drop_prob`` and
+    PatchDropout ``prob``) with a nonzero rate. Random draws made in a module's own code (functional dropout, noise
+    injection) are invisible here: an architecture that makes them must be run with ``seed_threads=1``."""
     if not cfg.train_mode:
         return False
-    hw = tuple(prepare_image(cfg)[0].shape[-2:])
-    with _BUILD_LOCK:
-        torch.manual_seed(cfg.seeds[0])
-        net = create_generator(cfg.arch, in_chans=cfg.input_depth, out_chans=3, img_size=hw, **cfg.arch_kwargs)
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0:
-            return True
-        if (getattr(m, "drop_prob", None) or 0) > 0:  # timm DropPath / DropBlock
-            return True
-    return False
+    key = repr((cfg.arch, sorted(cfg.arch_kwargs.items()), cfg.input_depth, cfg.image, cfg.size))
+    if key not in _RANDOM_CACHE:
+        hw = tuple(prepare_image(cfg)[0].shape[-2:])
+        with _BUILD_LOCK:
+            torch.manual_seed(cfg.seeds[0])
+            net = create_generator(cfg.arch, in_chans=cfg.input_depth, out_chans=3, img_size=hw, **cfg.arch_kwargs)
+        _RANDOM_CACHE[key] = any(_module_draws(m) for m in net.modules())
+    return _RANDOM_CACHE[key]
+
+
+def _module_draws(m: torch.nn.Module) -> bool:
+    if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+        return m.p > 0
+    if isinstance(m, torch.nn.MultiheadAttention):
+        return m.dropout > 0
+    return any((getattr(m, name, None) or 0) > 0 for name in ("drop_prob", "prob")
+               if isinstance(getattr(m, name, None), (int, float)))
 
 
 class _Stopped(BiasprobeError):
@@ -354,16 +371,18 @@ def _fit_threaded(cfg: DIPConfig, device: torch.device, groups: list[list[int]],
 
     stop = threading.Event()
     before = torch.get_num_threads()
-    per_group = max(1, before // len(groups))  # the torch threads shared out: 1 each on a 2-core CPU
+    # the torch threads shared out, the remainder to the first groups (1 each on a 2-core CPU); never fewer than 1
+    per_group = [max(1, before // len(groups) + (g < before % len(groups))) for g in range(len(groups))]
+    shown = max(range(len(groups)), key=lambda g: len(groups[g]))  # the bar follows the group that ends last
 
     def work(g: int, seeds: list[int]):
-        torch.set_num_threads(per_group)  # this thread's intra-op threads (OpenMP's count is per thread)
+        torch.set_num_threads(per_group[g])  # this thread's intra-op threads (OpenMP's count is per thread)
         sub = copy.deepcopy(cfg)
         sub.seeds = seeds
         desc = f"dip {cfg.arch} {cfg.task} ({len(cfg.seeds)} seeds on {len(groups)} threads)"
-        return _fit(sub, device, progress and g == 0, stop=stop, desc=desc)
+        return _fit(sub, device, progress and g == shown, stop=stop, desc=desc)
 
-    torch.set_num_threads(per_group)
+    torch.set_num_threads(min(per_group))
     try:
         with ThreadPoolExecutor(len(groups), thread_name_prefix="biasprobe-seeds") as ex:
             futures = [ex.submit(work, g, seeds) for g, seeds in enumerate(groups)]
@@ -389,8 +408,11 @@ def _fit_threaded(cfg: DIPConfig, device: torch.device, groups: list[list[int]],
     summary["peak_mem_mb"] = summary["peak_mem_mb"].max()
     meta = provenance(device)
     meta["seed_threads"] = len(groups)
-    meta["torch_threads_per_group"] = per_group
-    curves = pd.concat([r.curves for r in results]).sort_values("step", kind="stable").reset_index(drop=True)
+    meta["torch_threads_per_group"] = per_group  # seed k's numbers: a run of its group alone on this many threads
+    curves = pd.concat([r.curves for r in results])
+    order = curves.seed.map({seed: i for i, seed in enumerate(cfg.seeds)})
+    curves = curves.assign(_o=order).sort_values(["step", "_o"], kind="stable").drop(columns="_o")
+    curves = curves.reset_index(drop=True)
     return DIPResult(cfg, curves, summary,
                      {seed: img for r in results for seed, img in r.images.items()}, meta)
 
@@ -655,12 +677,11 @@ def _log_rows(step, cfg, x, ema, y, gt, mask, forward, per_seed, backtracks, spe
         vals["gap"] = vals["psnr_gt"] - vals["psnr_obs"]
         vals["ssim_gt"] = metrics.ssim(x, gt)
     host = {k: v.float().cpu().numpy() for k, v in vals.items()}  # the one host sync of a log step
+    spectra = spectral_cache(x) if spectral_cache is not None else [{} for _ in cfg.seeds]
     rows = []
-    for k, seed in enumerate(cfg.seeds):
+    for k, seed in enumerate(cfg.seeds):  # seed by seed: a seed's rows do not depend on its batch-mates
         rows += [(seed, step, name, float(v[k])) for name, v in host.items()]
-    if spectral_cache is not None:
-        for seed, measures in zip(cfg.seeds, spectral_cache(x)):
-            rows += [(seed, step, name, float(v)) for name, v in measures.items()]
+        rows += [(seed, step, name, float(v)) for name, v in spectra[k].items()]
     return rows
 
 

@@ -9,10 +9,10 @@ Throughput is image-steps per second (seeds x steps / loop seconds, set-up exclu
 Sections (each a table in reports/bench_dip.md):
 
 1. ratios: biasprobe / reference, 4 seeds at 128 x 128, skipnet, vit, swin, vit+3c (float32), and skipnet with
-   ``amp="bf16"`` autocast against the float32 reference; rounds interleave reference and biasprobe, alternating
-   which goes first, and the table gives medians (the machine is shared: the load average is reported). Each
-   float32 round also times :func:`bare_fit`, the ceiling: nothing but reg-noise, forward, backward and a fused
-   Adam step, the seeds on threads as biasprobe's groups run (bare_ratio: the most this design reaches here).
+   ``amp="bf16"`` autocast against the float32 reference. Each float32 round also times :func:`bare_fit`, the
+   ceiling: nothing but reg-noise, forward, backward and a fused Adam step, the seeds on threads as biasprobe's
+   groups run (bare_ratio: the most this design reaches here). Rounds interleave the contenders, each going first
+   in turn, and the table gives medians (the machine is shared: the load average is reported).
 2. bf16 accuracy: max |psnr_gt(bf16) - psnr_gt(fp32)| over every step of one skipnet seed, next to the same for
    float32 on another thread count (the rounding floor).
 3. machine limit: float32 GFLOP/s of a large ``torch.mm``, and each architecture's achieved GFLOP/s
@@ -111,19 +111,22 @@ def bare_fit(arch: str, seeds: list[int], size: int, iters: int, groups: int | N
         z = make_input(cfg.input_kind, cfg.input_depth, hw, seed)
         y = tasks.make_task(cfg.task, clean, seed, **params).observed
         work.append((net, z, y, torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=True)))
-    spans, before = [], torch.get_num_threads()
+    spans, errors, before = [], [], torch.get_num_threads()
 
     def run(chunk):
-        torch.set_num_threads(1)
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            for net, z, y, opt in chunk:
-                out = net(z + torch.randn_like(z) * cfg.reg_noise_std)
-                loss = torch.nn.functional.mse_loss(out, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        spans.append((t0, time.perf_counter()))
+        try:
+            torch.set_num_threads(1)
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                for net, z, y, opt in chunk:
+                    out = net(z + torch.randn_like(z) * cfg.reg_noise_std)
+                    loss = torch.nn.functional.mse_loss(out, y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+            spans.append((t0, time.perf_counter()))
+        except BaseException as e:  # a thread's failure must fail the measurement, not inflate it
+            errors.append(e)
 
     threads = [threading.Thread(target=run, args=(work[g::groups],)) for g in range(groups)]
     try:
@@ -133,6 +136,8 @@ def bare_fit(arch: str, seeds: list[int], size: int, iters: int, groups: int | N
             t.join()
     finally:
         torch.set_num_threads(before)
+    if errors:
+        raise errors[0]
     seconds = max(b for _, b in spans) - min(a for a, _ in spans)
     return {"seconds": seconds, "image_steps_per_s": len(seeds) * iters / seconds}
 
@@ -189,9 +194,8 @@ def ratio_rows(archs, seeds, size, iters, rounds, amp_archs) -> list[dict]:
         n = iters[arch] if isinstance(iters, dict) else iters
         for amp in ["fp32"] + (["bf16"] if arch in amp_archs else []):
             for rnd in range(rounds):
-                order = ["ref", "bp"] if rnd % 2 == 0 else ["bp", "ref"]
-                if amp == "fp32":
-                    order.append("bare")
+                order = ["ref", "bp", "bare"] if amp == "fp32" else ["ref", "bp"]
+                order = order[rnd % len(order):] + order[:rnd % len(order)]  # each goes first in turn
                 got = {"bare": math.nan}
                 for who in order:
                     if who == "ref":
@@ -226,11 +230,14 @@ def bf16_accuracy(size: int, iters: int) -> list[dict]:
     threads = torch.get_num_threads()
     other = 1 if threads > 1 else 2
     runs = {}
-    for name, amp, n in (("fp32", "fp32", threads), ("bf16", "bf16", threads), (f"fp32@{other}t", "fp32", other)):
-        torch.set_num_threads(n)
-        runs[name] = run_dip(DIPConfig(amp=amp, **kw), progress=False, seed_threads=1).curves.pivot(
-            index="step", columns="metric", values="value")
-    torch.set_num_threads(threads)
+    try:
+        for name, amp, n in (("fp32", "fp32", threads), ("bf16", "bf16", threads),
+                             (f"fp32@{other}t", "fp32", other)):
+            torch.set_num_threads(n)
+            runs[name] = run_dip(DIPConfig(amp=amp, **kw), progress=False, seed_threads=1).curves.pivot(
+                index="step", columns="metric", values="value")
+    finally:
+        torch.set_num_threads(threads)
     rows = []
     for name in ("bf16", f"fp32@{other}t"):
         for metric in ("psnr_gt", "psnr_gt_ema"):

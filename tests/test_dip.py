@@ -131,6 +131,7 @@ def test_cli_writes_run_dirs(tmp_path, capsys):
         assert conf["config"]["seeds"] == [conf["seed"]] and "torch" in conf["versions"]
         assert "git_commit" in conf and conf["device"] == "cpu"
         assert conf["seed_threads"] == 2  # the two seeds were fitted side by side, and the record says so
+        assert conf["torch_threads_per_group"] == [1, 1]
         assert len(pd.read_parquet(d / "curves.parquet")) > 0
 
 
@@ -236,11 +237,9 @@ def test_seed_groups_on_threads_give_the_numbers_of_one_batch():
     one = run_dip(cfg(seeds=[0, 1, 2]), progress=False, seed_threads=1)
     split = run_dip(cfg(seeds=[0, 1, 2]), progress=False, seed_threads=2)
     assert one.meta["seed_threads"] == 1 and split.meta["seed_threads"] == 2
+    assert one.meta["torch_threads_per_group"] == [1] and split.meta["torch_threads_per_group"] == [1, 1]
     # every group runs the loop on one intra-op thread, as the test session does: the same numbers, in seed order
-    def tidy(c):
-        return c.sort_values(["seed", "step", "metric"]).reset_index(drop=True)
-
-    pd.testing.assert_frame_equal(tidy(one.curves), tidy(split.curves))
+    pd.testing.assert_frame_equal(one.curves, split.curves)  # same rows in the same order
     cols = [c for c in one.summary if c not in ("sec_per_step", "peak_mem_mb")]
     pd.testing.assert_frame_equal(one.summary[cols], split.summary[cols])
     assert split.summary.sec_per_step.nunique() == 1  # the batch's wall time, shared by its seeds
@@ -324,4 +323,35 @@ def test_seed_groups_share_out_the_torch_threads(monkeypatch):
     finally:
         torch.set_num_threads(1)
     assert sorted(seen) == [((0,), 2), ((1,), 2)]  # 4 threads, 2 groups: 2 intra-op threads each
-    assert r.meta["seed_threads"] == 2 and r.meta["torch_threads_per_group"] == 2
+    assert r.meta["seed_threads"] == 2 and r.meta["torch_threads_per_group"] == [2, 2]
+
+
+def test_seed_groups_run_at_the_same_time_on_their_own_threads(monkeypatch):
+    import threading
+
+    from biasprobe import dip
+
+    real, inside, barrier = dip._fit, [], threading.Barrier(2, timeout=60)
+
+    def fit(c, *args, **kw):
+        inside.append(threading.get_ident())
+        barrier.wait()  # passes only if the other group is running too
+        return real(c, *args, **kw)
+
+    monkeypatch.setattr(dip, "_fit", fit)
+    run_dip(cfg(seeds=[0, 1, 2], iters=2), progress=False, seed_threads=2)
+    assert len(set(inside)) == 2 and threading.get_ident() not in inside
+
+
+def test_modules_that_draw_random_numbers_are_recognised():
+    from timm.layers import DropPath, PatchDropout
+
+    from biasprobe.dip import _module_draws
+
+    nn = torch.nn
+    drawing = [nn.Dropout(0.5), nn.Dropout2d(0.1), nn.MultiheadAttention(4, 1, dropout=0.1), DropPath(0.1),
+               PatchDropout(0.2)]
+    quiet = [nn.Dropout(0.0), nn.MultiheadAttention(4, 1), DropPath(0.0), PatchDropout(0.0), nn.Conv2d(1, 1, 1),
+             nn.BatchNorm2d(1)]
+    assert all(_module_draws(m) for m in drawing)
+    assert not any(_module_draws(m) for m in quiet)
