@@ -219,7 +219,7 @@ def test_guard_puts_back_exactly_the_bad_seeds_last_good_state(mode, host):
         assert not all(torch.equal(a, b) for a, b in zip(net.rows(g_before, 0), net.rows(g_after, 0)))
 
 
-@pytest.mark.parametrize("shape", [(4, 3, 64, 64), (2, 1, 24, 40)])
+@pytest.mark.parametrize("shape", [(4, 3, 64, 64), (2, 1, 24, 40), (1, 3, 100, 70)])  # tiles: whole, cut, none
 def test_ssim_matches_torchmetrics(shape):
     from torchmetrics.functional.image import structural_similarity_index_measure
 
