@@ -508,7 +508,8 @@ def _fit(cfg: DIPConfig, device: torch.device, progress: bool, stop: threading.E
                     hist_var[step] = var
 
             if step in log_set:
-                rows += _log_rows(step, cfg, x, ema, y, gt, mask, forward, per_seed, backtracks, spectral_cache)
+                rows += _log_rows(step, cfg, x, ema, y, gt, mask, forward, per_seed, backtracks, spectral_cache,
+                                  hist_psnr_gt[step] if gt is not None else None)
                 if step in snap_steps:
                     snapshots[step] = _hwc(x)
                 if progress:
@@ -668,15 +669,18 @@ class _SpectralRefs:
                 for k in range(len(out))]
 
 
-def _log_rows(step, cfg, x, ema, y, gt, mask, forward, per_seed, backtracks, spectral_cache) -> list[tuple]:
+def _log_rows(step, cfg, x, ema, y, gt, mask, forward, per_seed, backtracks, spectral_cache,
+              psnr_gt=None) -> list[tuple]:
+    """The long rows of one log step; ``psnr_gt``: this step's psnr_gt, which the loop has already computed."""
     vals: dict[str, torch.Tensor] = {"loss": per_seed.detach(), "backtracks": backtracks}
     vals["psnr_obs"] = metrics.psnr_masked(forward(x).clamp(0, 1), y, mask)
     if gt is not None:
-        vals["psnr_gt"] = metrics.psnr(x, gt)
+        vals["psnr_gt"] = psnr_gt if psnr_gt is not None else metrics.psnr(x, gt)
         vals["psnr_gt_ema"] = metrics.psnr(ema, gt)
         vals["gap"] = vals["psnr_gt"] - vals["psnr_obs"]
         vals["ssim_gt"] = metrics.ssim(x, gt)
-    host = {k: v.float().cpu().numpy() for k, v in vals.items()}  # the one host sync of a log step
+    stacked = torch.stack([v.float() for v in vals.values()]).cpu().numpy()  # the one host sync of a log step
+    host = dict(zip(vals, stacked))
     spectra = spectral_cache(x) if spectral_cache is not None else [{} for _ in cfg.seeds]
     rows = []
     for k, seed in enumerate(cfg.seeds):  # seed by seed: a seed's rows do not depend on its batch-mates

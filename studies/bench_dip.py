@@ -423,8 +423,8 @@ def main(argv=None) -> None:
     flops["reference_pct_of_matmul"] = 100 * flops.reference_gflops / mm
     flops["biasprobe_pct_of_matmul"] = 100 * flops.biasprobe_gflops / mm
 
-    cases = (("vit", seeds, size, 8 if q else 20), ("skipnet", [0], 64, 4 if q else 8))
-    logging = pd.DataFrame([logging_overhead(a, s, px, n, rounds=1 if q else 2, spectral=spectral)
+    cases = (("vit", seeds, size, 8 if q else 30), ("skipnet", [0], 64, 4 if q else 12))
+    logging = pd.DataFrame([logging_overhead(a, s, px, n, rounds=1 if q else 4, spectral=spectral)
                             for a, s, px, n in cases for spectral in (False, True)])
     print(logging, flush=True)
     mem = pd.DataFrame([peak_memory(256 if q else 512, 2)])
