@@ -316,8 +316,8 @@ def seed_groups(cfg: DIPConfig, device: torch.device, seed_threads: int | None =
 
     Why: on a small CPU, several seeds' steps run faster side by side on one thread each than one after another
     on all threads, because a batch-1 step of these nets is too small to keep several cores busy (2 cores, 4 seeds
-    at 128 px, reports/bench_dip_options.md: one batch on both threads takes 1.12x the time for skipnet, 1.18x for
-    vit, 1.09x for swin; and batching seeds with vmap on one core is slower than a loop).
+    at 128 px, reports/bench_dip_options.md: one batch on both threads takes 1.06x the time for skipnet, 1.18x for
+    vit, 1.17x for swin; and batching seeds with vmap on one core is slower than a loop).
     """
     k = len(cfg.seeds)
     w = torch.get_num_threads() if seed_threads is None else int(seed_threads)
