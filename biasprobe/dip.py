@@ -18,8 +18,8 @@ Batching seeds (:class:`SeedBatch`): all K networks' parameters are updated by o
 either one after another, each on its own leaf tensors (``batching="loop"``), or as one
 ``torch.vmap(functional_call)`` over (K, ...) stacked leaves (``"vmap"``); ``"auto"`` (the default) takes loop on
 a CPU and vmap elsewhere (:func:`auto_batching`). On a CPU with several threads the seeds are first cut into
-groups fitted side by side, one thread each (:func:`seed_groups`): a batch-1 step of these nets is too small to keep
-several cores busy, one step per core is not. Each seed keeps its own weights and its own BatchNorm batch
+groups fitted side by side on threads that share out the cores (:func:`seed_groups`): a batch-1 step of these nets
+is too small to keep several cores busy, one step per core is not. Each seed keeps its own weights and its own BatchNorm batch
 statistics (BN runs in training mode as in DIP; running averages are never used then and are switched off). Seed k
 of a batch follows the same computation as a single run of seed k (same init, input, noise draws and observation); with loop the numbers
 are the same at the same intra-op thread count (a seed group's count is recorded as ``torch_threads_per_group``),
