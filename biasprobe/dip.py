@@ -16,16 +16,16 @@ copies the seeds' tensors (see :class:`_Guard`).
 
 Batching seeds (:class:`SeedBatch`): all K networks' parameters are updated by one fused Adam call; the nets run
 either one after another, each on its own leaf tensors (``batching="loop"``), or as one
-``torch.vmap(functional_call)`` over (K, ...) stacked leaves (``"vmap"``); ``"auto"`` (the default) takes loop on
-a CPU and vmap elsewhere (:func:`auto_batching`). On a CPU with several threads the seeds are first cut into
-groups fitted side by side on threads that share out the cores (:func:`seed_groups`): a batch-1 step of these nets
-is too small to keep several cores busy, one step per core is not. Each seed keeps its own weights and its own BatchNorm batch
-statistics (BN runs in training mode as in DIP; running averages are never used then and are switched off). Seed k
-of a batch follows the same computation as a single run of seed k (same init, input, noise draws and observation); with loop the numbers
-are the same at the same intra-op thread count (a seed group's count is recorded as ``torch_threads_per_group``),
-with vmap they agree to float rounding (grouped convs sum in another order). Conv nets run
-channels-last (:func:`_channels_last`); ``amp="bf16"`` autocasts the forward pass (on CPUs with AMX/avx512_bf16 the
-skip-net runs ~2x faster; its psnr_gt curves then differ from float32's by tenths of a dB, see
+``torch.vmap(functional_call)`` over (K, ...) stacked leaves (``"vmap"``); ``"auto"`` (the default) takes loop on a
+CPU and vmap elsewhere (:func:`auto_batching`). On a CPU with several threads the seeds are first cut into groups
+fitted side by side on threads that share out the cores (:func:`seed_groups`): a batch-1 step of these nets is too
+small to keep several cores busy, one step per core is not. Each seed keeps its own weights and its own BatchNorm
+batch statistics (BN runs in training mode as in DIP; running averages are never used then and are switched off).
+Seed k of a batch follows the same computation as a single run of seed k (same init, input, noise draws and
+observation); with loop the numbers are the same at the same intra-op thread count (a seed group's count is recorded
+as ``torch_threads_per_group``), with vmap they agree to float rounding (grouped convs sum in another order). Conv
+nets run channels-last (:func:`_channels_last`); ``amp="bf16"`` autocasts the forward pass (on CPUs with
+AMX/avx512_bf16 the skip-net runs ~2x faster; its psnr_gt curves then differ from float32's by tenths of a dB, see
 reports/bench_dip.md). Throughput numbers against a plain DIP loop: studies/bench_dip.py.
 
 Every ``log_every`` steps (and at the last step) the loop fetches metrics to the host: psnr_obs, psnr_gt,
@@ -267,8 +267,10 @@ def auto_batching(arch: str, device: torch.device, k: int) -> str:
     with two or more, vmap's K-wide matmuls split across the cores better than K narrow ones (4 seeds at 128 px, 2
     threads: vit 0.140 vs 0.152 s per step, swin 0.259-0.268 vs 0.295-0.309, vit+3c 0.145 vs 0.167). Elsewhere
     (CUDA) ``vmap``: one wide kernel per layer instead of K narrow ones."""
-    if device.type != "cpu" or k == 1:
-        return "vmap" if k > 1 else "loop"
+    if k == 1:
+        return "loop"
+    if device.type != "cpu":
+        return "vmap"
     return "vmap" if _family(arch) != "cnn" and torch.get_num_threads() > 1 else "loop"
 
 
@@ -382,7 +384,6 @@ def _fit_threaded(cfg: DIPConfig, device: torch.device, groups: list[list[int]],
         desc = f"dip {cfg.arch} {cfg.task} ({len(cfg.seeds)} seeds on {len(groups)} threads)"
         return _fit(sub, device, progress and g == shown, stop=stop, desc=desc)
 
-    torch.set_num_threads(min(per_group))
     try:
         with ThreadPoolExecutor(len(groups), thread_name_prefix="biasprobe-seeds") as ex:
             futures = [ex.submit(work, g, seeds) for g, seeds in enumerate(groups)]
@@ -509,7 +510,7 @@ def _fit(cfg: DIPConfig, device: torch.device, progress: bool, stop: threading.E
 
             if step in log_set:
                 rows += _log_rows(step, cfg, x, ema, y, gt, mask, forward, per_seed, backtracks, spectral_cache,
-                                  hist_psnr_gt[step] if gt is not None else None)
+                                  hist_psnr_gt[step])
                 if step in snap_steps:
                     snapshots[step] = _hwc(x)
                 if progress:
@@ -670,12 +671,12 @@ class _SpectralRefs:
 
 
 def _log_rows(step, cfg, x, ema, y, gt, mask, forward, per_seed, backtracks, spectral_cache,
-              psnr_gt=None) -> list[tuple]:
+              psnr_gt) -> list[tuple]:
     """The long rows of one log step; ``psnr_gt``: this step's psnr_gt, which the loop has already computed."""
     vals: dict[str, torch.Tensor] = {"loss": per_seed.detach(), "backtracks": backtracks}
     vals["psnr_obs"] = metrics.psnr_masked(forward(x).clamp(0, 1), y, mask)
     if gt is not None:
-        vals["psnr_gt"] = psnr_gt if psnr_gt is not None else metrics.psnr(x, gt)
+        vals["psnr_gt"] = psnr_gt
         vals["psnr_gt_ema"] = metrics.psnr(ema, gt)
         vals["gap"] = vals["psnr_gt"] - vals["psnr_obs"]
         vals["ssim_gt"] = metrics.ssim(x, gt)

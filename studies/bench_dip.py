@@ -57,21 +57,29 @@ ARCHS = ["skipnet", "vit", "swin", "vit+3c"]
 # The reference: DIP's notebook loop
 
 
-def reference_fit(arch: str, seeds: list[int], size: int, iters: int, setting: str = "dip",
-                  arch_kwargs: dict | None = None) -> dict:
-    """Fit each seed in turn, batch 1, as the DIP notebooks do; return loop seconds and per-step psnr_gt."""
+def plain_seeds(arch: str, seeds: list[int], size: int, setting: str = "dip", arch_kwargs: dict | None = None):
+    """The resolved config and, per seed, what a plain loop needs: a plain ``nn.Module`` in training mode
+    (initialised from ``torch.manual_seed(seed)``, as biasprobe does), its input z and the task's observation."""
     arch_kwargs = arch_kwargs or {}
     cfg = DIPConfig(arch=arch, size=size, seeds=seeds, setting=setting, device="cpu",
                     arch_kwargs=arch_kwargs).resolved()
     clean, params = prepare_image(cfg)
-    seconds, curves = 0.0, {}
+    hw = tuple(clean.shape[-2:])
+    out = []
     for seed in seeds:
-        obs = tasks.make_task(cfg.task, clean, seed, **params)
         torch.manual_seed(seed)
-        net = create_generator(arch, in_chans=cfg.input_depth, out_chans=3, img_size=tuple(clean.shape[-2:]),
-                               **arch_kwargs)
-        net.train()
-        net_input = make_input(cfg.input_kind, cfg.input_depth, tuple(clean.shape[-2:]), seed)
+        net = create_generator(arch, in_chans=cfg.input_depth, out_chans=3, img_size=hw, **arch_kwargs).train()
+        out.append((net, make_input(cfg.input_kind, cfg.input_depth, hw, seed),
+                    tasks.make_task(cfg.task, clean, seed, **params)))
+    return cfg, out
+
+
+def reference_fit(arch: str, seeds: list[int], size: int, iters: int, setting: str = "dip",
+                  arch_kwargs: dict | None = None) -> dict:
+    """Fit each seed in turn, batch 1, as the DIP notebooks do; return loop seconds and per-step psnr_gt."""
+    cfg, plain = plain_seeds(arch, seeds, size, setting, arch_kwargs)
+    seconds, curves = 0.0, {}
+    for seed, (net, net_input, obs) in zip(seeds, plain):
         noise = net_input.clone()
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         out_avg, psnrs = None, []
@@ -96,26 +104,18 @@ def bare_fit(arch: str, seeds: list[int], size: int, iters: int, groups: int | N
              arch_kwargs: dict | None = None) -> dict:
     """The ceiling: only what every DIP step must do (reg-noise, forward, MSE, backward, fused Adam), with no
     metric, guard, EMA or log, each seed a batch-1 net, the seeds split over ``groups`` threads (default: the torch
-    threads) with one intra-op thread each, as biasprobe's seed groups run. Loop seconds = first start to last end."""
+    threads) sharing the torch threads, as biasprobe's seed groups run. Loop seconds = first start to last end."""
     import threading
 
-    arch_kwargs = arch_kwargs or {}
-    cfg = DIPConfig(arch=arch, size=size, seeds=seeds, device="cpu", arch_kwargs=arch_kwargs).resolved()
-    clean, params = prepare_image(cfg)
-    hw = tuple(clean.shape[-2:])
-    groups = min(groups or torch.get_num_threads(), len(seeds))
-    work = []
-    for seed in seeds:
-        torch.manual_seed(seed)
-        net = create_generator(arch, in_chans=cfg.input_depth, out_chans=3, img_size=hw, **arch_kwargs).train()
-        z = make_input(cfg.input_kind, cfg.input_depth, hw, seed)
-        y = tasks.make_task(cfg.task, clean, seed, **params).observed
-        work.append((net, z, y, torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=True)))
+    cfg, plain = plain_seeds(arch, seeds, size, arch_kwargs=arch_kwargs)
+    work = [(net, z, obs.observed, torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=True))
+            for net, z, obs in plain]
     spans, errors, before = [], [], torch.get_num_threads()
+    groups = min(groups or before, len(seeds))
 
     def run(chunk):
         try:
-            torch.set_num_threads(1)
+            torch.set_num_threads(max(1, before // groups))
             t0 = time.perf_counter()
             for _ in range(iters):
                 for net, z, y, opt in chunk:
