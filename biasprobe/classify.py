@@ -10,6 +10,9 @@ rates are calibrated elsewhere, on the validation split):
 - augmentation: random crop (pad 4) + horizontal flip, seeded, on batches; CIFAR mean/std normalisation;
 - optimiser: AdamW (lr 1e-3, weight decay 0.05, batch 128), learning rate per step: linear warm-up over
   ``warmup_epochs`` then cosine decay to 0 (Loshchilov & Hutter 2017), cross-entropy with optional label smoothing;
+- randomness: the seed's independent streams (``seeding.py``) for the subset, the weights, the batch order, the
+  augmentations and the measures' random shifts and samples; the subset depends on the seed only, so runs of
+  different architectures with one seed see the same images;
 - mixed precision (autocast bf16, or fp16 with a GradScaler) on CUDA only; on the CPU a fixed seed gives the same
   epochs table (all but the ``seconds`` column).
 
@@ -34,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from biasprobe import cifar, predictive, runinfo
+from biasprobe import cifar, predictive, runinfo, seeding
 from biasprobe.errors import BiasprobeError
 from biasprobe.registry import count_params, create_classifier
 
@@ -69,6 +72,7 @@ class ClassifyConfig:
     eval_batch_size: int = 500
     n_test: int | None = None  # evaluate on this many test images (class-balanced, fixed); None = all
     eval_every: int = 1  # evaluate after every k-th epoch (and always after the last); other rows hold NaN
+    rng_version: int = seeding.RNG_VERSION  # the random-stream scheme (seeding.py); part of the run's identity
 
     def validate(self) -> None:
         checks = [
@@ -85,6 +89,9 @@ class ClassifyConfig:
             (self.val_size >= 1, f"--val-size must be positive, got {self.val_size}"),
             (self.attr_samples >= 0, f"attr_samples must be >= 0, got {self.attr_samples}"),
             (self.shift_max >= 0, f"shift_max must be >= 0, got {self.shift_max}"),
+            (self.rng_version == seeding.RNG_VERSION,
+             f"rng_version {self.rng_version} cannot be reproduced: this biasprobe draws with scheme "
+             f"{seeding.RNG_VERSION}; drop the field or set it to {seeding.RNG_VERSION}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -126,13 +133,14 @@ class ProbeData:
 
 def prepare_data(cfg: ClassifyConfig, device: torch.device) -> ProbeData:
     train = cifar.load_split("train", cfg.data, cfg.data_root, cfg.download)
-    idx = cifar.balanced_indices(train.labels, cfg.n_train, cfg.seed, train.num_classes)
+    idx = cifar.balanced_indices(train.labels, cfg.n_train, seeding.stream_seed(cfg.seed, "subset"), train.num_classes)
     if cfg.eval_split == "test":
         ev = cifar.load_split("test", cfg.data, cfg.data_root, cfg.download)
         if cfg.n_test:  # a fixed class-balanced part of the test split (the same for every run)
             ev = ev.subset(cifar.balanced_indices(ev.labels, cfg.n_test, 0, ev.num_classes, what="--n-test"))
     else:
-        val_idx = cifar.balanced_indices(train.labels, cfg.val_size, cfg.seed + 1_000_003, train.num_classes,
+        val_idx = cifar.balanced_indices(train.labels, cfg.val_size, seeding.stream_seed(cfg.seed, "val_subset"),
+                                         train.num_classes,
                                          exclude=idx, what="--val-size")
         ev = train.subset(val_idx)
     if ev.classes != train.classes:
@@ -239,8 +247,8 @@ def run_classify(cfg: ClassifyConfig, out_dir: str | Path | None = None,
     With ``out_dir``: config.json (config, seed, provenance), epochs.parquet, summary.json, learning_curve.png."""
     cfg.validate()
     device = runinfo.resolve_device(cfg.device)
-    runinfo.seed_everything(cfg.seed)
     data = prepare_data(cfg, device)
+    runinfo.seed_everything(seeding.stream_seed(cfg.seed, "init"))  # the weights: the init stream
     model = build_model(cfg, len(data.classes), device)
     n_params = count_params(model)
 
@@ -253,7 +261,7 @@ def run_classify(cfg: ClassifyConfig, out_dir: str | Path | None = None,
                             fused=device.type in ("cpu", "cuda"))  # one kernel for all tensors: same formula
     n = len(data.y_train)
     bs = min(cfg.batch_size, n)
-    g = torch.Generator().manual_seed(cfg.seed)
+    order_gen, augment_gen = seeding.generator(cfg.seed, "data_order"), seeding.generator(cfg.seed, "augment")
     steps_per_epoch = len(_batches(n, bs, torch.Generator().manual_seed(0)))
     total = steps_per_epoch * cfg.epochs
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
@@ -268,11 +276,11 @@ def run_classify(cfg: ClassifyConfig, out_dir: str | Path | None = None,
         # summed on the device and read once per epoch: no host sync per step (it would stall a GPU)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
-        for idx in _batches(n, bs, g):
+        for idx in _batches(n, bs, order_gen):
             idx = idx.to(device)
             x = data.x_train[idx]
             if cfg.augment:
-                x = cifar.augment(x, g)
+                x = cifar.augment(x, augment_gen)
             y = data.y_train[idx]
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(cifar.normalize(x))
@@ -330,10 +338,10 @@ def measure(model: torch.nn.Module, data: ProbeData, cfg: ClassifyConfig) -> dic
     for mode in ("circular", "zeros"):
         key = "shift_consistency_" + ("circular" if mode == "circular" else "padded")
         out[key] = predictive.shift_consistency(net, data.x_eval, mode=mode, max_shift=cfg.shift_max,
-                                                seed=cfg.seed, batch_size=cfg.eval_batch_size)
+                                                seed=seeding.stream_seed(cfg.seed, "shift_eval"),
+                                                batch_size=cfg.eval_batch_size)
     if cfg.attr_samples and cfg.attr_methods:
-        g = torch.Generator().manual_seed(cfg.seed)
-        pick = torch.randperm(len(data.y_eval), generator=g)[: cfg.attr_samples].to(data.x_eval.device)
+        pick = torch.randperm(len(data.y_eval), generator=seeding.generator(cfg.seed, "attr_sample"))[: cfg.attr_samples].to(data.x_eval.device)
         x = data.x_eval[pick]
         target = predictive.predict(net, x).argmax(1)
         for method in cfg.attr_methods:

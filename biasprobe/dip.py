@@ -1,7 +1,9 @@
 """The Deep Image Prior loop (Ulyanov, Vedaldi, Lempitsky 2018), for any registered generator, several seeds at once.
 
 Per seed k: a fixed input z_k (``input_depth`` channels of U(0, 1) * 0.1, or a meshgrid), a randomly initialised
-generator f_k, the observation y_k of the task (noisy image, masked image, low-resolution image, ...). Each step::
+generator f_k, the observation y_k of the task (noisy image, masked image, low-resolution image, ...). The init,
+the input, the observation's noise or mask and the reg-noise draws each come from their own stream of seed k
+(``seeding.py``), so no draw is a function of another. Each step::
 
     x_k   = f_k(z_k + reg_noise_std * n_t)               n_t ~ N(0, 1), fresh every step
     loss  = sum_k mean_{seen pixels} (A(x_k) - y_k)^2    A = the task's forward operator
@@ -50,7 +52,7 @@ from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
 from biasprobe import images as imagelib
-from biasprobe import metrics, tasks
+from biasprobe import metrics, seeding, tasks
 from biasprobe.errors import BiasprobeError
 from biasprobe.registry import check_size, create_generator, get_arch
 from biasprobe.runinfo import provenance, resolve_device
@@ -91,6 +93,7 @@ class DIPConfig:
     batching: str = "auto"  # how a batch of seeds runs: "vmap" (one vectorised call), "loop" (one net at a time),
     #                         "auto" (loop on a CPU, vmap elsewhere: auto_batching, measured in studies/bench_dip.py)
     device: str = "auto"
+    rng_version: int = seeding.RNG_VERSION  # the random-stream scheme (seeding.py); part of the run's identity
 
     def resolved(self) -> "DIPConfig":
         """A copy with the setting's values filled in and everything checked (BiasprobeError on bad values)."""
@@ -114,6 +117,10 @@ class DIPConfig:
             raise BiasprobeError(f"--batching must be auto, vmap or loop (got {cfg.batching!r})")
         if cfg.amp not in ("fp32", "bf16", "fp16"):
             raise BiasprobeError(f"--amp must be fp32, bf16 or fp16 (got {cfg.amp!r})")
+        if cfg.rng_version != seeding.RNG_VERSION:
+            raise BiasprobeError(f"rng_version {cfg.rng_version} cannot be reproduced by this version of biasprobe "
+                                 f"(it draws with scheme {seeding.RNG_VERSION}); drop the field or set it to "
+                                 f"{seeding.RNG_VERSION}")
         if not cfg.seeds:
             raise BiasprobeError("give at least one seed")
         if len(set(cfg.seeds)) != len(cfg.seeds):
@@ -158,23 +165,23 @@ def prepare_image(cfg: DIPConfig) -> tuple[torch.Tensor, dict]:
 
 
 def make_input(kind: str, depth: int, hw: tuple[int, int], seed: int) -> torch.Tensor:
-    """DIP's get_noise: U(0, 1) * 0.1 noise of ``depth`` channels, or a 2-channel [0, 1] meshgrid; (1, D, H, W)."""
+    """DIP's get_noise: U(0, 1) * 0.1 noise of ``depth`` channels, or a 2-channel [0, 1] meshgrid; (1, D, H, W).
+    The noise comes from the run's ``input`` stream (seeding.py), independent of the init and the observation."""
     h, w = hw
     if kind == "meshgrid":
         ys, xs = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
         return torch.stack([xs, ys])[None]
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(1, depth, h, w, generator=g) * 0.1
+    return torch.rand(1, depth, h, w, generator=seeding.generator(seed, "input")) * 0.1
 
 
 _BUILD_LOCK = threading.Lock()  # nets are initialised from the global generator: one seed group at a time
 
 
 def build_nets(cfg: DIPConfig, hw, out_chans: int) -> list[torch.nn.Module]:
+    """One generator per seed, initialised from that seed's ``init`` stream."""
     nets = []
     for seed in cfg.seeds:
-        with _BUILD_LOCK:
-            torch.manual_seed(seed)
+        with _BUILD_LOCK, seeding.manual_seed(seed, "init"):
             net = create_generator(cfg.arch, in_chans=cfg.input_depth, out_chans=out_chans, img_size=hw,
                                    **cfg.arch_kwargs)
         if cfg.train_mode:
@@ -345,8 +352,7 @@ def _draws_random(cfg: DIPConfig) -> bool:
     key = repr((cfg.arch, sorted(cfg.arch_kwargs.items()), cfg.input_depth, cfg.image, cfg.size))
     if key not in _RANDOM_CACHE:
         hw = tuple(prepare_image(cfg)[0].shape[-2:])
-        with _BUILD_LOCK:
-            torch.manual_seed(cfg.seeds[0])
+        with _BUILD_LOCK, seeding.manual_seed(cfg.seeds[0], "init"):
             net = create_generator(cfg.arch, in_chans=cfg.input_depth, out_chans=3, img_size=hw, **cfg.arch_kwargs)
         _RANDOM_CACHE[key] = any(_module_draws(m) for m in net.modules())
     return _RANDOM_CACHE[key]
@@ -440,7 +446,7 @@ def _fit(cfg: DIPConfig, device: torch.device, progress: bool, stop: threading.E
     net = SeedBatch(nets, device, batching, channels_last=_channels_last(cfg, device))
     n_params = sum(p.numel() for p in nets[0].parameters())
     z = torch.cat([make_input(cfg.input_kind, cfg.input_depth, hw, s) for s in cfg.seeds]).to(device)
-    noise_gens = [torch.Generator(device=device).manual_seed(10_000_019 + s) for s in cfg.seeds]
+    noise_gens = [seeding.generator(s, "reg_noise", device) for s in cfg.seeds]
     z_noisy = torch.empty_like(z)
 
     # the fused kernel does Adam's whole update, every seed's tensors, in one call (same formula as the for-loop one)

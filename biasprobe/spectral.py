@@ -431,15 +431,15 @@ def init_spectrum(
 ) -> pd.DataFrame:
     """Radial power spectrum of a randomly initialised generator's output, averaged over seeds.
 
-    For each seed: ``torch.manual_seed(seed)`` then ``create_generator(arch, in_chans=input_depth,
-    out_chans=3, img_size=size, **kw)``; DIP's 'noise' input ``z = U(0, 1) * 0.1`` of shape
-    ``(1, input_depth, H, W)`` from a ``torch.Generator`` seeded with ``seed`` (Ulyanov et al. 2018,
-    ``get_noise(..., 'noise', var=1/10)``); one forward pass in train mode (BatchNorm uses the batch
+    For each seed: the net as a DIP run of that seed builds it (``dip.build_nets``: the seed's ``init`` stream) and
+    DIP's 'noise' input ``z = U(0, 1) * 0.1`` of shape ``(1, input_depth, H, W)`` (``dip.make_input``: the seed's
+    ``input`` stream; Ulyanov et al. 2018, ``get_noise(..., 'noise', var=1/10)``); one forward pass in train mode (BatchNorm uses the batch
     statistics, as in DIP fitting) without gradients; :func:`radial_power_spectrum` of the output.
     Returns the tidy table ``arch, freq, power`` (power = mean over seeds, DC at freq 0 included).
     """
     import torch
 
+    from biasprobe import seeding
     from biasprobe.registry import check_size, create_generator
 
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -449,11 +449,10 @@ def init_spectrum(
         raise BiasprobeError("init_spectrum needs at least one seed (e.g. --seeds 0 1 2)")
     powers = []
     for seed in seeds:
-        torch.manual_seed(seed)
-        net = create_generator(arch, in_chans=input_depth, out_chans=3, img_size=(h, w), **kw).to(device)
+        with seeding.manual_seed(seed, "init"):
+            net = create_generator(arch, in_chans=input_depth, out_chans=3, img_size=(h, w), **kw).to(device)
         net.train()
-        g = torch.Generator().manual_seed(seed)
-        z = (torch.rand(1, input_depth, h, w, generator=g) * 0.1).to(device)
+        z = (torch.rand(1, input_depth, h, w, generator=seeding.generator(seed, "input")) * 0.1).to(device)
         with torch.no_grad():
             img = net(z)[0].permute(1, 2, 0).double().cpu().numpy()
         freqs, power = radial_power_spectrum(img)

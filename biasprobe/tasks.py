@@ -8,8 +8,9 @@ is compared with the observation through the task's forward operator A::
 i.e. the mean squared error over the pixels the loss may see. DIP writes ``mse(out * mask, img * mask)``, the
 mean over *all* pixels; the two differ by the constant factor ``mean(mask)``, which Adam ignores (up to its eps).
 ``forward`` never depends on the seed (one operator serves a batch of seeds, see :func:`stack_observations`); the
-seed only draws the noise, the random mask or the noise image, from its own ``torch.Generator`` on the CPU, so an
-observation is the same on every device.
+seed only draws the noise or the noise image (its ``observation`` stream) and the random mask (its ``mask``
+stream), each from its own ``torch.Generator`` on the CPU (``seeding.py``: never the stream of the net's init or
+input), so an observation is the same on every device.
 
 Tasks (settings of the official repository, github.com/DmitryUlyanov/deep-image-prior):
 
@@ -60,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from biasprobe import seeding
 from biasprobe.errors import BiasprobeError
 
 
@@ -205,14 +207,14 @@ def _choice(task: str, key: str, v, choices):
     return v
 
 
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator(device="cpu").manual_seed(int(seed))
+def _gen(seed: int, purpose: str) -> torch.Generator:
+    return seeding.generator(int(seed), purpose)
 
 
 def _add_noise(y: torch.Tensor, sigma255: float, seed: int, clip: bool) -> torch.Tensor:
-    """y + sigma/255 * N(0, 1) drawn on the CPU from ``seed``, optionally clipped to [0, 1]."""
+    """y + sigma/255 * N(0, 1) drawn on the CPU from ``seed``'s observation stream, optionally clipped to [0, 1]."""
     if sigma255 > 0:
-        n = torch.randn(y.shape, generator=_gen(seed), dtype=torch.float32).to(y.device, y.dtype)
+        n = torch.randn(y.shape, generator=_gen(seed, "observation"), dtype=torch.float32).to(y.device, y.dtype)
         y = y + (sigma255 / 255.0) * n
     return y.clamp(0, 1) if clip else y
 
@@ -265,7 +267,7 @@ def _inpaint(clean, seed, mask="random", drop=None, hole=None, text=None, font_s
     if kind == "random":
         drop = _number(t, "drop", 0.5 if drop is None else drop, lo=0, hi=1, hi_open=True)
         params["drop"] = drop
-        m = (torch.rand((1, 1, H, W), generator=_gen(seed)) >= drop).float()
+        m = (torch.rand((1, 1, H, W), generator=_gen(seed, "mask")) >= drop).float()
     elif kind == "block":
         hole = _number(t, "hole", 0.5 if hole is None else hole, lo=0, hi=1, lo_open=True, hi_open=True)
         params["hole"] = hole
@@ -330,7 +332,7 @@ def _fit(clean, seed):
 def _noise(clean, seed, kind="uniform"):
     kind = _choice("noise", "kind", kind, ("uniform", "shuffle"))
     _, C, H, W = clean.shape
-    g = _gen(seed)
+    g = _gen(seed, "observation")
     if kind == "uniform":
         target = torch.rand((1, C, H, W), generator=g).to(clean.device, clean.dtype)
     else:
@@ -428,7 +430,7 @@ def _deepinv(clean, seed, operator=None, sigma=0.0, operator_seed=0, **kw):
     if "img_size" in named and "img_size" not in kwargs:
         kwargs["img_size"] = tuple(clean.shape[1:])
     if "rng" in named and "rng" not in kwargs:
-        kwargs["rng"] = _gen(operator_seed)
+        kwargs["rng"] = _gen(operator_seed, "mask")
     if "device" in named:
         kwargs.setdefault("device", "cpu")
     try:

@@ -46,7 +46,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from biasprobe import dip as diplib
-from biasprobe import tasks
+from biasprobe import seeding, tasks
 from biasprobe.dip import DIPConfig, make_input, prepare_image, run_dip
 from biasprobe.registry import create_generator
 
@@ -59,7 +59,7 @@ ARCHS = ["skipnet", "vit", "swin", "vit+3c"]
 
 def plain_seeds(arch: str, seeds: list[int], size: int, setting: str = "dip", arch_kwargs: dict | None = None):
     """The resolved config and, per seed, what a plain loop needs: a plain ``nn.Module`` in training mode
-    (initialised from ``torch.manual_seed(seed)``, as biasprobe does), its input z and the task's observation."""
+    (initialised from the seed's init stream, as biasprobe does), its input z and the task's observation."""
     arch_kwargs = arch_kwargs or {}
     cfg = DIPConfig(arch=arch, size=size, seeds=seeds, setting=setting, device="cpu",
                     arch_kwargs=arch_kwargs).resolved()
@@ -67,8 +67,8 @@ def plain_seeds(arch: str, seeds: list[int], size: int, setting: str = "dip", ar
     hw = tuple(clean.shape[-2:])
     out = []
     for seed in seeds:
-        torch.manual_seed(seed)
-        net = create_generator(arch, in_chans=cfg.input_depth, out_chans=3, img_size=hw, **arch_kwargs).train()
+        with seeding.manual_seed(seed, "init"):
+            net = create_generator(arch, in_chans=cfg.input_depth, out_chans=3, img_size=hw, **arch_kwargs).train()
         out.append((net, make_input(cfg.input_kind, cfg.input_depth, hw, seed),
                     tasks.make_task(cfg.task, clean, seed, **params)))
     return cfg, out

@@ -3,6 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
+from biasprobe import seeding
 from biasprobe.errors import BiasprobeError
 from biasprobe.tasks import (
     LanczosDownsampler,
@@ -54,7 +55,7 @@ def test_denoise_equals_deepinv_gaussian_noise_clipped():
     import deepinv
 
     obs = make_task("denoise", IMG, seed=3, sigma=25)
-    y = deepinv.physics.GaussianNoise(sigma=25 / 255, rng=torch.Generator().manual_seed(3))(IMG[None])
+    y = deepinv.physics.GaussianNoise(sigma=25 / 255, rng=seeding.generator(3, "observation"))(IMG[None])
     assert torch.equal(y.clamp(0, 1), obs.observed)
 
 
