@@ -295,14 +295,20 @@ def prepare_image(img: torch.Tensor, size: int | None = None, multiple: int | No
 
 
 def load_mask(path_or_name: str | os.PathLike, size_like=None, size: int | None = None,
-              multiple: int | None = None) -> torch.Tensor:
+              multiple: int | None = None, native: tuple[int, int] | None = None) -> torch.Tensor:
     """A mask file or built-in name -> float32 (1, H, W) in {0, 1}; 1 (stored as 255) = known pixel.
 
     The mask takes the same path as its image (``size``, ``multiple`` as in :func:`load_image`) with
     nearest-neighbour resizing; colour masks are averaged over channels; then thresholded at 0.5. If
-    ``size_like`` (a tensor (..., H, W) or a pair (H, W)) is given, the mask must end up that size.
+    ``size_like`` (a tensor (..., H, W) or a pair (H, W)) is given, the mask must end up that size. If ``native``
+    (the image's size as loaded, before any resize) is given, the mask file must have that size: a mask made for
+    another image would otherwise be stretched and cropped over this one without a word.
     """
     raw = _load_raw(path_or_name).mean(0, keepdim=True)
+    if native is not None and tuple(raw.shape[-2:]) != tuple(native):
+        raise BiasprobeError(
+            f"mask {os.fspath(path_or_name)!r} is {raw.shape[-2]}x{raw.shape[-1]} but its image is "
+            f"{native[0]}x{native[1]}: give the mask made for this image, or resize_mask=true to stretch it anyway")
     m = (prepare_image(raw, size=size, multiple=multiple, mode="nearest") > 0.5).float()
     if size_like is not None:
         hw = tuple(size_like.shape[-2:]) if hasattr(size_like, "shape") else tuple(size_like)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.image import peak_signal_noise_ratio
+
+# torchmetrics takes seconds to import: the functions import it on first use
 
 
 @torch.no_grad()
 def psnr(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """PSNR in dB with data range 1, one value per batch element."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
     return peak_signal_noise_ratio(x.float(), ref.float(), data_range=1.0, reduction="none", dim=(1, 2, 3))
 
 
@@ -23,6 +26,8 @@ def psnr_masked(x: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None) -
     """PSNR on the pixels where ``mask`` is 1 (all pixels when mask is None), one value per batch element."""
     if mask is None:
         return psnr(x, ref)
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
     m = mask.expand_as(x).bool()
     return torch.stack([
         peak_signal_noise_ratio(x[k][m[k]].float(), ref[k][m[k]].float(), data_range=1.0) for k in range(len(x))
@@ -103,3 +108,30 @@ def es_wmv_step(variance: np.ndarray, patience: int) -> int:
         elif t - best_t >= patience:
             break
     return best_t
+
+
+class WindowVariance:
+    """ES-WMV's VAR_t = mean_pixels(1/W sum_w x_w^2 - (1/W sum_w x_w)^2) over the last W outputs x_w, per seed,
+    from running sums kept in float64 (adding and removing an output is exact far below float32 rounding): two
+    passes over one output per step instead of a variance over all W."""
+
+    def __init__(self, window: int, shape: tuple, device: torch.device):
+        self.window, self.t = window, 0
+        self.buf = torch.zeros(window, *shape, device=device)
+        self.sum = torch.zeros(shape, device=device, dtype=torch.float64)
+        self.sq = torch.zeros_like(self.sum)
+
+    def push(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Add output x (K, ...); returns VAR (K,) once W outputs have been seen, else None."""
+        slot = self.buf[self.t % self.window]
+        if self.t >= self.window:
+            self.sum -= slot
+            self.sq -= slot.double() ** 2
+        slot.copy_(x)
+        self.sum += x
+        self.sq += x.double() ** 2
+        self.t += 1
+        if self.t < self.window:
+            return None
+        mean = self.sum / self.window
+        return (self.sq / self.window - mean**2).mean(tuple(range(1, x.dim()))).float()

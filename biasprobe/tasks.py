@@ -69,10 +69,11 @@ from biasprobe.errors import BiasprobeError
 def masked_mse(pred: torch.Tensor, observed: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample mean squared error over seen entries: sum(m (pred - obs)^2) / sum(m), shape (B,)."""
     d = (pred - observed) ** 2
+    dims = tuple(range(1, d.dim()))
     if mask is None:
-        return d.flatten(1).mean(1)
-    m = mask.to(d.dtype).expand_as(d)
-    return (d * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+        return d.mean(dims)
+    m = mask.to(d.dtype)
+    return (d * m).sum(dims) / m.expand_as(d).sum(dims).clamp_min(1)
 
 
 @dataclass

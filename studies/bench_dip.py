@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from biasprobe import dip as diplib
+from biasprobe.dip import loop as diploop  # the loop looks up channels_last in its own namespace
 from biasprobe import seeding, tasks
 from biasprobe.dip import DIPConfig, make_input, prepare_image, run_dip
 from biasprobe.registry import create_generator
@@ -336,11 +336,11 @@ def options(arch: str, seeds, size: int, iters: int, rounds: int) -> list[dict]:
         f"torch threads={other}": "threads",
     }
     times: dict[str, list[float]] = {k: [] for k in variants}
-    original = diplib._channels_last
+    original = diploop.channels_last
     for _ in range(rounds):
         for name, kw in variants.items():
             if kw == "channels_last":  # on where the default is off, off where it is on
-                diplib._channels_last = lambda cfg, device: not original(cfg, device)
+                diploop.channels_last = lambda cfg, device: not original(cfg, device)
                 kw = {}
             if kw == "threads":
                 torch.set_num_threads(other)
@@ -348,7 +348,7 @@ def options(arch: str, seeds, size: int, iters: int, rounds: int) -> list[dict]:
             try:
                 times[name].append(biasprobe_fit(arch, seeds, size, iters, **kw)["seconds"] / iters)
             finally:
-                diplib._channels_last = original
+                diploop.channels_last = original
                 torch.set_num_threads(threads)
     base = statistics.median(times["default"])
     return [{"arch": arch, "seeds": len(seeds), "size": size, "option": k, "sec_per_step": statistics.median(v),

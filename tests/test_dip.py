@@ -123,7 +123,7 @@ def test_cli_writes_run_dirs(tmp_path, capsys):
                "--device", "cpu", "--seed-threads", "2", "--out", str(tmp_path), "--quiet"])
     assert rc == 0
     dirs = sorted(tmp_path.iterdir())
-    assert [d.name for d in dirs] == ["skipnet-denoise-astronaut-s0", "skipnet-denoise-astronaut-s1"]
+    assert [d.name[:-11] for d in dirs] == ["skipnet-denoise-astronaut-s0", "skipnet-denoise-astronaut-s1"]
     for d in dirs:
         for f in ("config.json", "curves.parquet", "summary.json", "images.npz", "psnr.png", "best.png"):
             assert (d / f).is_file(), f
@@ -144,7 +144,7 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
 
 
 def test_window_variance_matches_the_direct_formula():
-    from biasprobe.dip import WindowVariance
+    from biasprobe.metrics import WindowVariance
 
     g = torch.Generator().manual_seed(0)
     xs = torch.rand(30, 2, 3, 8, 8, generator=g)
@@ -160,17 +160,17 @@ def test_window_variance_matches_the_direct_formula():
 
 def test_guard_on_the_host_equals_the_guard_on_the_device(monkeypatch):
     # the CPU guard copies rows chosen on the host; the device guard (CUDA) uses torch.where: same trajectory
-    from biasprobe import dip
+    from biasprobe.dip import engine
 
     kw = dict(seeds=[0, 1], lr=1.0, iters=15, log_every=1, backtrack_db=1.0, spectral=False)
     host = run_dip(cfg(**kw), progress=False)
-    init = dip._Guard.__init__
+    init = engine.Guard.__init__
 
     def device_init(self, *a, **k):
         init(self, *a, **k)
         self.host = False
 
-    monkeypatch.setattr(dip._Guard, "__init__", device_init)
+    monkeypatch.setattr(engine.Guard, "__init__", device_init)
     device = run_dip(cfg(**kw), progress=False)
     assert (host.summary.backtracks > 0).all()
     pd.testing.assert_frame_equal(host.curves, device.curves)
@@ -196,7 +196,7 @@ def test_guard_puts_back_exactly_the_bad_seeds_last_good_state(mode, host):
     nets = [torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.Conv2d(3, 1, 1)) for _ in range(2)]
     net = dip.SeedBatch(nets, torch.device("cpu"), mode)
     opt = torch.optim.Adam(net.parameters(), lr=0.1)
-    guard = dip._Guard(net, opt, 2, threshold=1.0, device=torch.device("cpu"))
+    guard = dip.Guard(net, opt, 2, threshold=1.0, device=torch.device("cpu"))
     guard.host = host
     z = torch.randn(2, 2, 5, 5)
 
@@ -254,12 +254,12 @@ def test_seed_groups_split_in_order_and_only_where_it_is_safe(monkeypatch):
 
     cpu = torch.device("cpu")
     c = cfg(seeds=[5, 6, 7, 8, 9]).resolved()
-    groups = seed_groups(c, cpu, 2)
+    groups = seed_groups(c, cpu, (32, 32), 2)
     assert [s for g in groups for s in g] == [5, 6, 7, 8, 9] and sorted(map(len, groups)) == [2, 3]
-    assert seed_groups(c, cpu, 9) == [[5], [6], [7], [8], [9]]  # at most one group per seed
-    assert seed_groups(c, torch.device("meta"), 2) == [[5, 6, 7, 8, 9]]  # not a CPU: one (vmap) batch
+    assert seed_groups(c, cpu, (32, 32), 9) == [[5], [6], [7], [8], [9]]  # at most one group per seed
+    assert seed_groups(c, torch.device("meta"), (32, 32), 2) == [[5, 6, 7, 8, 9]]  # not a CPU: one (vmap) batch
     with pytest.raises(BiasprobeError, match="at least 1"):
-        seed_groups(c, cpu, 0)
+        seed_groups(c, cpu, (32, 32), 0)
 
     # a net that draws random numbers in its forward pass (dropout) shares the global generator: no threads
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
@@ -280,15 +280,15 @@ def test_seed_groups_split_in_order_and_only_where_it_is_safe(monkeypatch):
             return 1
 
     drop = DIPConfig(arch="tmp_dropnet", size=16, seeds=[0, 1]).resolved()
-    assert seed_groups(drop, cpu, 2) == [[0, 1]]
+    assert seed_groups(drop, cpu, (16, 16), 2) == [[0, 1]]
     drop.arch_kwargs = {"p": 0.0}
-    assert len(seed_groups(drop, cpu, 2)) == 2
+    assert len(seed_groups(drop, cpu, (16, 16), 2)) == 2
 
 
 def test_a_failing_seed_group_stops_the_others_and_its_own_error_is_raised(monkeypatch):
-    from biasprobe import dip
+    from biasprobe.dip import engine, loop
 
-    real, seen = dip._fit, []
+    real, seen = loop._fit, []
 
     def fit(c, *args, **kw):
         if 2 in c.seeds:
@@ -299,23 +299,23 @@ def test_a_failing_seed_group_stops_the_others_and_its_own_error_is_raised(monke
             seen.append(e)
             raise
 
-    monkeypatch.setattr(dip, "_fit", fit)
+    monkeypatch.setattr(loop, "_fit", fit)
     with pytest.raises(ValueError, match="boom"):
         run_dip(cfg(seeds=[0, 1, 2], iters=5000), progress=False, seed_threads=2)
-    assert len(seen) == 1 and isinstance(seen[0], dip._Stopped)  # the other group stopped early, not after 5000
+    assert len(seen) == 1 and isinstance(seen[0], engine.Stopped)  # the other group stopped early, not after 5000
     assert torch.get_num_threads() == 1
 
 
 def test_seed_groups_share_out_the_torch_threads(monkeypatch):
-    from biasprobe import dip
+    from biasprobe.dip import engine, loop
 
-    real, seen = dip._fit, []
+    real, seen = loop._fit, []
 
     def fit(c, *args, **kw):
         seen.append((tuple(c.seeds), torch.get_num_threads()))
         return real(c, *args, **kw)
 
-    monkeypatch.setattr(dip, "_fit", fit)
+    monkeypatch.setattr(loop, "_fit", fit)
     torch.set_num_threads(4)
     try:
         r = run_dip(cfg(seeds=[0, 1], iters=2), progress=False, seed_threads=2)
@@ -329,16 +329,16 @@ def test_seed_groups_share_out_the_torch_threads(monkeypatch):
 def test_seed_groups_run_at_the_same_time_on_their_own_threads(monkeypatch):
     import threading
 
-    from biasprobe import dip
+    from biasprobe.dip import loop
 
-    real, inside, barrier = dip._fit, [], threading.Barrier(2, timeout=60)
+    real, inside, barrier = loop._fit, [], threading.Barrier(2, timeout=60)
 
     def fit(c, *args, **kw):
         inside.append(threading.get_ident())
         barrier.wait()  # passes only if the other group is running too
         return real(c, *args, **kw)
 
-    monkeypatch.setattr(dip, "_fit", fit)
+    monkeypatch.setattr(loop, "_fit", fit)
     run_dip(cfg(seeds=[0, 1, 2], iters=2), progress=False, seed_threads=2)
     assert len(set(inside)) == 2 and threading.get_ident() not in inside
 
@@ -346,7 +346,7 @@ def test_seed_groups_run_at_the_same_time_on_their_own_threads(monkeypatch):
 def test_modules_that_draw_random_numbers_are_recognised():
     from timm.layers import DropPath, PatchDropout
 
-    from biasprobe.dip import _module_draws
+    from biasprobe.dip.engine import _module_draws
 
     nn = torch.nn
     drawing = [nn.Dropout(0.5), nn.Dropout2d(0.1), nn.MultiheadAttention(4, 1, dropout=0.1), DropPath(0.1),
@@ -355,3 +355,58 @@ def test_modules_that_draw_random_numbers_are_recognised():
              nn.BatchNorm2d(1)]
     assert all(_module_draws(m) for m in drawing)
     assert not any(_module_draws(m) for m in quiet)
+
+
+def test_run_dirs_are_unique_to_the_config_and_never_overwritten(tmp_path, capsys):
+    base = ["dip", "--arch", "skipnet", "--arch-kw", "num_scales=3", "channels_down=8", "channels_up=8",
+            "--image", "astronaut", "--size", "32", "--iters", "3", "--device", "cpu", "--out", str(tmp_path),
+            "--quiet", "--no-spectral"]
+    assert main(base + ["--lr", "0.01"]) == 0
+    assert main(base + ["--lr", "0.001"]) == 0  # differs only in lr: its own folder, the first one kept
+    dirs = sorted(tmp_path.iterdir())
+    assert len(dirs) == 2 and len({d.name[:-11] for d in dirs}) == 1
+    lrs = sorted(json.loads((d / "config.json").read_text())["config"]["lr"] for d in dirs)
+    assert lrs == [0.001, 0.01]
+    before = {d: (d / "curves.parquet").stat().st_mtime_ns for d in dirs}
+    capsys.readouterr()
+    assert main(base + ["--lr", "0.01"]) == 2  # the same config again: refused before fitting, nothing touched
+    err = capsys.readouterr().err
+    assert "exists" in err and err.count("\n") == 1
+    assert {d: (d / "curves.parquet").stat().st_mtime_ns for d in dirs} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_out_pointing_at_a_file_is_one_line_exit_2(tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert main(["dip", "--arch", "skipnet", "--image", "astronaut", "--out", str(f), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "file" in err and err.count("\n") == 1
+
+
+def test_a_mask_made_for_another_image_is_refused_unless_asked(tmp_path):
+    from PIL import Image
+
+    img, mask = tmp_path / "photo.png", tmp_path / "mask.png"
+    Image.fromarray(np.full((48, 64, 3), 120, np.uint8)).save(img)
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(mask)  # another size: made for another image
+    kw = dict(image=str(img), size=32, task="inpaint", iters=2, spectral=False, es_window=0)
+    with pytest.raises(BiasprobeError, match="resize_mask") as e:
+        run_dip(cfg(task_params={"mask": str(mask)}, **kw), progress=False)
+    assert "\n" not in str(e.value)
+    r = run_dip(cfg(task_params={"mask": str(mask), "resize_mask": "true"}, **kw), progress=False)
+    assert np.isfinite(r.summary.final_psnr_obs).all()
+    Image.fromarray(np.full((48, 64), 255, np.uint8)).save(mask)  # the image's own size: accepted
+    run_dip(cfg(task_params={"mask": str(mask)}, **kw), progress=False)
+
+
+def test_load_run_reads_back_what_save_result_wrote(tmp_path):
+    from biasprobe.dip import load_run, save_result
+
+    r = run_dip(cfg(seeds=[0, 1], iters=3), progress=False)
+    dirs = save_result(r, tmp_path)
+    back = load_run(dirs[1])
+    assert back["seed"] == 1 and back["config"].seeds == [1] and back["config"].lr == r.config.lr
+    pd.testing.assert_frame_equal(back["curves"].reset_index(drop=True),
+                                  r.curves[r.curves.seed == 1].reset_index(drop=True))
+    assert back["summary"]["max_psnr_gt"] == pytest.approx(r.summary.max_psnr_gt[1])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from biasprobe.commands import add_arch_args, add_device_arg, load_arch_modules, number_or_auto, parse_kv
+from biasprobe.commands import (add_arch_args, add_device_arg, arch_kwargs, load_arch_modules, number_or_auto, out_dir,
+                                parse_kv)
 
 
 def add_parser(sub) -> None:
@@ -43,7 +44,8 @@ def add_parser(sub) -> None:
                    help="CPU: fit the seeds in N groups side by side, sharing the torch threads (default: the "
                         "torch thread count, one thread per group; 1 = one batch on all threads)")
     add_device_arg(p)
-    p.add_argument("--out", default="runs", help="output folder (one sub-folder per seed)")
+    p.add_argument("--out", default="runs", help="output folder: one sub-folder per seed, named by arch, task, "
+                                                 "image, seed and a hash of the config (never overwritten)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -68,7 +70,7 @@ def config_from_args(args):
             task_params[key] = getattr(args, key)
     return DIPConfig(
         arch=args.arch, image=args.image, task=args.task, task_params=task_params,
-        arch_kwargs=parse_kv(args.arch_kw, "--arch-kw"), size=args.size or None, setting=args.setting,
+        arch_kwargs=arch_kwargs(args), size=args.size or None, setting=args.setting,
         input_depth=args.input_depth, input_kind=args.input_kind, lr=resolve_lr(args, "dip")[0],
         reg_noise_std=args.reg_noise_std,
         iters=args.iters, log_every=args.log_every, seeds=args.seeds or [args.seed],
@@ -78,13 +80,16 @@ def config_from_args(args):
 
 
 def run(args) -> None:
-    from biasprobe.dip import run_dip, save_result
+    from biasprobe.dip import check_new, run_dip, save_result
 
     load_arch_modules(args)
+    out = out_dir(args.out)
     _, lr_source = resolve_lr(args, "dip")
-    result = run_dip(config_from_args(args), progress=not args.quiet, seed_threads=args.seed_threads)
+    cfg = config_from_args(args)
+    check_new(cfg.resolved(), out)  # before the fit: an existing run dir is refused, not overwritten
+    result = run_dip(cfg, progress=not args.quiet, seed_threads=args.seed_threads)
     result.summary["lr_source"] = lr_source  # summary.json of each seed records where the lr came from
-    dirs = save_result(result, args.out)
+    dirs = save_result(result, out)
     print(f"lr {result.config.lr:g} ({lr_source})")
     cols = [c for c in ("seed", "baseline_psnr", "max_psnr_gt", "max_psnr_gt_step", "final_psnr_gt",
                         "final_psnr_gt_ema", "final_gap", "gap_negative_step", "es_step", "es_psnr_gt",
