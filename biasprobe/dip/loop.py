@@ -14,21 +14,21 @@ Divergence guard (DIP's backtracking, made exact): when seed k's loss is not fin
 observation falls more than ``backtrack_db`` below its last good value, its parameters *and* Adam moments are
 restored to the last good step and that update is skipped (Adam's step counter is shared by the seed batch and is
 not rolled back). On CUDA the guard runs on the device with ``torch.where`` (no host sync per step); on a CPU it
-copies the seeds' tensors (see :class:`_Guard`).
+copies the seeds' tensors (see :class:`engine.Guard`).
 
-Batching seeds (:class:`SeedBatch`): all K networks' parameters are updated by one fused Adam call; the nets run
-either one after another, each on its own leaf tensors (``batching="loop"``), or as one
+Batching seeds (:class:`engine.SeedBatch`): all K networks' parameters are updated by one fused Adam call; the nets
+run either one after another, each on its own leaf tensors (``batching="loop"``), or as one
 ``torch.vmap(functional_call)`` over (K, ...) stacked leaves (``"vmap"``); ``"auto"`` (the default) takes loop on a
-CPU and vmap elsewhere (:func:`auto_batching`). On a CPU with several threads the seeds are first cut into groups
-fitted side by side on threads that share out the cores (:func:`seed_groups`): a batch-1 step of these nets is too
-small to keep several cores busy, one step per core is not. Each seed keeps its own weights and its own BatchNorm
-batch statistics (BN runs in training mode as in DIP; running averages are never used then and are switched off).
-Seed k of a batch follows the same computation as a single run of seed k (same init, input, noise draws and
-observation); with loop the numbers are the same at the same intra-op thread count (a seed group's count is recorded
-as ``torch_threads_per_group``), with vmap they agree to float rounding (grouped convs sum in another order). Conv
-nets run channels-last (:func:`_channels_last`); ``amp="bf16"`` autocasts the forward pass (on CPUs with
-AMX/avx512_bf16 the skip-net runs ~2x faster; its psnr_gt curves then differ from float32's by tenths of a dB, see
-reports/bench_dip.md). Throughput numbers against a plain DIP loop: studies/bench_dip.py.
+CPU and vmap elsewhere (:func:`engine.auto_batching`). On a CPU with several threads the seeds are first cut into
+groups fitted side by side on threads that share out the cores (:func:`engine.seed_groups`): a batch-1 step of these
+nets is too small to keep several cores busy, one step per core is not. Each seed keeps its own weights and its own
+BatchNorm batch statistics (BN runs in training mode as in DIP; running averages are never used then and are
+switched off). Seed k of a batch follows the same computation as a single run of seed k (same init, input, noise
+draws and observation); with loop the numbers are the same at the same intra-op thread count (a seed group's count
+is recorded as ``torch_threads_per_group``), with vmap they agree to float rounding (grouped convs sum in another
+order). Conv nets run channels-last (:func:`engine.channels_last`); ``amp="bf16"`` autocasts the forward pass
+(faster on CPUs with AMX/avx512_bf16; its psnr_gt curves then differ from float32's by rounding, see
+reports/bench_dip.md). Throughput against a plain DIP loop: studies/bench_dip.py.
 
 Every ``log_every`` steps (and at the last step) the loop fetches metrics to the host: psnr_obs, psnr_gt,
 psnr_gt_ema, gap = psnr_gt - psnr_obs, ssim_gt, loss, backtracks, and spectral measures (``spectral.py``).
