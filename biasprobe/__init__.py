@@ -1,14 +1,7 @@
 """biasprobe: measure the generative and predictive inductive biases of vision architectures."""
 
 from biasprobe.errors import BiasprobeError
-from biasprobe.registry import (
-    create_classifier,
-    create_generator,
-    get_arch,
-    list_archs,
-    load_arch_module,
-    register_arch,
-)
+from biasprobe.registry import get_arch, list_archs, load_arch_module, register_arch
 
 __version__ = "0.1.0"
 
@@ -21,3 +14,12 @@ __all__ = [
     "load_arch_module",
     "register_arch",
 ]
+
+
+def __getattr__(attr: str):
+    # the factory imports torch: load it on first use, so that `import biasprobe` stays light
+    if attr in ("create_classifier", "create_generator"):
+        from biasprobe import models
+
+        return getattr(models, attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

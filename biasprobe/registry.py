@@ -1,106 +1,156 @@
-"""Architecture registry, modelled on timm's: a decorator registers an architecture family by name.
+"""Architecture registry, in timm's manner: registration, listing and lookup only. It imports no model code;
+the factory that builds networks from it is :mod:`biasprobe.models`.
 
-An architecture is a class with four static methods (see ``archs/skipnet.py`` for a full example)::
+An architecture is one decorated call on its generator (a class or a function), carrying all its properties::
 
-    @register_arch("mynet", family="cnn", description="one line")
-    class MyNet:
-        def generator(in_chans, out_chans, img_size, **kw) -> nn.Module   # z -> image logits (pre-sigmoid)
-        def trunk(in_chans, img_size, **kw) -> nn.Module  # x -> (B, D, h, w) features, attribute num_features
-        def size_multiple(img_size, **kw) -> int           # H and W must be multiples of this
-        def min_size(**kw) -> int                          # smallest H, W the generator accepts
+    @register_arch("mynet", family="cnn", description="one line for `biasprobe archs`",
+                   trunk=MyEncoder,                                  # the classifier trunk (see below)
+                   size_multiple=lambda img_size, depth, **_: 2**depth,  # H and W must be multiples of this
+                   min_size=lambda depth, **_: 2 ** (depth + 1),     # the smallest H, W the generator accepts
+                   hybrids=("mynet+1c",))                           # hybrid names `biasprobe archs` lists
+    class MyNet(nn.Module):
+        def __init__(self, in_chans, out_chans, depth=4, width=64): ...
 
-``create_generator`` wraps the generator in :class:`Generator` (optional conv layers before/after, then a
-sigmoid, so every generator maps to [0, 1]); ``create_classifier`` wraps the trunk in :class:`Classifier`
-(optional conv layers, global average pooling, linear head). Both pass ``**kw`` straight through.
+- The generator is called with ``in_chans``, ``out_chans``, ``img_size`` (H, W) -- the last only if its signature
+  has it -- and the user's keyword arguments; it maps (B, in_chans, H, W) to (B, out_chans, H, W) before the sigmoid
+  the factory adds.
+- ``trunk`` is called likewise with ``in_chans`` and ``img_size``; it maps an image to (B, D, h, w) features and
+  has an attribute ``num_features`` (D).
+- Keyword arguments are the architecture's: each net gets those its signature names (all of them if it takes
+  ``**kw``), so a decoder-only setting reaches the generator and not the trunk; a keyword neither names is an
+  error listing the accepted ones (see :func:`biasprobe.models.check_arch_kwargs`).
+- ``size_multiple`` and ``min_size`` are ints or callables; the callables get the keyword arguments over the
+  generator's defaults (so they need no defaults of their own). Both default to 1.
 
-Hybrids use one general mechanism for any registered backbone: ``kc+NAME`` puts k conv layers on the
-backbone's input, ``NAME+kc`` puts k conv layers on its output (the image for a generator, the feature map
-for a classifier); ``kc+NAME+jc`` does both.
+Put this in your own file and pass it with ``--arch-module path/to/mine.py`` to any command that takes ``--arch``
+(see ``archs/skipnet.py`` for a full example). Any registered name also works as a hybrid: ``kc+NAME`` puts k conv
+layers on the backbone's input, ``NAME+kc`` k conv layers on its output (the image for a generator, the feature
+map for a classifier); ``kc+NAME+jc`` does both.
+
+The built-in architectures (``biasprobe/archs/*.py``) are read from their source without importing them, so that
+listing them needs no torch: their ``register_arch`` calls give ``name``, ``family``, ``description`` and
+``hybrids`` as literals. A module is imported when one of its nets is first built.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import fnmatch
 import importlib
 import importlib.util
+import inspect
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
-
-import torch
-from torch import nn
 
 from biasprobe.errors import BiasprobeError
 
 FAMILIES = ("cnn", "vit", "swin", "hybrid", "other")
+STANDARD_ARGS = ("in_chans", "out_chans", "img_size")  # what the factory passes every builder that names it
+CONV_KWARGS = ("conv_width", "conv_norm")  # the hybrid conv layers' settings, kept from the backbone
+
+
+@dataclass(frozen=True)
+class Builders:
+    """What the registration's decorator carries besides the listing fields."""
+
+    generator: Callable
+    trunk: Callable | None
+    size_multiple: Callable | int = 1
+    min_size: Callable | int = 1
 
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """A registered architecture: its builders and size requirements, plus hybrid conv counts."""
+    """A registered architecture (or a hybrid on one): how it is listed, and where its builders are."""
 
     name: str
     family: str
     description: str
-    impl: type
+    module: str  # the module whose import runs its register_arch call
+    builders: Builders | None = None  # None until that module is imported
+    hybrids: tuple[str, ...] = ()  # hybrid names listed with it
     backbone: str | None = None  # for hybrids: the registered backbone name
     convs_before: int = 0
     convs_after: int = 0
 
+    def base(self) -> ArchSpec:
+        """The registered (backbone) spec with its builders, importing its module on first use."""
+        name = self.backbone or self.name
+        spec = _REGISTRY[name]
+        if spec.builders is None:
+            importlib.import_module(spec.module)
+            spec = _REGISTRY[name]
+            if spec.builders is None:
+                raise RuntimeError(f"importing {spec.module} did not register {name!r}")
+        return spec
+
+    def defaults(self) -> dict:
+        """The generator's keyword arguments with defaults (beyond in_chans, out_chans, img_size)."""
+        params, _ = keyword_params(self.base().builders.generator)
+        return {k: v for k, v in params.items() if v is not inspect.Parameter.empty}
+
     def size_multiple(self, img_size=(128, 128), **kw) -> int:
-        return int(self.impl.size_multiple(_hw(img_size), **_backbone_kw(kw)))
+        """H and W of the generator's images must be multiples of this."""
+        return int(self._call(self.base().builders.size_multiple, as_hw(img_size), **kw))
 
     def min_size(self, **kw) -> int:
-        return int(self.impl.min_size(**_backbone_kw(kw)))
+        """The smallest H, W the generator accepts."""
+        return int(self._call(self.base().builders.min_size, **kw))
+
+    def _call(self, fn, *args, **kw):
+        if not callable(fn):
+            return fn
+        backbone_kw = {k: v for k, v in kw.items() if k not in CONV_KWARGS}
+        return fn(*args, **{**self.defaults(), **backbone_kw})
+
+
+def keyword_params(fn: Callable) -> tuple[dict, bool]:
+    """A builder's keyword parameters beyond STANDARD_ARGS (name -> default, ``inspect.Parameter.empty`` where it
+    has none), and whether it takes ``**kw``."""
+    params, var_kw = {}, False
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = True
+        elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in STANDARD_ARGS:
+            params[p.name] = p.default
+    return params, var_kw
 
 
 _REGISTRY: dict[str, ArchSpec] = {}
 _HYBRID = re.compile(r"^(?:(\d+)c\+)?(.+?)(?:\+(\d+)c)?$")
 
 
-def register_arch(name: str, *, family: str, description: str) -> Callable[[type], type]:
-    """Class decorator: register an architecture under ``name`` (see module docstring)."""
+def register_arch(name: str, *, family: str, description: str, trunk: Callable | None = None,
+                  size_multiple: Callable | int = 1, min_size: Callable | int = 1,
+                  hybrids: tuple[str, ...] = ()) -> Callable:
+    """Decorator on an architecture's generator (a class or function): register it under ``name`` with its
+    classifier trunk and size requirements (see the module docstring).
+
+    Also accepted, for ``--arch-module`` files written before this form: a class with ``generator``, ``trunk``,
+    ``size_multiple`` and ``min_size`` static methods, and no ``trunk=`` argument.
+    """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
 
-    def wrap(cls: type) -> type:
-        for method in ("generator", "trunk", "size_multiple", "min_size"):
-            if not callable(getattr(cls, method, None)):
-                raise TypeError(f"architecture {name!r} ({cls.__name__}) lacks a {method}() method")
-        _REGISTRY[name] = ArchSpec(name=name, family=family, description=description, impl=cls)
-        return cls
+    def wrap(obj):
+        if trunk is None and callable(getattr(obj, "generator", None)):  # the older four-method class
+            builders = Builders(obj.generator, obj.trunk, obj.size_multiple, obj.min_size)
+        else:
+            builders = Builders(obj, trunk, size_multiple, min_size)
+        _REGISTRY[name] = ArchSpec(name=name, family=family, description=description, module=obj.__module__,
+                                   builders=builders, hybrids=tuple(hybrids))
+        return obj
 
     return wrap
 
 
-def register_hybrid(backbone: str, before: int = 0, after: int = 0) -> str:
-    """List a hybrid name (e.g. ``3c+vit``) in the registry; any other k also works without this."""
-    spec = get_arch(_hybrid_name(backbone, before, after))
-    _REGISTRY[spec.name] = spec
-    return spec.name
-
-
-def _hybrid_name(backbone: str, before: int, after: int) -> str:
-    return f"{before}c+" * bool(before) + backbone + f"+{after}c" * bool(after)
-
-
-_builtins_loaded = False
-
-
-def _load_builtins() -> None:
-    """Import the built-in architectures on first use (keeps ``import biasprobe`` light for sweep workers)."""
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        importlib.import_module("biasprobe.archs")
-
-
 def get_arch(name: str) -> ArchSpec:
     """The spec for ``name``, including hybrid names built on any registered backbone."""
-    _load_builtins()
+    _declare_builtins()
     if name in _REGISTRY:
         return _REGISTRY[name]
     m = _HYBRID.match(name)
@@ -110,16 +160,10 @@ def get_arch(name: str) -> ArchSpec:
         where = " and ".join(
             s for s in (f"{before} conv before" * bool(before), f"{after} conv after" * bool(after)) if s
         )
-        return ArchSpec(
-            name=name,
-            family="hybrid",
-            description=f"{base.name} with {where} (3x3, reflection pad, ReLU between)",
-            impl=base.impl,
-            backbone=base.name,
-            convs_before=before,
-            convs_after=after,
-        )
-    close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.4)
+        return replace(base, name=name, family="hybrid", builders=None, hybrids=(), backbone=base.name,
+                       description=f"{base.name} with {where} (3x3, reflection pad, ReLU between)",
+                       convs_before=before, convs_after=after)
+    close = difflib.get_close_matches(name, list_archs(), n=5, cutoff=0.4)
     hint = f"; close names: {', '.join(close)}" if close else ""
     raise BiasprobeError(
         f"unknown architecture {name!r}{hint} (list them with `biasprobe archs`; "
@@ -128,9 +172,10 @@ def get_arch(name: str) -> ArchSpec:
 
 
 def list_archs(pattern: str = "*") -> list[str]:
-    """Registered names matching an fnmatch pattern, sorted."""
-    _load_builtins()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+    """Registered names and their listed hybrids matching an fnmatch pattern, sorted."""
+    _declare_builtins()
+    names = set(_REGISTRY).union(*(spec.hybrids for spec in _REGISTRY.values()))
+    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
 
 
 def load_arch_module(path_or_module: str) -> None:
@@ -151,109 +196,65 @@ def load_arch_module(path_or_module: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Building networks
+# The built-ins, declared from their source
 
 
-def conv_stack(channels: int, k: int, width: int | None = None, norm: bool = False) -> nn.Sequential:
-    """k 3x3 conv layers channels -> channels (hidden width ``width``), reflection padding, ReLU
-    between layers (not after the last), optional BatchNorm; each layer has its own weights."""
-    layers: list[nn.Module] = []
-    width = width or channels
-    for i in range(k):
-        c_in = channels if i == 0 else width
-        c_out = channels if i == k - 1 else width
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(c_in, c_out, 3)]
-        if i < k - 1:
-            if norm:
-                layers.append(nn.BatchNorm2d(c_out))
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+_ARCHS_DIR = Path(__file__).with_name("archs")
+_declared = False
 
 
-class Generator(nn.Module):
-    """before convs -> backbone -> after convs -> sigmoid. Maps (B, C_in, H, W) to (B, C_out, H, W) in [0, 1]."""
-
-    def __init__(self, backbone: nn.Module, before: nn.Module, after: nn.Module, arch: str):
-        super().__init__()
-        self.arch = arch
-        self.before = before
-        self.backbone = backbone
-        self.after = after
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.after(self.backbone(self.before(z))))
-
-
-class Classifier(nn.Module):
-    """before convs (on the image) -> trunk -> after convs (on the feature map) -> mean pool -> linear."""
-
-    def __init__(self, trunk: nn.Module, before: nn.Module, after: nn.Module, num_classes: int, arch: str):
-        super().__init__()
-        self.arch = arch
-        self.before = before
-        self.trunk = trunk
-        self.after = after
-        self.head = nn.Linear(trunk.num_features, num_classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.after(self.trunk(self.before(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean(dim=(2, 3)))
+def _declare_builtins() -> None:
+    """List each built-in architecture from its module's ``register_arch`` call, without importing the module
+    (one whose call is not all literals is imported instead). A module imported already keeps its full specs."""
+    global _declared
+    if _declared:
+        return
+    _declared = True
+    for path in sorted(_ARCHS_DIR.glob("*.py")):
+        module = f"biasprobe.archs.{path.stem}"
+        calls = _register_calls(path)
+        if calls is None:
+            importlib.import_module(module)
+            continue
+        for fields in calls:
+            if fields["name"] not in _REGISTRY:
+                _REGISTRY[fields["name"]] = ArchSpec(module=module, **fields)
 
 
-def _hw(img_size) -> tuple[int, int]:
+def _register_calls(path: Path) -> list[dict] | None:
+    """name, family, description, hybrids of each ``@register_arch(...)`` in a source file; None when one of them
+    is not a literal."""
+    calls = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        func = getattr(node, "func", None)
+        if "register_arch" not in (getattr(func, "id", None), getattr(func, "attr", None)):
+            continue
+        try:
+            kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords
+                  if k.arg in ("family", "description", "hybrids")}
+            calls.append(dict(name=ast.literal_eval(node.args[0]), family=kw["family"],
+                              description=kw["description"], hybrids=tuple(kw.get("hybrids", ()))))
+        except (ValueError, KeyError, IndexError):
+            return None
+    return calls
+
+
+def as_hw(img_size) -> tuple[int, int]:
+    """An int or (H, W) as a pair of ints."""
     if isinstance(img_size, int):
         return (img_size, img_size)
     h, w = img_size
     return (int(h), int(w))
 
 
-_CONV_KW = ("conv_width", "conv_norm")
+_MOVED = ("create_generator", "create_classifier", "check_size", "count_params", "conv_stack", "Generator",
+          "Classifier")
 
 
-def _backbone_kw(kw: dict) -> dict:
-    return {k: v for k, v in kw.items() if k not in _CONV_KW}
+def __getattr__(attr: str):
+    # the factory moved to biasprobe.models; these names stay importable from here until callers switch
+    if attr in _MOVED:
+        from biasprobe import models
 
-
-def _convs(spec: ArchSpec, channels_before: int, channels_after: int, kw: dict) -> tuple[nn.Module, nn.Module]:
-    width, norm = kw.get("conv_width"), bool(kw.get("conv_norm", False))
-    before = conv_stack(channels_before, spec.convs_before, width, norm) if spec.convs_before else nn.Identity()
-    after = conv_stack(channels_after, spec.convs_after, width, norm) if spec.convs_after else nn.Identity()
-    return before, after
-
-
-def create_generator(name: str, in_chans: int = 32, out_chans: int = 3, img_size=(128, 128), **kw) -> Generator:
-    """Build the generator ``name`` for inputs of ``in_chans`` channels and outputs in [0, 1].
-
-    ``img_size`` is the (H, W) the net is built for (position embeddings, default patch sizes); kwargs go
-    straight to the architecture's constructor, except ``conv_width``/``conv_norm`` for hybrid conv layers.
-    """
-    spec = get_arch(name)
-    hw = _hw(img_size)
-    backbone = spec.impl.generator(in_chans=in_chans, out_chans=out_chans, img_size=hw, **_backbone_kw(kw))
-    before, after = _convs(spec, in_chans, out_chans, kw)
-    return Generator(backbone, before, after, arch=name)
-
-
-def create_classifier(name: str, num_classes: int = 10, img_size=(32, 32), in_chans: int = 3, **kw) -> Classifier:
-    """Build the classifier counterpart of ``name``: the same trunk, global pooling and a linear head."""
-    spec = get_arch(name)
-    trunk = spec.impl.trunk(in_chans=in_chans, img_size=_hw(img_size), **_backbone_kw(kw))
-    before, after = _convs(spec, in_chans, trunk.num_features, kw)
-    return Classifier(trunk, before, after, num_classes, arch=name)
-
-
-def check_size(name: str, img_size, **kw) -> None:
-    """Raise a one-line BiasprobeError unless (H, W) suits the architecture."""
-    spec = get_arch(name)
-    h, w = _hw(img_size)
-    lo, mult = spec.min_size(**kw), spec.size_multiple((h, w), **kw)
-    if min(h, w) < lo:
-        raise BiasprobeError(f"image {h}x{w} is too small for {name}: it needs at least {lo}x{lo} pixels")
-    if h % mult or w % mult:
-        raise BiasprobeError(f"image {h}x{w} does not suit {name}: H and W must be multiples of {mult}")
-
-
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+        return getattr(models, attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from biasprobe import cifar, list_archs
 from biasprobe.classify import ClassifyConfig, run_classify
-from biasprobe.registry import count_params, create_classifier
+from biasprobe.models import count_params, create_classifier
 
 
 def throughput(arch: str, device: torch.device, batch: int = 128, steps: int = 6, warmup: int = 2) -> dict:

@@ -8,11 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-import biasprobe.archs  # noqa: F401  (registers the built-ins)
 from biasprobe import registry
 from biasprobe.errors import BiasprobeError
-from biasprobe.registry import (check_size, count_params, create_classifier, create_generator, get_arch,
-                                list_archs, load_arch_module)
+from biasprobe.models import check_size, count_params, create_classifier, create_generator
+from biasprobe.registry import get_arch, list_archs, load_arch_module
 
 # Small widths so that every generator trains in well under a second; unknown backbones use their defaults.
 TINY = {
@@ -157,10 +156,23 @@ def test_bad_sizes_are_user_errors():
         check_size("vit", (64, 66))
 
 
-def test_user_module_registers_an_arch(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    path = tmp_path / "tinynet.py"
-    path.write_text(textwrap.dedent('''
+USER_MODULES = {
+    "decorated generator": '''
+        from torch import nn
+        from biasprobe.registry import register_arch
+
+        class Trunk(nn.Conv2d):
+            num_features = 5
+
+            def __init__(self, in_chans, width=4):
+                super().__init__(in_chans, 5, 1)
+
+        @register_arch("tmp_tinynet", family="other", description="1x1 conv", trunk=Trunk,
+                       size_multiple=lambda img_size, width, **_: width // 2, min_size=2)
+        def tiny_net(in_chans, out_chans, width=4):
+            return nn.Sequential(nn.Conv2d(in_chans, width, 1), nn.ReLU(), nn.Conv2d(width, out_chans, 1))
+    ''',
+    "older four-method class": '''
         from torch import nn
         from biasprobe.registry import register_arch
 
@@ -173,12 +185,24 @@ def test_user_module_registers_an_arch(tmp_path, monkeypatch):
                 return nn.Sequential(nn.Conv2d(in_chans, width, 1), nn.ReLU(), nn.Conv2d(width, out_chans, 1))
             def trunk(in_chans, img_size, width=4):
                 return Trunk(in_chans, 5, 1)
-            def size_multiple(img_size, **kw):
-                return 1
+            def size_multiple(img_size, width=4, **kw):
+                return width // 2
             def min_size(**kw):
-                return 1
-    '''))
+                return 2
+    ''',
+}
+
+
+@pytest.mark.parametrize("style", USER_MODULES)
+def test_user_module_registers_an_arch(tmp_path, monkeypatch, style):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    path = tmp_path / "tinynet.py"
+    path.write_text(textwrap.dedent(USER_MODULES[style]))
     load_arch_module(str(path))
+    spec = get_arch("tmp_tinynet")
+    assert (spec.size_multiple((8, 8)), spec.size_multiple((8, 8), width=6), spec.min_size()) == (2, 3, 2)
+    with pytest.raises(BiasprobeError, match="multiples of 3"):
+        check_size("tmp_tinynet", (8, 8), width=6)
     assert "tmp_tinynet" in list_archs()
     gen = create_generator("1c+tmp_tinynet", in_chans=2, out_chans=3, img_size=(8, 8), width=6)
     assert gen(torch.rand(1, 2, 8, 8)).shape == (1, 3, 8, 8)

@@ -5,7 +5,7 @@ bilinear upsampling, ReLU and channel normalisation (BatchNorm after the activat
     x_0 = fixed input of k channels at (H / 2^L, W / 2^L)
     x_{i+1} = BN(ReLU(up2(conv1x1(x_i))))        i = 0 .. L-1   (upsampling doubles the size)
     x_{L+1} = BN(ReLU(conv1x1(x_L)))                             (the last layer does not upsample)
-    out     = conv1x1(x_{L+1}) -> C_out                          (the registry adds the sigmoid)
+    out     = conv1x1(x_{L+1}) -> C_out                          (the factory adds the sigmoid)
 
 Defaults: k = 64 channels, L = 5 upsamplings (the paper's 6-layer decoder, ~ 25k parameters + k per input
 channel). The toolkit's generators all take a full-resolution input z (B, C_in, H, W); the deep decoder's input is
@@ -30,21 +30,6 @@ def _block(c_in: int, c_out: int, up: bool) -> list[nn.Module]:
     return layers + [nn.ReLU(), nn.BatchNorm2d(c_out)]
 
 
-class DeepDecoder(nn.Module):
-    def __init__(self, in_chans=32, out_chans=3, channels=64, num_ups=5):
-        super().__init__()
-        self.pool = nn.AvgPool2d(2**num_ups) if num_ups else nn.Identity()
-        layers = [nn.Conv2d(in_chans, channels, 1)]
-        for _ in range(num_ups):
-            layers += _block(channels, channels, up=True)
-        layers += _block(channels, channels, up=False)
-        layers.append(nn.Conv2d(channels, out_chans, 1))
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, z):
-        return self.body(self.pool(z))
-
-
 class DeepEncoder(nn.Module):
     def __init__(self, in_chans=3, channels=64, num_scales=4):
         super().__init__()
@@ -59,22 +44,21 @@ class DeepEncoder(nn.Module):
         return self.body(x)
 
 
+# the trunk's depth is num_scales (the decoder's, num_ups, does not apply to it)
 @register_arch("deep_decoder", family="cnn",
-               description="deep decoder (Heckel & Hand 2019): 1x1 convs, bilinear upsampling, no spatial kernels")
-class DeepDecoderArch:
-    @staticmethod
-    def generator(in_chans, out_chans, img_size, channels=64, num_ups=5):
-        return DeepDecoder(in_chans, out_chans, channels, num_ups)
+               description="deep decoder (Heckel & Hand 2019): 1x1 convs, bilinear upsampling, no spatial kernels",
+               trunk=DeepEncoder, size_multiple=lambda img_size, num_ups, **_: 2**num_ups,
+               min_size=lambda num_ups, **_: 2**num_ups)
+class DeepDecoder(nn.Module):
+    def __init__(self, in_chans=32, out_chans=3, channels=64, num_ups=5):
+        super().__init__()
+        self.pool = nn.AvgPool2d(2**num_ups) if num_ups else nn.Identity()
+        layers = [nn.Conv2d(in_chans, channels, 1)]
+        for _ in range(num_ups):
+            layers += _block(channels, channels, up=True)
+        layers += _block(channels, channels, up=False)
+        layers.append(nn.Conv2d(channels, out_chans, 1))
+        self.body = nn.Sequential(*layers)
 
-    @staticmethod
-    def trunk(in_chans, img_size, channels=64, num_ups=None, num_scales=4):
-        # num_ups is the decoder's depth; the encoder mirror's depth is num_scales
-        return DeepEncoder(in_chans, channels, num_scales)
-
-    @staticmethod
-    def size_multiple(img_size, num_ups=5, **_):
-        return 2**num_ups
-
-    @staticmethod
-    def min_size(num_ups=5, **_):
-        return 2**num_ups
+    def forward(self, z):
+        return self.body(self.pool(z))

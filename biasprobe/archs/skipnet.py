@@ -3,7 +3,7 @@
 Denoising configuration (``get_net(..., 'skip', skip_n33d=128, skip_n33u=128, skip_n11=4, num_scales=5,
 upsample_mode='bilinear')``): 5 scales, 128 channels down and up, 4-channel 1x1 skips, 3x3 convs, downsampling
 by stride-2 conv, bilinear upsampling, reflection padding, BatchNorm, LeakyReLU(0.2), a 1x1 conv after each
-up block, a final 1x1 conv to the output channels (the registry adds the sigmoid). With 32 input channels and
+up block, a final 1x1 conv to the output channels (the factory adds the sigmoid). With 32 input channels and
 3 output channels that is 2,217,831 parameters, as the official network.
 
 Each scale i, on input x with c_in channels::
@@ -76,19 +76,6 @@ def _scale(i: int, c_in: int, down: list[int], up: list[int], skip: list[int], u
     )
 
 
-class SkipNetGenerator(nn.Module):
-    def __init__(self, in_chans=32, out_chans=3, num_scales=5, channels_down=128, channels_up=128,
-                 channels_skip=4, upsample_mode="bilinear"):
-        super().__init__()
-        down, up, skip = ([c] * num_scales if isinstance(c, int) else list(c)
-                          for c in (channels_down, channels_up, channels_skip))
-        self.body = _scale(0, in_chans, down, up, skip, upsample_mode)
-        self.out = conv(up[0], out_chans, 1)
-
-    def forward(self, z):
-        return self.out(self.body(z))
-
-
 class SkipNetEncoder(nn.Module):
     """The skip-net's downsampling path as a classifier trunk: (B, C, H, W) -> (B, 128, H/2^s, W/2^s)."""
 
@@ -106,23 +93,18 @@ class SkipNetEncoder(nn.Module):
         return self.body(x)
 
 
-@register_arch("skipnet", family="cnn", description="Deep Image Prior encoder-decoder with skips (Ulyanov 2018)")
-class SkipNet:
-    @staticmethod
-    def generator(in_chans, out_chans, img_size, **kw):
-        return SkipNetGenerator(in_chans, out_chans, **kw)
+# the innermost 3x3 conv reflects 1 pixel, which needs a map of at least 2x2
+@register_arch("skipnet", family="cnn", description="Deep Image Prior encoder-decoder with skips (Ulyanov 2018)",
+               trunk=SkipNetEncoder, size_multiple=lambda img_size, num_scales, **_: 2**num_scales,
+               min_size=lambda num_scales, **_: 2 ** (num_scales + 1))
+class SkipNetGenerator(nn.Module):
+    def __init__(self, in_chans=32, out_chans=3, num_scales=5, channels_down=128, channels_up=128,
+                 channels_skip=4, upsample_mode="bilinear"):
+        super().__init__()
+        down, up, skip = ([c] * num_scales if isinstance(c, int) else list(c)
+                          for c in (channels_down, channels_up, channels_skip))
+        self.body = _scale(0, in_chans, down, up, skip, upsample_mode)
+        self.out = conv(up[0], out_chans, 1)
 
-    @staticmethod
-    def trunk(in_chans, img_size, num_scales=4, channels_down=128, channels_up=None, channels_skip=None,
-              upsample_mode=None):
-        # the decoder-only settings (channels_up, channels_skip, upsample_mode) do not apply to the encoder
-        return SkipNetEncoder(in_chans, num_scales, channels_down)
-
-    @staticmethod
-    def size_multiple(img_size, num_scales=5, **_):
-        return 2**num_scales
-
-    @staticmethod
-    def min_size(num_scales=5, **_):
-        # the innermost 3x3 conv reflects 1 pixel, which needs a map of at least 2x2
-        return 2 ** (num_scales + 1)
+    def forward(self, z):
+        return self.out(self.body(z))

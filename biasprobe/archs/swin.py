@@ -105,27 +105,20 @@ class SwinEncoder(nn.Module):
         return self.norm(x)  # (B, H/s, W/s, C_last)
 
 
-class SwinGenerator(nn.Module):
-    """Swin encoder + SimMIM head (1x1 conv to s*s*C_out, PixelShuffle(s)); pre-sigmoid output."""
-
-    def __init__(self, in_chans, out_chans, img_size, **kw):
-        super().__init__()
-        self.encoder = SwinEncoder(in_chans, img_size, **kw)
-        s = self.encoder.reduction
-        self.head = nn.Conv2d(self.encoder.dims[-1], s * s * out_chans, kernel_size=1)
-        self.shuffle = nn.PixelShuffle(s)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        f = self.encoder(z).permute(0, 3, 1, 2)
-        return self.shuffle(self.head(f))
+def reduction(patch_size, depths, **_) -> int:
+    """s = p * 2^(n-1): how much the encoder shrinks H and W (the generator's size multiple and minimum)."""
+    return patch_size * 2 ** (len(depths) - 1)
 
 
 class SwinTrunk(nn.Module):
     """Swin encoder as a classifier trunk: (B, C, H, W) -> (B, C_last, H/s, W/s)."""
 
-    def __init__(self, in_chans, img_size, patch_size=2, window_size=4, **kw):
+    def __init__(self, in_chans, img_size, patch_size=2, embed_dim=64, depths=(2, 2, 6, 2), num_heads=None,
+                 window_size=4, mlp_ratio=1.0, final_norm=True):
         super().__init__()
-        self.encoder = SwinEncoder(in_chans, img_size, patch_size=patch_size, window_size=window_size, **kw)
+        self.encoder = SwinEncoder(in_chans, img_size, patch_size=patch_size, embed_dim=embed_dim, depths=depths,
+                                   num_heads=num_heads, window_size=window_size, mlp_ratio=mlp_ratio,
+                                   final_norm=final_norm)
         self.num_features = self.encoder.dims[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,20 +126,22 @@ class SwinTrunk(nn.Module):
 
 
 @register_arch("swin", family="swin",
-               description="Swin transformer (timm stages), SimMIM linear + pixel-shuffle head, no spatial convs")
-class Swin:
-    @staticmethod
-    def generator(in_chans, out_chans, img_size, **kw):
-        return SwinGenerator(in_chans, out_chans, img_size, **kw)
+               description="Swin transformer (timm stages), SimMIM linear + pixel-shuffle head, no spatial convs",
+               trunk=SwinTrunk, size_multiple=lambda img_size, **kw: reduction(**kw), min_size=reduction,
+               hybrids=("3c+swin", "swin+1c", "swin+3c"))
+class SwinGenerator(nn.Module):
+    """Swin encoder + SimMIM head (1x1 conv to s*s*C_out, PixelShuffle(s)); pre-sigmoid output."""
 
-    @staticmethod
-    def trunk(in_chans, img_size, **kw):
-        return SwinTrunk(in_chans, img_size, **kw)
+    def __init__(self, in_chans, out_chans, img_size, patch_size=4, embed_dim=64, depths=(2, 2, 6, 2), num_heads=None,
+                 window_size=4, mlp_ratio=1.0, final_norm=True):
+        super().__init__()
+        self.encoder = SwinEncoder(in_chans, img_size, patch_size=patch_size, embed_dim=embed_dim, depths=depths,
+                                   num_heads=num_heads, window_size=window_size, mlp_ratio=mlp_ratio,
+                                   final_norm=final_norm)
+        s = self.encoder.reduction
+        self.head = nn.Conv2d(self.encoder.dims[-1], s * s * out_chans, kernel_size=1)
+        self.shuffle = nn.PixelShuffle(s)
 
-    @staticmethod
-    def size_multiple(img_size, patch_size=4, depths=(2, 2, 6, 2), **_):
-        return patch_size * 2 ** (len(depths) - 1)
-
-    @staticmethod
-    def min_size(patch_size=4, depths=(2, 2, 6, 2), **_):
-        return patch_size * 2 ** (len(depths) - 1)
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        f = self.encoder(z).permute(0, 3, 1, 2)
+        return self.shuffle(self.head(f))

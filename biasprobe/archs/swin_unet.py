@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from biasprobe.archs.swin import SwinEncoder, stage_heads, timm_init
+from biasprobe.archs.swin import SwinEncoder, reduction, stage_heads, timm_init
 from biasprobe.registry import register_arch
 from timm.models.swin_transformer import SwinTransformerStage
 
@@ -56,6 +56,23 @@ class PatchExpand(nn.Module):
         return self.norm(x)
 
 
+class SwinUnetTrunk(nn.Module):
+    """The Swin-Unet encoder as a classifier trunk: (B, C, H, W) -> (B, C_last, H/s, W/s)."""
+
+    def __init__(self, in_chans, img_size, patch_size=2, embed_dim=64, depths=(2, 2, 2, 2), num_heads=None,
+                 window_size=4, mlp_ratio=1.0):
+        super().__init__()
+        self.encoder = SwinEncoder(in_chans, img_size, patch_size=patch_size, embed_dim=embed_dim, depths=depths,
+                                   num_heads=num_heads, window_size=window_size, mlp_ratio=mlp_ratio)
+        self.num_features = self.encoder.dims[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x).permute(0, 3, 1, 2)
+
+
+@register_arch("swin_unet", family="swin",
+               description="Swin-Unet: Swin encoder, patch-expanding decoder with skips, no spatial convs",
+               trunk=SwinUnetTrunk, size_multiple=lambda img_size, **kw: reduction(**kw), min_size=reduction)
 class SwinUnetGenerator(nn.Module):
     def __init__(self, in_chans, out_chans, img_size, patch_size=4, embed_dim=64, depths=(2, 2, 2, 2),
                  num_heads=None, window_size=4, mlp_ratio=1.0):
@@ -97,37 +114,3 @@ class SwinUnetGenerator(nn.Module):
             x = expand(stage(concat(torch.cat([x, skips[j]], dim=-1))))
         x = self.out(self.final_expand(self.norm_up(x)))
         return x.permute(0, 3, 1, 2)
-
-
-class SwinUnetTrunk(nn.Module):
-    """The Swin-Unet encoder as a classifier trunk: (B, C, H, W) -> (B, C_last, H/s, W/s)."""
-
-    def __init__(self, in_chans, img_size, patch_size=2, embed_dim=64, depths=(2, 2, 2, 2), num_heads=None,
-                 window_size=4, mlp_ratio=1.0):
-        super().__init__()
-        self.encoder = SwinEncoder(in_chans, img_size, patch_size=patch_size, embed_dim=embed_dim, depths=depths,
-                                   num_heads=num_heads, window_size=window_size, mlp_ratio=mlp_ratio)
-        self.num_features = self.encoder.dims[-1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x).permute(0, 3, 1, 2)
-
-
-@register_arch("swin_unet", family="swin",
-               description="Swin-Unet: Swin encoder, patch-expanding decoder with skips, no spatial convs")
-class SwinUnet:
-    @staticmethod
-    def generator(in_chans, out_chans, img_size, **kw):
-        return SwinUnetGenerator(in_chans, out_chans, img_size, **kw)
-
-    @staticmethod
-    def trunk(in_chans, img_size, **kw):
-        return SwinUnetTrunk(in_chans, img_size, **kw)
-
-    @staticmethod
-    def size_multiple(img_size, patch_size=4, depths=(2, 2, 2, 2), **_):
-        return patch_size * 2 ** (len(depths) - 1)
-
-    @staticmethod
-    def min_size(patch_size=4, depths=(2, 2, 2, 2), **_):
-        return patch_size * 2 ** (len(depths) - 1)

@@ -8,7 +8,7 @@ With widths w_i = base_width * 2^i (i = 0..S, S = num_scales), on input z::
     e_i = block(w_{i-1}, w_i)(maxpool2(e_{i-1}))                      i = 1..S
     d_S = e_S
     d_i = block(w_{i+1} + w_i, w_i)(cat[up2_bilinear(d_{i+1}), e_i])    i = S-1..0
-    out = conv1x1(w_0, C_out)(d_0)                                     (the registry adds the sigmoid)
+    out = conv1x1(w_0, C_out)(d_0)                                     (the factory adds the sigmoid)
 
 Defaults base_width=32, num_scales=4 (widths 32..512, down to 1/16): 7.9M parameters with 32 input
 channels, 3.6 GMAC per 128x128 forward pass (the skip-net: 2.2M, 4.8 GMAC). H and W must be multiples of
@@ -55,6 +55,10 @@ class UNetEncoder(nn.Module):
         return self.features(x)[-1]
 
 
+@register_arch("unet", family="cnn",
+               description="plain U-Net: double 3x3 conv blocks, max-pool, bilinear up, concat skips",
+               trunk=UNetEncoder, size_multiple=lambda img_size, num_scales, **_: 2**num_scales,
+               min_size=lambda num_scales, **_: 2 ** (num_scales + 1))
 class UNetGenerator(nn.Module):
     def __init__(self, in_chans, out_chans, num_scales=4, base_width=32, upsample_mode="bilinear"):
         super().__init__()
@@ -71,24 +75,3 @@ class UNetGenerator(nn.Module):
         for i in range(len(self.ups) - 1, -1, -1):
             x = self.ups[i](torch.cat([self.up(x), feats[i]], dim=1))
         return self.out(x)
-
-
-@register_arch("unet", family="cnn",
-               description="plain U-Net: double 3x3 conv blocks, max-pool, bilinear up, concat skips")
-class UNet:
-    @staticmethod
-    def generator(in_chans, out_chans, img_size, **kw):
-        return UNetGenerator(in_chans, out_chans, **kw)
-
-    @staticmethod
-    def trunk(in_chans, img_size, num_scales=4, base_width=32, upsample_mode=None):
-        # upsample_mode belongs to the decoder and does not apply to the encoder
-        return UNetEncoder(in_chans, num_scales, base_width)
-
-    @staticmethod
-    def size_multiple(img_size, num_scales=4, **_):
-        return 2**num_scales
-
-    @staticmethod
-    def min_size(num_scales=4, **_):
-        return 2 ** (num_scales + 1)

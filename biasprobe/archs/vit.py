@@ -17,7 +17,7 @@ token grid. To keep that grid at CPU sizes the default patch is ``min(H, W) // 1
 64 px); width, depth, heads and MLP ratio keep the original values.
 
 Classifier trunk: the same blocks on a 32x32 image with patch ``min(H, W) // 8`` (4 on CIFAR, an 8x8 grid),
-final LayerNorm, returning the token grid as a (B, D, 8, 8) map (the registry's Classifier mean-pools it).
+final LayerNorm, returning the token grid as a (B, D, 8, 8) map (the factory's Classifier mean-pools it).
 """
 
 from __future__ import annotations
@@ -79,6 +79,26 @@ class ViTBody(nn.Module):
         return x.reshape(b, gh, gw, d)
 
 
+class ViTTrunk(nn.Module):
+    """ViT body as a classifier trunk: (B, C, H, W) -> (B, D, H/p, W/p)."""
+
+    def __init__(self, in_chans, img_size, patch_size=None, embed_dim=192, depth=5, num_heads=8, mlp_ratio=1.0):
+        super().__init__()
+        p = default_patch(img_size, patch_size, 8)
+        self.body = ViTBody(in_chans, img_size, p, embed_dim, depth, num_heads, mlp_ratio)
+        self.num_features = embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).permute(0, 3, 1, 2)
+
+
+# min_size: one token per side would do, but the default patch gives a 16-token short side
+@register_arch("vit", family="vit",
+               description="plain ViT (timm blocks), learned pos. embedding, linear unpatchify head",
+               trunk=ViTTrunk,
+               size_multiple=lambda img_size, patch_size, **_: default_patch(img_size, patch_size, 16),
+               min_size=lambda patch_size, **_: int(patch_size) if patch_size is not None else 16,
+               hybrids=("3c+vit", "vit+1c", "vit+3c"))
 class ViTGenerator(nn.Module):
     """ViT body + linear unpatchify head: (B, C_in, H, W) -> (B, C_out, H, W), pre-sigmoid."""
 
@@ -97,37 +117,3 @@ class ViTGenerator(nn.Module):
         p, c = self.body.patch_size, self.out_chans
         t = t.reshape(b, gh, gw, p, p, c).permute(0, 5, 1, 3, 2, 4)  # (B, C, gh, p, gw, p)
         return t.reshape(b, c, gh * p, gw * p)
-
-
-class ViTTrunk(nn.Module):
-    """ViT body as a classifier trunk: (B, C, H, W) -> (B, D, H/p, W/p)."""
-
-    def __init__(self, in_chans, img_size, patch_size=None, embed_dim=192, depth=5, num_heads=8, mlp_ratio=1.0):
-        super().__init__()
-        p = default_patch(img_size, patch_size, 8)
-        self.body = ViTBody(in_chans, img_size, p, embed_dim, depth, num_heads, mlp_ratio)
-        self.num_features = embed_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x).permute(0, 3, 1, 2)
-
-
-@register_arch("vit", family="vit",
-               description="plain ViT (timm blocks), learned pos. embedding, linear unpatchify head")
-class ViT:
-    @staticmethod
-    def generator(in_chans, out_chans, img_size, **kw):
-        return ViTGenerator(in_chans, out_chans, img_size, **kw)
-
-    @staticmethod
-    def trunk(in_chans, img_size, **kw):
-        return ViTTrunk(in_chans, img_size, **kw)
-
-    @staticmethod
-    def size_multiple(img_size, patch_size=None, **_):
-        return default_patch(img_size, patch_size, 16)
-
-    @staticmethod
-    def min_size(patch_size=None, **_):
-        # one token per side would do, but the default patch gives a 16-token short side
-        return int(patch_size) if patch_size is not None else 16

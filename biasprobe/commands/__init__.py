@@ -1,18 +1,30 @@
-"""CLI subcommands, one module each: ``add_parser(subparsers)`` registers it and sets ``run`` as default."""
+"""CLI subcommands, one module each: ``add_parser(subparsers)`` registers it and sets ``run`` as default.
+
+Building the parser imports every command module, so they import heavy packages (torch, pandas) inside ``run``.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arch_args(p: argparse.ArgumentParser, multiple: bool = False) -> None:
-    """``--arch`` and ``--arch-module`` (import a user's module that registers more architectures)."""
+    """``--arch``, ``--arch-module`` (import a user's module that registers more architectures), ``--arch-kw``."""
     p.add_argument("--arch", nargs="+" if multiple else None, required=True,
                    help="registered architecture name(s); hybrids as kc+NAME / NAME+kc (see `biasprobe archs`)")
+    add_arch_module_arg(p)
+    add_arch_kw_arg(p)
+
+
+def add_arch_module_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch-module", action="append", default=[], metavar="PATH_OR_MODULE",
                    help="a .py file or module that registers architectures with @register_arch (repeatable)")
+
+
+def add_arch_kw_arg(p: argparse.ArgumentParser, help: str = "") -> None:
     p.add_argument("--arch-kw", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="constructor kwargs, values as Python literals (e.g. num_scales=3 depths=[2,2])")
+                   help=help or "constructor kwargs, values as Python literals (e.g. num_scales=3 depths=[2,2])")
 
 
 def load_arch_modules(args) -> None:
@@ -20,6 +32,32 @@ def load_arch_modules(args) -> None:
 
     for m in getattr(args, "arch_module", []) or []:
         load_arch_module(m)
+
+
+def arch_kwargs(args) -> dict:
+    """``--arch-kw`` as a dict, checked against each ``--arch`` (unknown names, keywords or values fail in one
+    line before any work starts)."""
+    from biasprobe.models import check_arch_kwargs
+
+    kw = parse_kv(args.arch_kw, "--arch-kw")
+    for arch in args.arch if isinstance(args.arch, list) else [args.arch]:
+        check_arch_kwargs(arch, **kw)
+    return kw
+
+
+def out_dir(path, flag: str = "--out") -> Path:
+    """``path`` as a folder to write into (created later if missing); a one-line BiasprobeError if it, or a folder
+    above it, is an existing file."""
+    from biasprobe.errors import BiasprobeError
+
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "" if p == path else f": {p}"
+                raise BiasprobeError(f"{flag} {path}{where} is a file, not a folder")
+            break
+    return path
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -46,8 +84,6 @@ def parse_kv(items: list[str], flag: str) -> dict:
 
 def number_or_auto(text: str):
     """argparse type: a float, or the word ``auto`` (use the calibrated value)."""
-    import argparse
-
     if text == "auto":
         return "auto"
     try:

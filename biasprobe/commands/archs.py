@@ -1,36 +1,57 @@
-"""`biasprobe archs [PATTERN]`: list registered architectures with family, parameter counts and description."""
+"""`biasprobe archs [PATTERN]`: list registered architectures with family and description (no torch needed);
+``--params`` adds parameter counts and the generator's size multiple (builds every net: slower)."""
 
 from __future__ import annotations
+
+from biasprobe.commands import add_arch_kw_arg, add_arch_module_arg, arch_kwargs, load_arch_modules
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("archs", help="list registered architectures", description=__doc__)
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'vit*'")
-    p.add_argument("--arch-module", action="append", default=[], metavar="PATH_OR_MODULE",
-                   help="a .py file or module that registers more architectures")
-    p.add_argument("--size", type=int, default=128, help="reference generator size (pixels)")
+    add_arch_module_arg(p)
+    p.add_argument("--params", action="store_true",
+                   help="also count parameters (generator at --size, classifier at 32x32) and give size multiples")
+    add_arch_kw_arg(p, "constructor kwargs for the listed architectures (checked; counted with --params)")
+    p.add_argument("--size", type=int, default=128, help="with --params: reference generator size (pixels)")
     p.set_defaults(run=run)
 
 
 def run(args) -> None:
-    import pandas as pd
-
-    from biasprobe.commands import load_arch_modules
-    from biasprobe.registry import count_params, create_classifier, create_generator, get_arch, list_archs
+    from biasprobe.registry import get_arch, list_archs
 
     load_arch_modules(args)
-    rows = []
-    for name in list_archs(args.pattern):
-        spec = get_arch(name)
-        gen = create_generator(name, img_size=(args.size, args.size))
-        clf = create_classifier(name, num_classes=10, img_size=(32, 32))
-        rows.append(dict(name=name, family=spec.family, gen_params=f"{count_params(gen) / 1e6:.2f}M",
-                         clf_params=f"{count_params(clf) / 1e6:.2f}M",
-                         multiple=spec.size_multiple((args.size, args.size)), description=spec.description))
-    if not rows:
+    args.arch = list_archs(args.pattern)
+    if not args.arch:
         print(f"no architecture matches {args.pattern!r}")
         return
-    with pd.option_context("display.max_colwidth", 80, "display.width", 200):
-        print(pd.DataFrame(rows).to_string(index=False))
-    print(f"\n{len(rows)} architectures; generator params at {args.size}x{args.size} with 32 input channels, "
-          f"classifier params at 32x32 with 10 classes. Hybrids: kc+NAME / NAME+kc for any NAME.")
+    kw = arch_kwargs(args) if args.arch_kw else {}
+    rows = []
+    for name in args.arch:
+        spec = get_arch(name)
+        row = {"name": name, "family": spec.family}
+        if args.params:
+            row.update(_params(name, args.size, kw))
+        rows.append({**row, "description": spec.description})
+    print(_table(rows))
+    note = (f"; generator params at {args.size}x{args.size} with 32 input channels, classifier params at 32x32 "
+            f"with 10 classes" if args.params else " (--params for parameter counts)")
+    print(f"\n{len(rows)} architecture{'s' * (len(rows) != 1)}{note}. Hybrids: kc+NAME / NAME+kc for any NAME.")
+
+
+def _params(name: str, size: int, kw: dict) -> dict:
+    from biasprobe.models import count_params, create_classifier, create_generator
+    from biasprobe.registry import get_arch
+
+    gen = create_generator(name, img_size=(size, size), **kw)
+    clf = create_classifier(name, num_classes=10, img_size=(32, 32), **kw)
+    return {"gen_params": f"{count_params(gen) / 1e6:.2f}M", "clf_params": f"{count_params(clf) / 1e6:.2f}M",
+            "multiple": str(get_arch(name).size_multiple((size, size), **kw))}
+
+
+def _table(rows: list[dict]) -> str:
+    """Left-aligned columns with a header (pandas would cost half a second to import)."""
+    cols = list(rows[0])
+    width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    lines = [cols] + [[str(r[c]) for c in cols] for r in rows]
+    return "\n".join("  ".join(v.ljust(width[c]) for c, v in zip(cols, line)).rstrip() for line in lines)

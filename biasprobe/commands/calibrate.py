@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
-from biasprobe.commands import add_arch_args, add_device_arg, load_arch_modules, parse_kv
+from biasprobe.commands import add_arch_args, add_device_arg, arch_kwargs, load_arch_modules, out_dir, parse_kv
 
 
 def add_parser(subparsers) -> None:
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> None:
     base = dict(spec["base"])
     base.update(parse_kv(args.set, "--set"))
     if args.arch_kw:
-        base["arch_kwargs"] = parse_kv(args.arch_kw, "--arch-kw")
+        base["arch_kwargs"] = arch_kwargs(args)
     if args.image:
         if args.probe != "dip":
             raise BiasprobeError("--image is the DIP calibration image: use it with --probe dip")
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> None:
     if args.threads is not None and args.threads < 1:
         raise BiasprobeError(f"--threads must be at least 1, got {args.threads}")
     wd_grid = args.wd_grid if args.wd_grid is not None else spec.get("wd_grid")
-    out = Path(args.out)
+    out = out_dir(args.out)
     t0 = time.perf_counter()
     table = cal.calibrate(args.arch, args.probe, args.grid or spec["grid"], base, out / "store",
                           seeds=args.seeds or spec["seeds"], executor=args.executor, jobs=args.jobs,

@@ -9,9 +9,8 @@ final accuracy against log N, see ``biasprobe.predictive.sample_efficiency_auc``
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from biasprobe.commands import add_arch_args, add_device_arg, load_arch_modules, number_or_auto, parse_kv
+from biasprobe.commands import add_arch_args, add_device_arg, arch_kwargs, load_arch_modules, number_or_auto, out_dir
 
 
 def add_parser(subparsers) -> None:
@@ -75,10 +74,8 @@ def run(args: argparse.Namespace) -> None:
 
     from biasprobe import runinfo
     from biasprobe.classify import ClassifyConfig, run_classify
-    from biasprobe.predictive import sample_efficiency_auc
-    from biasprobe.registry import get_arch
-
     from biasprobe.errors import BiasprobeError
+    from biasprobe.predictive import sample_efficiency_auc
 
     load_arch_modules(args)
     if args.threads is not None:
@@ -87,10 +84,8 @@ def run(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    for arch in args.arch:
-        get_arch(arch)  # unknown names fail before any training
-    arch_kwargs = parse_kv(args.arch_kw, "--arch-kw")
-    out = Path(args.out)
+    arch_kw = arch_kwargs(args)  # unknown names and bad kwargs fail before any training
+    out = out_dir(args.out)
     hparams = {arch: resolve_hparams(args, arch) for arch in args.arch}  # a missing calibration fails first
     configs = [
         ClassifyConfig(arch=arch, n_train=n, epochs=args.epochs, batch_size=args.batch_size, lr=hparams[arch][0],
@@ -98,7 +93,7 @@ def run(args: argparse.Namespace) -> None:
                        label_smoothing=args.label_smoothing, augment=args.augment, seed=seed, data=args.data,
                        data_root=args.data_root, download=args.download, device=args.device,
                        eval_split=args.eval_split, val_size=args.val_size, weights=args.weights,
-                       arch_kwargs=dict(arch_kwargs), attr_samples=args.attr_samples)
+                       arch_kwargs=dict(arch_kw), attr_samples=args.attr_samples)
         for arch in args.arch for n in args.n_train for seed in args.seeds
     ]
     for cfg in configs:

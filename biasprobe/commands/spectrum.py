@@ -17,12 +17,14 @@ import argparse
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
-from biasprobe.commands import add_device_arg, load_arch_modules
+from biasprobe.commands import add_arch_module_arg, add_device_arg, load_arch_modules, out_dir
 from biasprobe.errors import BiasprobeError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 _IMAGE_KEY = re.compile(r"^(best|final)(?:_seed(\d+))?$")
 
@@ -35,8 +37,7 @@ def add_parser(subparsers) -> None:
     mode.add_argument("--init", action="store_true",
                       help="radial power spectrum of randomly initialised generators (needs --arch)")
     p.add_argument("--arch", nargs="+", help="with --init: registered architecture name(s), hybrids as kc+NAME")
-    p.add_argument("--arch-module", action="append", default=[], metavar="PATH_OR_MODULE",
-                   help="a .py file or module that registers architectures with @register_arch (repeatable)")
+    add_arch_module_arg(p)
     p.add_argument("--size", type=int, default=128, help="with --init: image size H = W (default 128)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="with --init: seeds to average")
     p.add_argument("--input-depth", type=int, default=32, help="with --init: channels of DIP's noise input")
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> None:
             raise BiasprobeError("--init needs --arch NAME [NAME ...] (see `biasprobe archs`)")
         paths = spectrum_init(args)
     else:
-        paths = spectrum_run(Path(args.run_dir), Path(args.out) if args.out else None)
+        paths = spectrum_run(Path(args.run_dir), out_dir(args.out) if args.out else None)
     for path in paths:
         print(path)
 
@@ -63,6 +64,9 @@ def run(args: argparse.Namespace) -> None:
 
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict]:
     """curves, images and config of a finished DIP run; BiasprobeError if the directory is not one."""
+    import numpy as np
+    import pandas as pd
+
     if not run_dir.is_dir():
         raise BiasprobeError(f"--run {run_dir}: no such directory (give a run dir written by `biasprobe dip`)")
     curves_path, images_path = run_dir / "curves.parquet", run_dir / "images.npz"
@@ -128,6 +132,8 @@ def _figure(ncols: int, width: float = 5.0, height: float = 3.6):
 
 
 def _fbc_matrix(curves: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    import pandas as pd
+
     band = curves["metric"].astype(str).str.extract(rf"^{prefix}(\d+)$", expand=False)
     df = curves.loc[band.notna(), ["step", "value"]].assign(band=band.dropna().astype(int))
     if df.empty:
@@ -137,6 +143,7 @@ def _fbc_matrix(curves: pd.DataFrame, prefix: str) -> pd.DataFrame:
 
 
 def _draw_fbc(curves, images, title, out: Path) -> Path | None:
+    import numpy as np
     import seaborn as sns
 
     from biasprobe.spectral import first_fit_steps
@@ -161,6 +168,7 @@ def _draw_fbc(curves, images, title, out: Path) -> Path | None:
 
 
 def _draw_radial(curves, images, title, out: Path) -> Path:
+    import pandas as pd
     import seaborn as sns
 
     from biasprobe.spectral import radial_power_spectrum, relative_log_amplitude
@@ -220,16 +228,17 @@ def _draw_grid(curves, images, title, out: Path) -> Path | None:
 
 
 def spectrum_init(args: argparse.Namespace) -> list[Path]:
+    import pandas as pd
     import seaborn as sns
 
     from biasprobe.runinfo import resolve_device, write_parquet
     from biasprobe.spectral import init_spectrum
 
+    out = out_dir(args.out or "runs/init_spectrum")
     load_arch_modules(args)
     device = resolve_device(args.device)
     table = pd.concat([init_spectrum(a, args.size, args.seeds, args.input_depth, device=str(device))
                        for a in args.arch], ignore_index=True)
-    out = Path(args.out) if args.out else Path("runs") / "init_spectrum"
     out.mkdir(parents=True, exist_ok=True)
     table_path = out / "init_spectrum.parquet"
     write_parquet(table_path, table)

@@ -14,6 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from biasprobe.commands import add_arch_module_arg, load_arch_modules, out_dir
 from biasprobe.errors import BiasprobeError
 
 STUDIES = ("generative_vs_predictive", "conv_placement")
@@ -45,8 +46,7 @@ def add_study_args(p: argparse.ArgumentParser, name: str | None = None) -> None:
     p.add_argument("--sensitivity", action="store_true",
                    help="also rerun both grids at each arch's second-best calibrated lr and report whether each "
                         "verdict holds there (robust/sensitive); finished runs are reused")
-    p.add_argument("--arch-module", action="append", default=[], metavar="PATH_OR_MODULE",
-                   help="a .py file or module registering architectures the preset names")
+    add_arch_module_arg(p)
     p.add_argument("--quiet", action="store_true")
 
 
@@ -98,7 +98,6 @@ def _command_line() -> str:
 
 def run(args) -> None:
     from biasprobe import report
-    from biasprobe.commands import load_arch_modules
     from biasprobe.runinfo import provenance, resolve_device
     from biasprobe.study import load_preset, run_study
 
@@ -106,8 +105,8 @@ def run(args) -> None:
     preset = _apply_overrides(load_preset(args.preset), args)
     if args.name == "conv_placement":
         preset = conv_placement_preset(preset)
-    out = Path(args.out or f"reports/{args.name}-{preset.name}")
-    store = Path(args.store or f"runs/studies/{preset.name}")
+    out = out_dir(args.out or f"reports/{args.name}-{preset.name}")
+    store = out_dir(args.store or f"runs/studies/{preset.name}", "--store")
     started = provenance(resolve_device(preset.device))  # the code and machine the runs start from
     tables = run_study(preset, store, progress=not args.quiet)
     meta = {

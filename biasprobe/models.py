@@ -1,0 +1,186 @@
+"""The network factory: registered architectures (:mod:`biasprobe.registry`) -> generators and classifiers.
+
+``create_generator`` wraps the architecture's generator in :class:`Generator` (optional conv layers before/after,
+then a sigmoid, so every generator maps to [0, 1]); ``create_classifier`` wraps its trunk in :class:`Classifier`
+(optional conv layers, global average pooling, linear head). Hybrid names (``kc+NAME``, ``NAME+kc``) add the conv
+layers (:func:`conv_stack`). Keyword arguments are checked against the architecture's nets' signatures
+(:func:`check_arch_kwargs`) and each net gets the ones it names.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from biasprobe.errors import BiasprobeError
+from biasprobe.registry import CONV_KWARGS, ArchSpec, as_hw, get_arch, keyword_params
+
+
+def conv_stack(channels: int, k: int, width: int | None = None, norm: bool = False) -> nn.Sequential:
+    """k 3x3 conv layers channels -> channels (hidden width ``width``), reflection padding, ReLU
+    between layers (not after the last), optional BatchNorm; each layer has its own weights."""
+    layers: list[nn.Module] = []
+    width = width or channels
+    for i in range(k):
+        c_in = channels if i == 0 else width
+        c_out = channels if i == k - 1 else width
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(c_in, c_out, 3)]
+        if i < k - 1:
+            if norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class Generator(nn.Module):
+    """before convs -> backbone -> after convs -> sigmoid. Maps (B, C_in, H, W) to (B, C_out, H, W) in [0, 1]."""
+
+    def __init__(self, backbone: nn.Module, before: nn.Module, after: nn.Module, arch: str):
+        super().__init__()
+        self.arch = arch
+        self.before = before
+        self.backbone = backbone
+        self.after = after
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.after(self.backbone(self.before(z))))
+
+
+class Classifier(nn.Module):
+    """before convs (on the image) -> trunk -> after convs (on the feature map) -> mean pool -> linear."""
+
+    def __init__(self, trunk: nn.Module, before: nn.Module, after: nn.Module, num_classes: int, arch: str):
+        super().__init__()
+        self.arch = arch
+        self.before = before
+        self.trunk = trunk
+        self.after = after
+        self.head = nn.Linear(trunk.num_features, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.after(self.trunk(self.before(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Keyword arguments
+
+
+def check_arch_kwargs(name: str, **kw) -> None:
+    """Raise a one-line BiasprobeError naming the keyword and the accepted ones unless every keyword is one the
+    architecture's generator or trunk names (or either takes ``**kw``), and its value is of its default's kind: a
+    number for a number (or a list of numbers, per stage), a list for a list, text for text, True/False for a flag."""
+    spec = get_arch(name)
+    accepted, open_ended = _accepted(spec)
+    listed = ", ".join(accepted) or "none"
+    for key, value in kw.items():
+        if key not in accepted and not open_ended:
+            raise BiasprobeError(f"{name}: unknown keyword argument {key!r} (accepted: {listed})")
+        want = _kind(accepted.get(key, inspect.Parameter.empty), value)
+        if want:
+            raise BiasprobeError(f"{name}: keyword argument {key}={value!r} must be {want} like its default "
+                                 f"{accepted[key]!r} (accepted: {listed})")
+
+
+def _accepted(spec: ArchSpec) -> tuple[dict, bool]:
+    """Keyword -> default of the generator and trunk together (the generator's default first), and whether one of
+    them takes any keyword."""
+    b = spec.base().builders
+    accepted, open_ended = {}, False
+    for fn in (b.generator, b.trunk):
+        if fn is not None:
+            params, var_kw = keyword_params(fn)
+            for k, v in params.items():
+                if accepted.get(k, inspect.Parameter.empty) is inspect.Parameter.empty:
+                    accepted[k] = v
+            open_ended |= var_kw
+    if spec.backbone:
+        accepted.update({k: None for k in CONV_KWARGS})
+    return accepted, open_ended
+
+
+def _kind(default, value) -> str | None:
+    """What ``value`` should be for a keyword with this default, or None when it fits."""
+    number = (int, float)
+    if default is inspect.Parameter.empty or default is None:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "True or False"
+    if isinstance(default, (int, float)):
+        ok = (int,) if isinstance(default, int) else number
+        fits = lambda v: isinstance(v, ok) and not isinstance(v, bool)  # noqa: E731
+        if fits(value) or (isinstance(value, (list, tuple)) and value and all(fits(v) for v in value)):
+            return None  # a list: per-stage values, which some nets take
+        return "an integer" if ok == (int,) else "a number"
+    if isinstance(default, (list, tuple)):
+        return None if isinstance(value, (list, tuple)) else "a list"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "text"
+    return None
+
+
+def _build(fn, standard: dict, kw: dict):
+    """Call a builder with the standard arguments and keywords its signature names (all if it takes **kw)."""
+    params, var_kw = keyword_params(fn)
+    names = inspect.signature(fn).parameters
+    args = {k: v for k, v in standard.items() if k in names or var_kw}
+    args.update({k: v for k, v in kw.items() if (k in params or var_kw) and k not in CONV_KWARGS})
+    return fn(**args)
+
+
+def _convs(spec: ArchSpec, channels_before: int, channels_after: int, kw: dict) -> tuple[nn.Module, nn.Module]:
+    width, norm = kw.get("conv_width"), bool(kw.get("conv_norm", False))
+    before = conv_stack(channels_before, spec.convs_before, width, norm) if spec.convs_before else nn.Identity()
+    after = conv_stack(channels_after, spec.convs_after, width, norm) if spec.convs_after else nn.Identity()
+    return before, after
+
+
+# ----------------------------------------------------------------------------------------------
+# The factory
+
+
+def create_generator(name: str, in_chans: int = 32, out_chans: int = 3, img_size=(128, 128), **kw) -> Generator:
+    """Build the generator ``name`` for inputs of ``in_chans`` channels and outputs in [0, 1].
+
+    ``img_size`` is the (H, W) the net is built for (position embeddings, default patch sizes); kwargs go to the
+    architecture's nets (see :func:`check_arch_kwargs`), ``conv_width``/``conv_norm`` to a hybrid's conv layers.
+    """
+    check_arch_kwargs(name, **kw)
+    spec = get_arch(name)
+    backbone = _build(spec.base().builders.generator,
+                      dict(in_chans=in_chans, out_chans=out_chans, img_size=as_hw(img_size)), kw)
+    before, after = _convs(spec, in_chans, out_chans, kw)
+    return Generator(backbone, before, after, arch=name)
+
+
+def create_classifier(name: str, num_classes: int = 10, img_size=(32, 32), in_chans: int = 3, **kw) -> Classifier:
+    """Build the classifier counterpart of ``name``: its trunk, global pooling and a linear head."""
+    check_arch_kwargs(name, **kw)
+    spec = get_arch(name)
+    trunk_fn = spec.base().builders.trunk
+    if trunk_fn is None:
+        raise BiasprobeError(f"{name} has no classifier trunk (register_arch(..., trunk=...))")
+    trunk = _build(trunk_fn, dict(in_chans=in_chans, img_size=as_hw(img_size)), kw)
+    before, after = _convs(spec, in_chans, trunk.num_features, kw)
+    return Classifier(trunk, before, after, num_classes, arch=name)
+
+
+def check_size(name: str, img_size, **kw) -> None:
+    """Raise a one-line BiasprobeError unless the keywords suit the architecture and (H, W) suits its generator."""
+    check_arch_kwargs(name, **kw)
+    spec = get_arch(name)
+    h, w = as_hw(img_size)
+    lo, mult = spec.min_size(**kw), spec.size_multiple((h, w), **kw)
+    if min(h, w) < lo:
+        raise BiasprobeError(f"image {h}x{w} is too small for {name}: it needs at least {lo}x{lo} pixels")
+    if h % mult or w % mult:
+        raise BiasprobeError(f"image {h}x{w} does not suit {name}: H and W must be multiples of {mult}")
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+

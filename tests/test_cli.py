@@ -1,0 +1,81 @@
+"""The command line: light start-up, one-line errors (exit 2) for bad --arch-kw and --out, packaged presets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from biasprobe.cli import main
+from biasprobe.errors import BiasprobeError
+from biasprobe.presets import preset_path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_help_and_archs_import_no_heavy_packages():
+    """`biasprobe --help` and `biasprobe archs` answer at once: registry lookups import no model code."""
+    code = ("import sys, contextlib, io; from biasprobe.cli import build_parser, main; build_parser(); "
+            "out = io.StringIO(); contextlib.redirect_stdout(out).__enter__(); assert main(['archs']) == 0; "
+            "from biasprobe.registry import get_arch; assert get_arch('vit+3c').backbone == 'vit'; "
+            "heavy = {'torch', 'timm', 'torchmetrics', 'pandas', 'seaborn', 'numpy', 'biasprobe.archs.vit'}; "
+            "assert not heavy & set(sys.modules), heavy & set(sys.modules); assert 'vit+3c' in out.getvalue()")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_archs_params_counts_with_arch_kw(capsys):
+    assert main(["archs", "skipnet", "--params", "--arch-kw", "num_scales=3", "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "gen_params" in out and "multiple" in out and "skipnet  cnn" in out
+    assert out.splitlines()[1].split()[4] == "8"  # 2^num_scales
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("biasprobe: error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("command", [["archs", "vit"], ["classify", "--arch", "vit", "--data", "unused"]])
+@pytest.mark.parametrize("kw, words", [
+    ("nonsense=3", ["'nonsense'", "accepted: patch_size, embed_dim, depth, num_heads, mlp_ratio"]),
+    ("embed_dim=abc", ["embed_dim='abc'", "integer", "accepted: patch_size"]),
+])
+def test_bad_arch_kw_is_a_one_line_error(capsys, command, kw, words):
+    err = one_line_error(capsys, command + ["--arch-kw", kw])
+    assert all(w in err for w in words), err
+
+
+@pytest.mark.parametrize("argv", [
+    ["classify", "--arch", "skipnet", "--data", "unused"],
+    ["calibrate", "--arch", "skipnet", "--probe", "dip", "--preset", "smoke"],
+    ["spectrum", "--init", "--arch", "skipnet"],
+    ["study", "generative_vs_predictive", "--preset", "smoke"],
+])
+@pytest.mark.parametrize("below", [False, True])
+def test_out_that_is_a_file_is_a_one_line_error(capsys, tmp_path, argv, below):
+    file = tmp_path / "taken.txt"
+    file.write_text("not a folder")
+    err = one_line_error(capsys, argv + ["--out", str(file / "sub" if below else file)])
+    assert f"{file} is a file, not a folder" in err
+
+
+def test_presets_are_package_data(tmp_path):
+    """Found through the installed package from any folder, and listed as package data for a non-editable install."""
+    code = ("import json; from biasprobe import presets; "
+            "[json.loads(presets.preset_path(n).read_text()) for n in presets.names()]; "
+            "print(json.dumps({n: str(presets.preset_path(n)) for n in presets.names()}))")
+    found = json.loads(subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True,
+                                      text=True).stdout)
+    assert {"smoke", "quick", "paper"} <= set(found)
+    with pytest.raises(BiasprobeError, match="no preset 'nope': give a JSON file or one of paper, quick, smoke"):
+        preset_path("nope")
+    package_dir = REPO / "biasprobe" / "presets"
+    assert all(Path(p) == package_dir / f"{n}.json" for n, p in found.items())
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert all(any(p.match(g) for g in data["biasprobe.presets"]) for p in package_dir.glob("*.json"))
