@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from biasprobe import cifar, predictive, runinfo, seeding
 from biasprobe.errors import BiasprobeError
-from biasprobe.registry import count_params, create_classifier
+from biasprobe.models import count_params, create_classifier
 
 
 @dataclass

@@ -128,19 +128,12 @@ def register_arch(name: str, *, family: str, description: str, trunk: Callable |
                   size_multiple: Callable | int = 1, min_size: Callable | int = 1,
                   hybrids: tuple[str, ...] = ()) -> Callable:
     """Decorator on an architecture's generator (a class or function): register it under ``name`` with its
-    classifier trunk and size requirements (see the module docstring).
-
-    Also accepted, for ``--arch-module`` files written before this form: a class with ``generator``, ``trunk``,
-    ``size_multiple`` and ``min_size`` static methods, and no ``trunk=`` argument.
-    """
+    classifier trunk and size requirements (see the module docstring)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
 
     def wrap(obj):
-        if trunk is None and callable(getattr(obj, "generator", None)):  # the older four-method class
-            builders = Builders(obj.generator, obj.trunk, obj.size_multiple, obj.min_size)
-        else:
-            builders = Builders(obj, trunk, size_multiple, min_size)
+        builders = Builders(obj, trunk, size_multiple, min_size)
         _REGISTRY[name] = ArchSpec(name=name, family=family, description=description, module=obj.__module__,
                                    builders=builders, hybrids=tuple(hybrids))
         return obj

@@ -440,7 +440,7 @@ def init_spectrum(
     import torch
 
     from biasprobe import seeding
-    from biasprobe.registry import check_size, create_generator
+    from biasprobe.models import check_size, create_generator
 
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     check_size(arch, (h, w), **kw)

@@ -1,6 +1,6 @@
 """Studies: a preset (plain JSON) -> grids of DIP and classification runs -> resumable sweeps -> tables.
 
-A preset lists the architectures and, per probe, what to run (see ``studies/presets/*.json``; copy one and edit
+A preset lists the architectures and, per probe, what to run (see ``biasprobe/presets/*.json``; copy one and edit
 it). ``run_study`` optionally calibrates each architecture's learning rate first (``biasprobe.calibrate``), then
 runs the DIP grid (arch x task x image, seeds fitted together as one batch) and the classification grid
 (arch x n_train x seed) through ``biasprobe.sweep`` into one results store, so a killed study resumes where it
@@ -20,7 +20,7 @@ import pandas as pd
 
 from biasprobe.errors import BiasprobeError
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "studies" / "presets"
+from biasprobe.presets import PRESET_DIR  # shipped with the package: a non-editable install finds them
 
 
 @dataclass
@@ -99,7 +99,7 @@ def _build(cls, data: dict, where: str):
 
 
 def load_preset(name_or_path: str) -> StudyPreset:
-    """A preset by name (``studies/presets/NAME.json``) or path; unknown or ill-typed fields fail in one line."""
+    """A preset by name (``biasprobe/presets/NAME.json``) or path; unknown or ill-typed fields fail in one line."""
     path = Path(name_or_path)
     if not path.suffix:
         path = PRESET_DIR / f"{name_or_path}.json"

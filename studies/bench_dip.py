@@ -48,7 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from biasprobe.dip import loop as diploop  # the loop looks up channels_last in its own namespace
 from biasprobe import seeding, tasks
 from biasprobe.dip import DIPConfig, make_input, prepare_image, run_dip
-from biasprobe.registry import create_generator
+from biasprobe.models import create_generator
 
 ARCHS = ["skipnet", "vit", "swin", "vit+3c"]
 

@@ -172,24 +172,6 @@ USER_MODULES = {
         def tiny_net(in_chans, out_chans, width=4):
             return nn.Sequential(nn.Conv2d(in_chans, width, 1), nn.ReLU(), nn.Conv2d(width, out_chans, 1))
     ''',
-    "older four-method class": '''
-        from torch import nn
-        from biasprobe.registry import register_arch
-
-        class Trunk(nn.Conv2d):
-            num_features = 5
-
-        @register_arch("tmp_tinynet", family="other", description="1x1 conv")
-        class TinyNet:
-            def generator(in_chans, out_chans, img_size, width=4):
-                return nn.Sequential(nn.Conv2d(in_chans, width, 1), nn.ReLU(), nn.Conv2d(width, out_chans, 1))
-            def trunk(in_chans, img_size, width=4):
-                return Trunk(in_chans, 5, 1)
-            def size_multiple(img_size, width=4, **kw):
-                return width // 2
-            def min_size(**kw):
-                return 2
-    ''',
 }
 
 

@@ -265,19 +265,9 @@ def test_seed_groups_split_in_order_and_only_where_it_is_safe(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
     @registry.register_arch("tmp_dropnet", family="cnn", description="1x1 conv + dropout")
-    class DropNet:
-        def generator(in_chans, out_chans, img_size, p=0.5):
-            return torch.nn.Sequential(torch.nn.Conv2d(in_chans, 4, 1), torch.nn.Dropout(p),
-                                       torch.nn.Conv2d(4, out_chans, 1))
-
-        def trunk(in_chans, img_size, **kw):
-            raise NotImplementedError
-
-        def size_multiple(img_size, **kw):
-            return 1
-
-        def min_size(**kw):
-            return 1
+    def dropnet(in_chans, out_chans, p=0.5):
+        return torch.nn.Sequential(torch.nn.Conv2d(in_chans, 4, 1), torch.nn.Dropout(p),
+                                   torch.nn.Conv2d(4, out_chans, 1))
 
     drop = DIPConfig(arch="tmp_dropnet", size=16, seeds=[0, 1]).resolved()
     assert seed_groups(drop, cpu, (16, 16), 2) == [[0, 1]]

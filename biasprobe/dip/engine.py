@@ -15,7 +15,8 @@ from biasprobe import seeding
 from biasprobe.dip.config import DIPConfig
 from biasprobe.dip.prepare import BUILD_LOCK
 from biasprobe.errors import BiasprobeError
-from biasprobe.registry import create_generator, get_arch
+from biasprobe.models import create_generator
+from biasprobe.registry import get_arch
 
 
 class SeedBatch:

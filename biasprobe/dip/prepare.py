@@ -11,7 +11,8 @@ from biasprobe import images as imagelib
 from biasprobe import seeding, tasks
 from biasprobe.dip.config import DIPConfig
 from biasprobe.errors import BiasprobeError
-from biasprobe.registry import check_size, create_generator, get_arch
+from biasprobe.models import check_size, create_generator
+from biasprobe.registry import get_arch
 
 
 def prepare_image(cfg: DIPConfig) -> tuple[torch.Tensor, dict]:
