@@ -238,16 +238,3 @@ def as_hw(img_size) -> tuple[int, int]:
         return (img_size, img_size)
     h, w = img_size
     return (int(h), int(w))
-
-
-_MOVED = ("create_generator", "create_classifier", "check_size", "count_params", "conv_stack", "Generator",
-          "Classifier")
-
-
-def __getattr__(attr: str):
-    # the factory moved to biasprobe.models; these names stay importable from here until callers switch
-    if attr in _MOVED:
-        from biasprobe import models
-
-        return getattr(models, attr)
-    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

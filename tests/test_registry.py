@@ -25,12 +25,10 @@ def test_source_declarations_match_the_registrations():
             assert {k: getattr(spec, k) for k in fields} == fields
 
 
-def test_moved_factory_names_still_import_from_the_registry():
-    from biasprobe.registry import check_size, create_generator as old  # noqa: F401
-
-    assert old is create_generator
-    with pytest.raises(AttributeError):
-        registry.no_such_name  # noqa: B018
+def test_the_registry_holds_no_factory():
+    """Building nets lives in biasprobe.models only (one place); the registry lists and looks up."""
+    for name in ("create_generator", "create_classifier", "check_size", "count_params"):
+        assert not hasattr(registry, name)
 
 
 @pytest.mark.parametrize("name, kw, words", [
