@@ -308,7 +308,8 @@ def load_mask(path_or_name: str | os.PathLike, size_like=None, size: int | None 
     if native is not None and tuple(raw.shape[-2:]) != tuple(native):
         raise BiasprobeError(
             f"mask {os.fspath(path_or_name)!r} is {raw.shape[-2]}x{raw.shape[-1]} but its image is "
-            f"{native[0]}x{native[1]}: give the mask made for this image, or resize_mask=true to stretch it anyway")
+            f"{native[0]}x{native[1]}: give the mask made for this image, or stretch it anyway with the task parameter "
+            f"resize_mask=true (--task-param resize_mask=true)")
     m = (prepare_image(raw, size=size, multiple=multiple, mode="nearest") > 0.5).float()
     if size_like is not None:
         hw = tuple(size_like.shape[-2:]) if hasattr(size_like, "shape") else tuple(size_like)
