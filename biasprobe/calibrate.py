@@ -31,7 +31,6 @@ Results: ``calibrate`` -> long table (one row per arch, probe, lr, weight decay,
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -43,12 +42,8 @@ import numpy as np
 import pandas as pd
 
 from biasprobe.errors import BiasprobeError
+from biasprobe.probes import PROBES, get_probe
 
-PROBES = ("dip", "classify")
-CRITERIA = {
-    "dip": "max psnr_gt (dB) on the calibration image, mean over seeds",
-    "classify": "final val accuracy (val split carved from the training pool), mean over seeds",
-}
 DEFAULT_CHOICES = Path("runs/calibration/choices.csv")
 LR_GRID = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
 
@@ -84,66 +79,32 @@ CALIBRATION_PRESETS = {
 
 def preset(name: str, probe: str) -> dict:
     """A copy of ``CALIBRATION_PRESETS[name][probe]``: grid, seeds, base (and wd_grid for some classify presets)."""
-    _check_probe(probe)
+    get_probe(probe)
     if name not in CALIBRATION_PRESETS:
         raise BiasprobeError(f"unknown calibration preset {name!r}: choose one of {', '.join(CALIBRATION_PRESETS)}")
     return json.loads(json.dumps(CALIBRATION_PRESETS[name][probe]))
-
-
-def _check_probe(probe: str) -> None:
-    if probe not in PROBES:
-        raise BiasprobeError(f"unknown probe {probe!r}: use dip (generative) or classify (predictive)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # One calibration run (module-level, picklable: the sweep's pool / Slurm executors import it by name)
 
 
-def _config_class(probe: str):
-    if probe == "dip":
-        from biasprobe.dip import DIPConfig
-
-        return DIPConfig
-    from biasprobe.classify import ClassifyConfig
-
-    return ClassifyConfig
-
-
 def _probe_config(config: dict, device: str):
-    """The DIPConfig / ClassifyConfig of a stored calibration config."""
-    fields = {k: v for k, v in config.items() if k not in ("probe", "weight_decay_grid")}
-    if config["probe"] == "dip":
-        fields.pop("weight_decay", None)
-    return _config_class(config["probe"])(**fields, device=device)
+    """The probe and its config (DIPConfig, ClassifyConfig, ...) of a stored calibration config."""
+    probe = get_probe(config["probe"])
+    return probe, probe.make_config({k: v for k, v in config.items() if k != "probe"}, device)
 
 
 def run_one(config: dict, device: str = "auto") -> dict[str, pd.DataFrame]:
     """Run one calibration config; tables ``scores`` (one row per seed) and ``curves`` (DIP: psnr_gt per log step;
-    classify: the epochs table). ``score`` is the criterion of ``CRITERIA[probe]``."""
+    classify: the epochs table). ``score`` is the probe's ``criterion``."""
     from biasprobe.runinfo import resolve_device
 
-    cfg = _probe_config(config, device)
+    probe, cfg = _probe_config(config, device)
     dev = str(resolve_device(device))
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    if config["probe"] == "dip":
-        from biasprobe.dip import run_dip
-
-        res = run_dip(cfg, progress=False)
-        s = res.summary
-        scores = pd.DataFrame(dict(seed=s.seed.astype(int), score=s.max_psnr_gt.astype(float),
-                                   max_psnr_gt_step=s.max_psnr_gt_step, final_psnr_gt=s.final_psnr_gt,
-                                   baseline_psnr=s.baseline_psnr, backtracks=s.backtracks, diverged=False))
-        curves = res.curves[res.curves.metric.isin(["psnr_gt", "psnr_obs"])].reset_index(drop=True)
-    else:
-        from biasprobe.classify import run_classify
-
-        try:
-            curves, summary = run_classify(cfg, out_dir=None, progress=False)
-            score, best, diverged = summary["final_val_acc"], summary["best_val_acc"], False
-        except FloatingPointError:  # loss went non-finite: this lr is too large for this arch
-            curves, score, best, diverged = pd.DataFrame({"epoch": pd.Series(dtype=int)}), math.nan, math.nan, True
-        scores = pd.DataFrame(dict(seed=[cfg.seed], score=[float(score)], best_val_acc=[float(best)],
-                                   diverged=[diverged]))
+    tables = probe.calibration_run(cfg)
+    scores = tables["scores"]
     scores.insert(0, "arch", config["arch"])
     scores.insert(1, "probe", config["probe"])
     scores.insert(2, "lr", float(config["lr"]))
@@ -151,7 +112,7 @@ def run_one(config: dict, device: str = "auto") -> dict[str, pd.DataFrame]:
     scores["cpu_seconds"] = time.process_time() - cpu0  # all threads of this process
     scores["wall_seconds"] = time.perf_counter() - wall0
     scores["device"] = dev
-    return {"scores": scores, "curves": curves}
+    return {"scores": scores, "curves": tables["curves"]}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -163,7 +124,7 @@ def calibration_configs(archs: list[str], probe: str, grid: list[float], base: d
     """The sweep's run configs, checked (one-line BiasprobeError on a bad arch, field or value). DIP: one config
     per (arch, lr) with all seeds as one batch; classify: one per (arch, lr, weight decay, seed). ``arch_kwargs``:
     per-architecture constructor kwargs, replacing ``base["arch_kwargs"]`` for the archs it names."""
-    _check_probe(probe)
+    probe = get_probe(probe)
     if not archs:
         raise BiasprobeError("give at least one architecture to calibrate (--arch)")
     grid = [float(x) for x in grid]
@@ -175,27 +136,17 @@ def calibration_configs(archs: list[str], probe: str, grid: list[float], base: d
     if not seeds or len(set(seeds)) != len(seeds):
         raise BiasprobeError(f"give distinct calibration seeds, got {seeds}")
     base = dict(base or {})
-    cls = _config_class(probe)
-    allowed = {f.name for f in dataclasses.fields(cls)} - {"arch", "lr", "seed", "seeds", "device"}
+    cls = probe.config_type
+    allowed = probe.fields() - {"arch", "lr", "seed", "seeds", "device"}
     for key in base:
         if key not in allowed:
             raise BiasprobeError(f"calibration base field {key!r} is not a {cls.__name__} field (or is set by "
                                  f"calibration): use one of {', '.join(sorted(allowed))}")
-    if probe == "dip":
-        if wd_grid:
-            raise BiasprobeError("a weight-decay grid applies to the classify probe only (DIP uses plain Adam)")
-        configs = [dict(probe="dip", **base, arch=a, lr=lr, seeds=seeds) for a in archs for lr in grid]
-    else:
-        if base.get("eval_split", "val") != "val":
-            raise BiasprobeError("classify calibration evaluates on the validation split only: drop eval_split "
-                                 "from the base (test data must not inform the choice)")
-        base["eval_split"] = "val"
-        wds = [float(w) for w in wd_grid] if wd_grid else [float(base.pop("weight_decay", 0.05))]
-        if any(not (w >= 0) for w in wds):
-            raise BiasprobeError(f"weight decays must be >= 0, got {wds}")
-        base.pop("weight_decay", None)
-        configs = [dict(probe="classify", **base, arch=a, lr=lr, weight_decay=wd, seed=s)
-                   for a in archs for lr in grid for wd in wds for s in seeds]
+    base = probe.calibration_base(base)
+    decays = _weight_decays(probe, base, wd_grid)
+    runs_of_seeds = [dict(seeds=seeds)] if probe.seeds_batched else [dict(seed=s) for s in seeds]
+    configs = [dict(probe=probe.name, **base, arch=a, lr=lr, **wd, **s)
+               for a in archs for lr in grid for wd in decays for s in runs_of_seeds]
     for config in configs:
         if arch_kwargs and config["arch"] in arch_kwargs:
             config["arch_kwargs"] = dict(arch_kwargs[config["arch"]])
@@ -204,22 +155,23 @@ def calibration_configs(archs: list[str], probe: str, grid: list[float], base: d
         if config["arch"] in seen:
             continue
         seen.add(config["arch"])
-        pc = _probe_config(config, "cpu")
-        if probe == "dip":
-            from biasprobe import tasks
-            from biasprobe.dip import prepare_image
-
-            pc = pc.resolved()
-            clean, params = prepare_image(pc)  # image, size and task parameters checked here, not mid-sweep
-            if tasks.make_task(pc.task, clean, pc.seeds[0], **params).clean is None:
-                raise BiasprobeError(f"DIP calibration scores psnr_gt, so it needs a task with a clean image, "
-                                     f"not {pc.task!r}")
-        else:
-            pc.validate()
-            from biasprobe.registry import get_arch
-
-            get_arch(pc.arch)
+        probe.check(_probe_config(config, "cpu")[1])
     return configs
+
+
+def _weight_decays(probe, base: dict, wd_grid: list[float] | None) -> list[dict]:
+    """The weight-decay settings to grid ([{}] for a probe that does not tune it); pops ``base``'s weight_decay,
+    which is the one setting when there is no ``wd_grid`` (default: the config type's)."""
+    if not probe.weight_decay:
+        if wd_grid:
+            tuned = " or ".join(p.name for p in PROBES.values() if p.weight_decay)
+            raise BiasprobeError(f"a weight-decay grid applies to the {tuned} probe only, not {probe.name}")
+        return [{}]
+    wds = [float(w) for w in wd_grid] if wd_grid else [float(base.get("weight_decay", probe.config_type.weight_decay))]
+    base.pop("weight_decay", None)
+    if any(not (w >= 0) for w in wds):
+        raise BiasprobeError(f"weight decays must be >= 0, got {wds}")
+    return [dict(weight_decay=w) for w in wds]
 
 
 def calibrate(archs: list[str], probe: str, grid: list[float], base: dict, store: str | Path, seeds=(0,),
@@ -291,7 +243,7 @@ def choose(table: pd.DataFrame) -> pd.DataFrame:
             second_score=second.score if second is not None else math.nan,
             at_edge=bool(len(lrs) > 1 and best.lr in (lrs[0], lrs[-1])),
             grid=" ".join(f"{x:g}" for x in lrs), wd_grid=" ".join(f"{x:g}" for x in wds),
-            seeds=best.seeds, criterion=CRITERIA.get(probe, "score"),
+            seeds=best.seeds, criterion=PROBES[probe].criterion if probe in PROBES else "score",
             n_runs=int(((table.arch == arch) & (table.probe == probe)).sum()),
         ))
     return pd.DataFrame(rows)
@@ -340,7 +292,7 @@ def load_choices(path: str | Path = DEFAULT_CHOICES) -> pd.DataFrame:
 
 def lookup(choices: pd.DataFrame, arch: str, probe: str, rank: int = 1) -> dict:
     """{'lr', 'weight_decay'} calibrated for (arch, probe): rank 1 = the chosen setting, 2 = the second-best lr."""
-    _check_probe(probe)
+    get_probe(probe)
     if rank not in (1, 2):
         raise BiasprobeError(f"rank must be 1 (chosen lr) or 2 (second-best lr), got {rank}")
     where = choices.attrs.get("path", "the calibration table")
@@ -391,8 +343,8 @@ def plot_curves(table: pd.DataFrame, path: str | Path, choices: pd.DataFrame | N
             ax.scatter([r.lr], [r.score], marker="*", s=180, color=palette.get(r.arch, "k"), edgecolor="k",
                        zorder=5)
         ax.set_xscale("log")
-        ax.set(xlabel="learning rate", ylabel={"dip": "max psnr_gt (dB)", "classify": "final val accuracy"}
-               .get(probe, "score"), title=f"{probe} calibration (star: chosen)")
+        ax.set(xlabel="learning rate", ylabel=PROBES[probe].score_label if probe in PROBES else "score",
+               title=f"{probe} calibration (star: chosen)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,12 +15,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from biasprobe.errors import BiasprobeError
-
 from biasprobe.presets import PRESET_DIR  # shipped with the package: a non-editable install finds them
+from biasprobe.probes import PROBES, get_probe
 
 
 @dataclass
@@ -39,6 +38,14 @@ class DipPlan:
     arch_kwargs: dict = field(default_factory=dict)  # per arch name: {"swin": {"embed_dim": 192}}
     extra: dict = field(default_factory=dict)  # other DIPConfig fields, e.g. {"es_patience": 300}
 
+    def calibration_base(self, base: dict) -> dict:
+        """The calibration preset's base under this plan's protocol; only the image differs (and must)."""
+        base = dict(base, size=self.size, iters=self.iters, setting=self.setting, **{
+            k: getattr(self, k) for k in ("input_depth", "reg_noise_std") if getattr(self, k) is not None})
+        if base["image"] in self.images or any(base["image"] in t.get("images", []) for t in self.tasks):
+            raise BiasprobeError(f"the calibration image {base['image']!r} is one of the study's images")
+        return base
+
 
 @dataclass
 class ClassifyPlan:
@@ -55,6 +62,11 @@ class ClassifyPlan:
     download: bool = False
     arch_kwargs: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # other ClassifyConfig fields, e.g. {"attr_samples": 32}
+
+    def calibration_base(self, base: dict) -> dict:
+        """The calibration preset's base under this plan's protocol; only the data split differs (validation)."""
+        return dict(base, epochs=self.epochs, batch_size=self.batch_size, data=self.data, data_root=self.data_root,
+                    download=self.download)
 
 
 @dataclass
@@ -77,6 +89,10 @@ class StudyPreset:
     threads_per_job: int | None = None
     slurm: dict | None = None  # submitit/Slurm options for executor "slurm", e.g. {"partition": "gpu"}
     device: str = "auto"
+
+    def plans(self) -> dict:
+        """{probe name: its plan} for the probes this preset runs."""
+        return {name: plan for name, plan in (("dip", self.dip), ("classify", self.classify)) if plan is not None}
 
 
 _NESTED = {"dip": DipPlan, "classify": ClassifyPlan, "calibration": CalibrationPlan}
@@ -132,15 +148,12 @@ def _check_types(p: StudyPreset, where: str) -> None:
         for key in t:
             need(key in ("task", "task_params", "images"), f"dip.tasks[].{key}", "one of task, task_params, images")
     need(isinstance(d.images, list) and d.images, "dip.images", "a non-empty list of images")
-    from biasprobe.classify import ClassifyConfig
-    from biasprobe.dip import DIPConfig
-
-    for plan, cls, name in ((d, DIPConfig, "dip"), (p.classify, ClassifyConfig, "classify")):
-        if plan is None:
-            continue
-        known = {f.name for f in dataclasses.fields(cls)}
+    for name, plan in p.plans().items():
+        probe = get_probe(name)
+        known = probe.fields()
         for key in plan.extra:
-            need(key in known, f"{name}.extra.{key}", f"a {cls.__name__} field ({', '.join(sorted(known))})")
+            need(key in known, f"{name}.extra.{key}",
+                 f"a {probe.config_type.__name__} field ({', '.join(sorted(known))})")
     need(isinstance(d.iters, int) and d.iters >= 1, "dip.iters", "a positive integer")
     need(isinstance(d.size, int) and d.size >= 16, "dip.size", "an integer >= 16")
     need(isinstance(d.seeds, list) and d.seeds and all(isinstance(s, int) for s in d.seeds), "dip.seeds",
@@ -216,33 +229,10 @@ def _lr(value, lrs, arch):
 # What one sweep run does (module-level functions: picklable for process pools and Slurm)
 
 
-def dip_job(run: dict) -> dict[str, pd.DataFrame]:
-    from biasprobe.dip import DIPConfig, run_dip
-
-    cfg = DIPConfig(**run["config"])
-    res = run_dip(cfg, progress=False)
-    keys = dict(arch=cfg.arch, task=cfg.task, image=cfg.image)
-    curves = res.curves.assign(**keys)
-    images = []
-    for seed, imgs in res.images.items():
-        for kind in ("clean", "observed", "best"):
-            if kind in imgs:
-                a = np.clip(np.round(imgs[kind] * 255), 0, 255).astype(np.uint8)
-                images.append(dict(**keys, seed=seed, kind=kind, height=a.shape[0], width=a.shape[1],
-                                   channels=a.shape[2], data=a.tobytes()))
-    return {"curves": curves, "summary": res.summary, "images": pd.DataFrame(images)}
-
-
-def classify_job(run: dict) -> dict[str, pd.DataFrame]:
-    from biasprobe.classify import ClassifyConfig, run_classify
-
-    cfg = ClassifyConfig(**run["config"])
-    epochs, summary = run_classify(cfg, out_dir=None, progress=False)
-    return {"epochs": epochs, "summary": pd.DataFrame([summary])}
-
-
 def study_job(run: dict) -> dict[str, pd.DataFrame]:
-    return dip_job(run) if run["probe"] == "dip" else classify_job(run)
+    """Run one study run ({"probe": name, "config": fields}); the probe's tables."""
+    probe = get_probe(run["probe"])
+    return probe.run(probe.make_config(run["config"]))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -314,22 +304,13 @@ def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool) -> dict
     from biasprobe import calibrate
 
     out = {}
-    plans = [("dip", p.dip)] + ([("classify", p.classify)] if p.classify else [])
     curves, choices = [], []
-    for probe, plan in plans:
+    for probe, plan in p.plans().items():
         if plan.lr != "calibrated":
             continue
         cal = calibrate.preset(p.calibration.preset, probe)
         # calibrate under the study's own protocol; only the data differ (calibration image / validation split)
-        base = dict(cal["base"])
-        if probe == "dip":
-            base.update(size=plan.size, iters=plan.iters, setting=plan.setting, **{
-                k: getattr(plan, k) for k in ("input_depth", "reg_noise_std") if getattr(plan, k) is not None})
-            if base["image"] in plan.images or any(base["image"] in t.get("images", []) for t in plan.tasks):
-                raise BiasprobeError(f"the calibration image {base['image']!r} is one of the study's images")
-        else:
-            base.update(epochs=plan.epochs, batch_size=plan.batch_size, data=plan.data, data_root=plan.data_root,
-                        download=plan.download)
+        base = plan.calibration_base(cal["base"])
         table = calibrate.calibrate(p.archs, probe, cal["grid"], base, root / probe, seeds=cal.get("seeds", (0,)),
                                     wd_grid=cal.get("wd_grid"), executor=p.executor, jobs=p.jobs,
                                     threads_per_job=p.threads_per_job, device=p.device, progress=progress,
@@ -350,18 +331,15 @@ def collect(store, runs: list[dict]) -> dict[str, pd.DataFrame]:
     """The study's tables, read from the store for exactly these runs (failed runs listed separately)."""
     from biasprobe.sweep import run_id
 
-    dip_ids = [run_id(r) for r in runs if r["probe"] == "dip"]
-    clf_ids = [run_id(r) for r in runs if r["probe"] == "classify"]
     done = set(store.run_ids())
-    out = {
-        "dip_summary": _load(store, "summary", [i for i in dip_ids if i in done]),
-        "dip_curves": _load(store, "curves", [i for i in dip_ids if i in done]),
-        "images": _load(store, "images", [i for i in dip_ids if i in done]),
-        "clf_summary": _load(store, "summary", [i for i in clf_ids if i in done]),
-        "clf_epochs": _load(store, "epochs", [i for i in clf_ids if i in done]),
-    }
+    out, ids = {}, []
+    for probe in PROBES.values():  # each probe's tables under the study's names for them
+        mine = [run_id(r) for r in runs if r["probe"] == probe.name]
+        ids += mine
+        for table, key in probe.tables.items():
+            out[key] = _load(store, table, [i for i in mine if i in done])
     failed_ids = set(store.failed_ids())
-    failed = [dict(run_id=i, error=store.failure(i).get("error")) for i in dip_ids + clf_ids
+    failed = [dict(run_id=i, error=store.failure(i).get("error")) for i in ids
               if i not in done and i in failed_ids]
     out["failed"] = pd.DataFrame(failed)
     return out

@@ -16,15 +16,15 @@ import json
 import time
 
 from biasprobe.commands import add_arch_args, add_device_arg, arch_kwargs, load_arch_modules, out_dir, parse_kv
+from biasprobe.probes import PROBES, get_probe
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("calibrate", help="per-architecture learning-rate calibration for dip or classify",
                               description=__doc__.splitlines()[0])
     add_arch_args(p, multiple=True)
-    p.add_argument("--probe", required=True, choices=["dip", "classify"],
-                   help="dip: generative probe (score: max psnr_gt on the calibration image); classify: "
-                        "predictive probe (score: final accuracy on a validation split of the training pool)")
+    p.add_argument("--probe", required=True, choices=list(PROBES),
+                   help="; ".join(f"{q.name}: {q.kind} probe (score: {q.criterion})" for q in PROBES.values()))
     p.add_argument("--preset", default="quick", choices=["smoke", "quick", "paper"],
                    help="grid, seeds and run settings (see biasprobe.calibrate.CALIBRATION_PRESETS); default quick")
     p.add_argument("--grid", nargs="+", type=float, metavar="LR", help="learning rates (default: the preset's)")
@@ -55,8 +55,9 @@ def run(args: argparse.Namespace) -> None:
     if args.arch_kw:
         base["arch_kwargs"] = arch_kwargs(args)
     if args.image:
-        if args.probe != "dip":
-            raise BiasprobeError("--image is the DIP calibration image: use it with --probe dip")
+        if "image" not in get_probe(args.probe).fields():
+            raise BiasprobeError(f"--image is the calibration image of a probe that fits an image (dip), not of "
+                                 f"{args.probe}")
         base["image"] = args.image
     if args.threads is not None and args.threads < 1:
         raise BiasprobeError(f"--threads must be at least 1, got {args.threads}")
