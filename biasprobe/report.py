@@ -37,6 +37,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from biasprobe import verdicts as V  # noqa: E402
+from biasprobe.metrics import METRICS, declared  # noqa: E402
 from biasprobe.runinfo import write_atomic  # noqa: E402
 
 FAMILY_ORDER = ("cnn", "vit", "swin", "hybrid", "other")
@@ -81,21 +82,22 @@ def _with_ci(v, lo, hi) -> str:
 
 
 def compact_cross_tab(cross: pd.DataFrame, period: int = 8) -> pd.DataFrame:
-    """The cross-tab with value [CI] cells and short headers, for Markdown."""
+    """The cross-tab for Markdown: each declared metric with a header (``metrics.METRICS``), value [CI] cells
+    where it has a CI, value (censored share) where it is censored."""
     out = pd.DataFrame({"arch": cross["arch"], "family": cross["family"]})
-    out["gen score (dB) [CI]"] = [_with_ci(*r) for r in cross[["gen_score", "gen_ci_low", "gen_ci_high"]].values]
-    out["gap area"] = cross["gap_area"]
-    out["gap<0 step (censored)"] = [
-        "" if not np.isfinite(s) else f"{fmt(s)} ({c:.0%})" for s, c in cross[["gap_negative_step",
-                                                                           "gap_negative_censored"]].values]
-    n = cross["n_train"].dropna()
-    out[f"acc @N={fmt(n.iloc[0]) if len(n) else '?'} [CI]"] = [
-        _with_ci(*r) for r in cross[["pred_acc", "pred_ci_low", "pred_ci_high"]].values]
-    out["AUC [CI]"] = [_with_ci(*r) for r in cross[["auc", "auc_ci_low", "auc_ci_high"]].values]
-    out["shift cons."] = cross["shift_consistency"]
-    out["ECE"] = cross["ece"]
-    out[f"grid energy p{period}"] = cross.get(f"grid_energy_p{period}", np.nan)
-    out[f"boundary jump p{period}"] = cross.get(f"boundary_jump_p{period}", np.nan)
+    n = cross["n_train"].dropna() if "n_train" in cross else pd.Series(dtype=float)
+    for m in METRICS.values():
+        if not m.header:
+            continue
+        header = m.header.format(n=fmt(n.iloc[0]) if len(n) else "?", period=period)
+        col = m.column(period)
+        if m.ci:
+            out[header + " [CI]"] = [_with_ci(*r) for r in cross[[col, f"{m.ci}_ci_low", f"{m.ci}_ci_high"]].values]
+        elif m.censored:
+            out[header] = ["" if not np.isfinite(v) else f"{fmt(v)} ({c:.0%})"
+                           for v, c in cross[[col, m.censored]].values]
+        else:
+            out[header] = cross.get(col, np.nan)
     out["params gen"] = cross["n_params_gen"]
     out["params clf"] = cross["n_params_clf"]
     return out
@@ -104,7 +106,7 @@ def compact_cross_tab(cross: pd.DataFrame, period: int = 8) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------- readings
 
 def _row_sentence(r, ci: float) -> str:
-    what = f"{r.comparison}, {V.METRIC_LABELS.get(r.metric, r.metric)} (predicted {r.predicted})"
+    what = f"{r.comparison}, {METRICS[r.metric].label if r.metric in METRICS else r.metric} (predicted {r.predicted})"
     if not np.isfinite(r.effect):
         return f"{what}: not evaluated ({r.note or 'no data'})"
     s = (f"{what}: effect {fmt(r.effect)} ({ci:.0%} CI {fmt(r.ci_low)} to {fmt(r.ci_high)}, "
@@ -245,21 +247,18 @@ def last_logged(dip_curves: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def fig_grid_energy(dip_curves: pd.DataFrame, path, period: int = 8) -> Path | None:
-    """Bars per arch: the last logged grid_energy_p{period} and boundary_jump_p{period} of the DIP output (mean
-    over runs, error bar = sd), per task."""
-    panels = [(m, lab) for m, lab in ((f"grid_energy_p{period}", f"grid energy, period {period} (share; "
-                                                                 "/ clean's when known)"),
-                                      (f"boundary_jump_p{period}", f"boundary jump, period {period} "
-                                                                   "(across / inside patches)"))
-              if not last_logged(dip_curves, m).empty]
+    """Bars per arch: the last logged value of each declared periodic DIP curve (grid_energy_p{period},
+    boundary_jump_p{period}) of the output (mean over runs, error bar = sd), per task."""
+    panels = [(m.column(period), m.label.format(period=period)) for m in declared(read="last")]
+    panels = [(col, label) for col, label in panels if not last_logged(dip_curves, col).empty]
     if not panels:
         return None
     fig, axes = _fig(len(panels), ncols=2, w=6.0, h=3.8)
-    for ax, (m, label) in zip(axes, panels):
-        d = last_logged(dip_curves, m)
+    for ax, (col, label) in zip(axes, panels):
+        d = last_logged(dip_curves, col)
         sns.barplot(d, x="arch", y="value", hue="task", errorbar="sd", ax=ax, order=sorted(d.arch.unique()))
         ax.tick_params(axis="x", rotation=45)
-        ax.set(title=label + " at the last step", xlabel="", ylabel=m)
+        ax.set(title=label + " at the last step", xlabel="", ylabel=col)
     return _save(fig, path)
 
 

@@ -1,4 +1,5 @@
-"""Scores, cross-tab and computed verdicts of the generative-vs-predictive study (pure pandas/numpy/scipy).
+"""Scores, cross-tab and computed verdicts of the generative-vs-predictive study (pandas, numpy, scipy); the
+metrics' names, labels and sources come from their declarations (``metrics.METRICS``).
 
 Inputs are the study runner's tidy tables (see ``report.py`` for the full list):
 
@@ -50,6 +51,8 @@ import pandas as pd
 from scipy import stats
 
 from biasprobe.errors import BiasprobeError
+from biasprobe.metrics import METRICS, declared
+from biasprobe.probes import PROBES
 
 VERDICTS = ("supported", "refuted", "inconclusive")
 TRANSFORMERS = ("vit", "swin")
@@ -70,12 +73,6 @@ CLAIMS = {
          "longer, conv layers before it (3c+T) do not raise it ('does not raise' only supported when measurably "
          "lower); the reverse for predictive accuracy",
 }
-
-METRIC_LABELS = {"gen_score": "generative score (mean gain_db over tasks, dB)",
-                 "gap_negative_step": "step where the gap turns negative (censored at iters)",
-                 "gap_area": "positive gap area (dB*steps)",
-                 "pred_acc": "test accuracy at fixed N", "auc": "sample-efficiency AUC"}
-
 
 # ----------------------------------------------------------------------------------------------- helpers
 
@@ -127,22 +124,20 @@ def bootstrap_mean(values, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) 
 
 # ------------------------------------------------------------------------------------------------ scores
 
-def _censored_negative_step(dip_summary: pd.DataFrame) -> pd.Series:
-    steps = dip_summary["gap_negative_step"].astype(float)
-    if "iters" in dip_summary:
-        return steps.fillna(dip_summary["iters"].astype(float))
-    return steps
-
-
 def gen_run_table(dip_summary: pd.DataFrame) -> pd.DataFrame:
-    """Per (arch, task, image, seed) run: gain_db, gap_area, gap_negative_step (NaN -> iters), censored flag."""
-    _require(dip_summary, ["arch", "task", "image", "seed", "gain_db", "gap_area", "gap_negative_step"],
-             "dip_summary")
+    """Per (arch, task, image, seed) run: the declared DIP unit metrics (``metrics.declared("dip", "unit")``:
+    gen_score = gain_db, gap_area, gap_negative_step) from their source columns; a censored metric's NaN (the
+    gap never turned negative) becomes the run's iters, flagged in its ``censored`` column."""
+    gen = declared("dip", "unit")
+    _require(dip_summary, ["arch", "task", "image", "seed"] + [m.source for m in gen], "dip_summary")
     runs = dip_summary[["arch", "task", "image", "seed"]].copy()
-    runs["gen_score"] = dip_summary["gain_db"].astype(float)
-    runs["gap_area"] = dip_summary["gap_area"].astype(float)
-    runs["gap_negative_censored"] = dip_summary["gap_negative_step"].isna()
-    runs["gap_negative_step"] = _censored_negative_step(dip_summary)
+    for m in gen:
+        values = dip_summary[m.source].astype(float)
+        if m.censored:
+            runs[m.censored] = values.isna()
+            if "iters" in dip_summary:
+                values = values.fillna(dip_summary["iters"].astype(float))
+        runs[m.name] = values
     return runs
 
 
@@ -152,7 +147,7 @@ def gen_scores(dip_summary: pd.DataFrame) -> pd.DataFrame:
     n_tasks."""
     runs = gen_run_table(dip_summary)
     g = runs.groupby(["arch"] + UNIT_GEN, sort=True)
-    out = g[["gen_score", "gap_area", "gap_negative_step", "gap_negative_censored"]].mean()
+    out = g[[c for m in declared("dip", "unit") for c in (m.name, m.censored) if c]].mean()
     out["n_tasks"] = g.size()
     return out.reset_index()
 
@@ -202,7 +197,8 @@ def paired_units(a: str, b: str, metric: str, dip_summary: pd.DataFrame | None =
 
     Generative metrics (gen_score, gap_area, gap_negative_step): per (task, image, seed) present for both, then
     averaged over tasks per (image, seed). Predictive metrics (pred_acc, auc): per seed present for both."""
-    if metric in ("gen_score", "gap_area", "gap_negative_step"):
+    m = _unit_metric(metric)
+    if m.probe == "dip":
         runs = gen_run_table(dip_summary)
         keys = ["task"] + UNIT_GEN
         left = runs[runs.arch == a].groupby(keys)[metric].mean()
@@ -211,12 +207,18 @@ def paired_units(a: str, b: str, metric: str, dip_summary: pd.DataFrame | None =
         if diff.empty:
             return diff
         return diff.groupby(level=UNIT_GEN).mean()
-    if metric in ("pred_acc", "auc"):
-        units = pred_scores(clf_summary, n_train).set_index(["arch", "seed"])[metric]
-        left = units.xs(a, level="arch") if a in units.index.get_level_values(0) else pd.Series(dtype=float)
-        right = units.xs(b, level="arch") if b in units.index.get_level_values(0) else pd.Series(dtype=float)
-        return (left - right).dropna()
-    raise BiasprobeError(f"unknown metric {metric!r}: use one of {sorted(METRIC_LABELS)}")
+    units = pred_scores(clf_summary, n_train).set_index(["arch", "seed"])[metric]
+    left = units.xs(a, level="arch") if a in units.index.get_level_values(0) else pd.Series(dtype=float)
+    right = units.xs(b, level="arch") if b in units.index.get_level_values(0) else pd.Series(dtype=float)
+    return (left - right).dropna()
+
+
+def _unit_metric(metric: str):
+    """The declared metric ``metric`` if it has per-unit values (a paired comparison can use it)."""
+    units = {m.name: m for m in declared(read="unit")}
+    if metric not in units:
+        raise BiasprobeError(f"unknown metric {metric!r}: use one of {sorted(units)}")
+    return units[metric]
 
 
 def paired_effect(a: str, b: str, metric: str, dip_summary=None, clf_summary=None, n_train=None,
@@ -270,47 +272,61 @@ def _last_logged(dip_curves: pd.DataFrame, metric: str) -> pd.Series:
 def cross_tab(dip_summary: pd.DataFrame, clf_summary: pd.DataFrame, dip_curves: pd.DataFrame | None = None,
               n_train: int | None = None, period: int = 8, n_boot: int = 2000, ci: float = 0.95,
               seed: int = 0, families: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per arch (union of both probes'): family; generative score mean + CI over (image, seed) units,
-    gap_area, gap_negative_step (censored at iters) and its censored share; predictive accuracy at ``n_train`` +
-    CI over seeds, per-seed AUC mean + CI; shift consistency (circular, padded), ECE at ``n_train``; the last
-    logged grid_energy_p{period} and boundary_jump_p{period} of the DIP output (mean over runs); parameters of
-    the generator (n_params_gen) and classifier (n_params_clf). ``families`` maps arch -> family (default:
-    :func:`family_of`, the registry's)."""
+    """One row per arch (union of both probes'): family, then each declared metric (``metrics.METRICS``, in
+    order) as the mean over the arch's units, runs or last logged values (see ``metrics.Metric.read``), with a
+    bootstrap CI where it declares one, n_train (the fixed N) before the first metric read at it, and the
+    parameters of the generator (n_params_gen) and classifier (n_params_clf). Today: generative score + CI over
+    (image, seed) units, gap_area, gap_negative_step (censored at iters) and its censored share; accuracy at
+    ``n_train`` + CI over seeds, per-seed AUC + CI; shift consistency (circular, padded), ECE at ``n_train``; grid
+    energy and boundary jump at ``period``. ``families`` maps arch -> family (default: :func:`family_of`)."""
     dip_summary, clf_summary, dip_curves = _table(dip_summary), _table(clf_summary), _table(dip_curves)
-    gen = gen_scores(dip_summary) if dip_summary is not None else pd.DataFrame(columns=["arch"])
-    pred = pred_scores(clf_summary, n_train) if clf_summary is not None else pd.DataFrame(columns=["arch"])
+    units = {"dip": gen_scores(dip_summary) if dip_summary is not None else pd.DataFrame(columns=["arch"]),
+             "classify": pred_scores(clf_summary, n_train) if clf_summary is not None
+             else pd.DataFrame(columns=["arch"])}
+    runs = {"dip": dip_summary, "classify": clf_summary}
+    pred = units["classify"]
     n_fixed = pred["n_train"].iloc[0] if len(pred) else np.nan
-    archs = sorted(set(gen["arch"]) | set(pred["arch"]))
-    grid = _last_logged(dip_curves, f"grid_energy_p{period}") if dip_curves is not None else pd.Series(dtype=float)
-    jump = _last_logged(dip_curves, f"boundary_jump_p{period}") if dip_curves is not None else pd.Series(dtype=float)
+    archs = sorted(set(units["dip"]["arch"]) | set(pred["arch"]))
+    last = {m.name: _last_logged(dip_curves, m.column(period)) if dip_curves is not None else pd.Series(dtype=float)
+            for m in declared(read="last")}
     rows = []
     for arch in archs:
         row = dict(arch=arch, family=(families or {}).get(arch) or family_of(arch))
-        g = gen[gen.arch == arch]
-        m = bootstrap_mean(g["gen_score"], n_boot, ci, seed) if len(g) else bootstrap_mean([], n_boot, ci, seed)
-        row.update(gen_score=m["effect"], gen_ci_low=m["ci_low"], gen_ci_high=m["ci_high"], n_gen_units=m["n_units"],
-                   gap_area=g["gap_area"].mean() if len(g) else np.nan,
-                   gap_negative_step=g["gap_negative_step"].mean() if len(g) else np.nan,
-                   gap_negative_censored=g["gap_negative_censored"].mean() if len(g) else np.nan)
-        p = pred[pred.arch == arch]
-        m = bootstrap_mean(p["pred_acc"], n_boot, ci, seed) if len(p) else bootstrap_mean([], n_boot, ci, seed)
-        row.update(n_train=n_fixed, pred_acc=m["effect"], pred_ci_low=m["ci_low"], pred_ci_high=m["ci_high"],
-                   n_seeds=m["n_units"])
-        m = bootstrap_mean(p["auc"], n_boot, ci, seed) if len(p) else bootstrap_mean([], n_boot, ci, seed)
-        row.update(auc=m["effect"], auc_ci_low=m["ci_low"], auc_ci_high=m["ci_high"])
-        at_n = clf_summary[(clf_summary.arch == arch) & (clf_summary.n_train == n_fixed)] \
-            if clf_summary is not None else pd.DataFrame()
-        for col, name in (("shift_consistency_circular", "shift_consistency"),
-                          ("shift_consistency_padded", "shift_consistency_padded"), ("ece", "ece")):
-            row[name] = float(at_n[col].mean()) if col in at_n and len(at_n) else np.nan
-        row[f"grid_energy_p{period}"] = float(grid.get(arch, np.nan))
-        row[f"boundary_jump_p{period}"] = float(jump.get(arch, np.nan))
+        for m in METRICS.values():
+            if m.fixed_n and "n_train" not in row:
+                row["n_train"] = n_fixed
+            if m.read == "unit":
+                u = units[m.probe]
+                row.update(_unit_cells(m, u[u.arch == arch], n_boot, ci, seed))
+            elif m.read == "runs":
+                r = runs[m.probe]
+                r = r[r.arch == arch] if r is not None else pd.DataFrame()
+                if m.fixed_n and "n_train" in r:
+                    r = r[r.n_train == n_fixed]
+                row[m.name] = float(r[m.source].mean()) if m.source in r and len(r) else np.nan
+            else:
+                row[m.column(period)] = float(last[m.name].get(arch, np.nan))
         d = dip_summary[dip_summary.arch == arch] if dip_summary is not None else pd.DataFrame()
         row["n_params_gen"] = float(d["n_params"].iloc[0]) if "n_params" in d and len(d) else np.nan
         c = clf_summary[clf_summary.arch == arch] if clf_summary is not None else pd.DataFrame()
         row["n_params_clf"] = float(c["n_params"].iloc[0]) if "n_params" in c and len(c) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _unit_cells(m, units: pd.DataFrame, n_boot: int, ci: float, seed: int) -> dict:
+    """The cross-tab cells of unit metric ``m`` from one arch's units: its mean, with CI and unit count when
+    declared, and its censored share."""
+    if not m.ci:
+        cells = {m.name: units[m.name].mean() if len(units) else np.nan}
+    else:
+        b = bootstrap_mean(units[m.name] if len(units) else [], n_boot, ci, seed)
+        cells = {m.name: b["effect"], f"{m.ci}_ci_low": b["ci_low"], f"{m.ci}_ci_high": b["ci_high"]}
+        if m.count:
+            cells[m.count] = b["n_units"]
+    if m.censored:
+        cells[m.censored] = units[m.censored].mean() if len(units) else np.nan
+    return cells
 
 
 # ------------------------------------------------------------------------------------------------ verdicts
@@ -341,17 +357,18 @@ class _Study:
     def __init__(self, dip_summary, clf_summary, n_train, n_boot, ci, seed):
         self.dip, self.clf, self.n_train = dip_summary, clf_summary, n_train
         self.n_boot, self.ci, self.seed = n_boot, ci, seed
-        self.gen_archs = set(dip_summary["arch"]) if dip_summary is not None else set()
-        self.clf_archs = set(clf_summary["arch"]) if clf_summary is not None else set()
+        self.archs = {"dip": set(dip_summary["arch"]) if dip_summary is not None else set(),
+                      "classify": set(clf_summary["arch"]) if clf_summary is not None else set()}
 
     def row(self, hyp: str, a: str, b: str, metric: str, predicted: str) -> dict:
-        have = self.gen_archs if metric in ("gen_score", "gap_area", "gap_negative_step") else self.clf_archs
-        probe = "DIP" if have is self.gen_archs else "classification"
+        probe = _unit_metric(metric).probe
+        have = self.archs[probe]
         r = dict(hypothesis=hyp, claim=CLAIMS[hyp], comparison=f"{a} - {b}", metric=metric, predicted=predicted,
                  effect=np.nan, ci_low=np.nan, ci_high=np.nan, n_units=0, verdict="inconclusive", note="")
         missing = [x for x in (a, b) if x not in have]
         if missing:
-            r.update(note=f"skipped: no {probe} runs for {', '.join(missing)}", skipped=True, missing=missing)
+            r.update(note=f"skipped: no {PROBES[probe].label} runs for {', '.join(missing)}", skipped=True,
+                     missing=missing)
             return r
         m = paired_effect(a, b, metric, self.dip, self.clf, self.n_train, self.n_boot, self.ci, self.seed)
         r.update(m)
@@ -360,9 +377,10 @@ class _Study:
             return r
         r["verdict"] = decide(m["ci_low"], m["ci_high"], predicted)
         notes = ["one unit: the CI is the point"] if m["n_units"] == 1 else []
-        if metric == "gap_negative_step":
+        censored = METRICS[metric].censored
+        if censored:
             runs = gen_run_table(self.dip)
-            cens = runs[runs.arch.isin([a, b])]["gap_negative_censored"].mean()
+            cens = runs[runs.arch.isin([a, b])][censored].mean()
             if cens > 0:
                 notes.append(f"gap never turned negative in {cens:.0%} of the runs: censored at iters")
         r["note"] = "; ".join(notes)
@@ -444,7 +462,7 @@ def verdicts(dip_summary: pd.DataFrame, clf_summary: pd.DataFrame, n_train: int 
     # (e) conv placement, for each transformer present in either probe
     rows = []
     for t in TRANSFORMERS:
-        if t not in st.gen_archs | st.clf_archs:
+        if t not in st.archs["dip"] | st.archs["classify"]:
             continue
         rows += [st.row("e", f"{t}+1c", t, "gen_score", "> 0"), st.row("e", f"{t}+3c", t, "gen_score", "> 0"),
                  st.row("e", f"{t}+1c", t, "gap_negative_step", "> 0"),
@@ -481,3 +499,4 @@ def sensitivity(verdicts_at_best_lr: pd.DataFrame, verdicts_at_second_lr: pd.Dat
         rows.append(dict(hypothesis=h, verdict_best_lr=va, verdict_second_lr=vb,
                          status="robust" if va == vb and va != "missing" else "sensitive"))
     return pd.DataFrame(rows, columns=["hypothesis", "verdict_best_lr", "verdict_second_lr", "status"])
+

@@ -1,4 +1,5 @@
-"""write_report / conv_placement_figure on small synthetic study tables; the Markdown table helper."""
+"""write_report / conv_placement_figure on small synthetic study tables; the Markdown table helper; labels and
+headers from the metric declarations."""
 
 import re
 
@@ -162,3 +163,22 @@ def test_conv_placement_figure(tmp_path, tables):
     text = path.read_text()
     assert text.startswith("# Conv placement") and META["command"] in text and "| vit+3c |" in text
     assert (tmp_path / "study" / "conv_placement_vit.png").exists()
+
+
+def test_headers_and_labels_come_from_the_declarations(tables, monkeypatch):
+    """A metric declared in METRICS (here: the test NLL at the fixed N) reaches the cross-tab, its Markdown
+    header and the readings' labels with no other edit."""
+    from biasprobe.metrics import METRICS, Metric
+
+    monkeypatch.setitem(METRICS, "nll", Metric("nll", "test NLL", "classify", "runs", "final test NLL at N",
+                                               header="NLL", direction=-1, source="final_test_nll", fixed_n=True))
+    cross = V.cross_tab(tables["dip_summary"], tables["clf_summary"], tables["dip_curves"], n_boot=20)
+    assert cross.nll.dropna().eq(1.5).all() and len(cross.nll.dropna()) == len(set(tables["clf_summary"].arch))
+    compact = R.compact_cross_tab(cross)
+    assert "NLL" in compact.columns and "shift cons." in compact.columns
+    assert "acc @N=1000 [CI]" in compact.columns and "grid energy p8" in compact.columns
+    headers = [m.header.format(n="1000", period=8) for m in METRICS.values() if m.header]
+    assert [c.removesuffix(" [CI]") for c in compact.columns[2:-2]] == headers
+    verdicts = V.verdicts(tables["dip_summary"], tables["clf_summary"], n_boot=20)
+    row = verdicts[verdicts.metric == "gap_negative_step"].iloc[0]
+    assert METRICS["gap_negative_step"].label in R._row_sentence(row, 0.95)

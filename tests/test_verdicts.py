@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from biasprobe import BiasprobeError
 from biasprobe import verdicts as V
 
 TASKS = ("denoise", "inpaint")
@@ -285,3 +286,31 @@ def test_sensitivity():
     s = V.sensitivity(best, second).set_index("hypothesis")
     assert s.loc["a", "status"] == "sensitive" and s.loc["c", "status"] == "robust"
     assert (V.sensitivity(best, best).status == "robust").all()
+
+
+# ------------------------------------------------------------------------------------------ declarations
+
+def test_every_metric_the_analysis_uses_is_declared():
+    from biasprobe.metrics import METRICS
+
+    dip, clf = make_tables({"skipnet": 6.0, "vit": 2.0, "swin": 2.5, "vit+1c": 3.0},
+                           {"skipnet": 0.5, "vit": 0.4, "swin": 0.45, "vit+1c": 0.4})
+    used = set(V.verdicts(dip, clf, n_boot=20).metric) - {"", "rho_threshold - rho"}
+    assert used and used <= set(METRICS)
+    cross = V.cross_tab(dip, clf, n_boot=20)
+    assert {m.column(8) for m in METRICS.values()} <= set(cross.columns)
+    assert {m.count for m in METRICS.values() if m.count} <= set(cross.columns)
+    with pytest.raises(BiasprobeError, match="unknown metric"):
+        V.paired_units("vit", "swin", "ece", dip, clf)  # declared, but has no per-unit values
+
+
+def test_a_declared_dip_metric_reaches_scores_cross_tab_and_paired_effects(monkeypatch):
+    from biasprobe.metrics import METRICS, Metric
+
+    monkeypatch.setitem(METRICS, "final_gap", Metric("final_gap", "gap at the last step (dB)", "dip", "unit",
+                                                     "psnr_gt - psnr_obs at the last logged step", header="gap end"))
+    dip, clf = make_tables({"vit": 2.0, "swin": 2.5}, {"vit": 0.4})
+    dip.loc[dip.arch == "swin", "final_gap"] = 1.0
+    assert "final_gap" in V.gen_scores(dip)
+    assert V.cross_tab(dip, clf, n_boot=20).set_index("arch").final_gap.to_dict() == {"swin": 1.0, "vit": -0.5}
+    assert V.paired_effect("swin", "vit", "final_gap", dip, clf, n_boot=20)["effect"] == pytest.approx(1.5)
