@@ -1,6 +1,8 @@
-"""The study report: figures (seaborn, Agg) and a Markdown file whose every number comes from the tables.
+"""The study report: figures (seaborn, Agg) and a Markdown file whose every number comes from the tables. It
+renders what it is given: the analysis (cross-tab, verdicts) is computed by :mod:`biasprobe.verdicts`.
 
-``write_report(out_dir, tables, meta)`` takes the study runner's tidy tables (a dict; any may be missing):
+``write_report(out_dir, tables, analysis, meta)`` takes the study runner's tidy tables (a dict; any may be
+missing):
 
 * ``dip_summary`` (arch, task, image, seed, gain_db, gap_area, gap_negative_step, iters, n_params, ...),
 * ``dip_curves`` (arch, task, image, seed, step, metric, value; metrics psnr_gt, psnr_obs, gap, fbc_band{k},
@@ -8,19 +10,17 @@
 * ``clf_summary`` (arch, n_train, seed, final_test_acc, ece, shift_consistency_circular, ...), ``clf_epochs``,
 * ``images`` (arch, task, image, seed, kind in clean/observed/best, height, width, channels, data = uint8 bytes),
 * ``calibration`` (arch, probe, lr, score) and ``choices`` (arch, probe, lr, score, second_lr, second_score),
-* ``second``: a dict of the same tables from the runs at each arch's second-best learning rate (then the
-  verdicts are recomputed on them and compared: the sensitivity table), ``failed`` (run_id, error),
-* optionally precomputed ``cross_tab``, ``verdicts``, ``verdicts_second_lr``, ``sensitivity`` (else computed here
-  with :mod:`biasprobe.verdicts`),
+* ``failed`` (run_id, error);
 
-and ``meta``: command, preset (name or the preset's dict), versions (dict), git_commit, device, device_name,
-wall_time_s or wall_seconds, any other entries (listed as they are), plus the analysis options n_boot (2000),
-ci (0.95), seed (0), n_train (None: 1000 or the middle N), period (8), fbc_task (None: denoise if run, else the
-first task), rho_threshold (0.5), title.
+``analysis``: what :func:`biasprobe.verdicts.analyse` returns (cross_tab, verdicts, options; verdicts_second_lr
+and sensitivity when the runs at the second-best lr were analysed); and ``meta``: command, preset (name or the
+preset's dict), versions (dict), git_commit, device, device_name, wall_time_s or wall_seconds, any other entries
+(listed as they are), plus fbc_task (None: denoise if run, else the first task) and title.
 
 It writes report.md, cross_tab.csv, cross_tab.md, verdicts.csv (and verdicts_second_lr.csv, sensitivity.csv) and
 the PNGs next to them. The readings restate computed numbers only; no conclusion is written by hand.
-``write_conv_placement`` / ``conv_placement_figure`` do the same for the conv-placement study.
+``write_conv_placement`` / ``conv_placement_figure`` do the same for the conv-placement study
+(:func:`biasprobe.verdicts.conv_placement_table`).
 """
 
 from __future__ import annotations
@@ -238,24 +238,16 @@ def fig_fbc_heatmaps(dip_curves: pd.DataFrame, path, task: str | None = None) ->
     return _save(fig, path)
 
 
-def last_logged(dip_curves: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The last logged value of ``metric`` per run (arch, task, image, seed)."""
-    d = _curves(dip_curves, [metric])
-    if d.empty:
-        return d
-    return d.sort_values("step").groupby(["arch", "task", "image", "seed"], as_index=False).last()
-
-
 def fig_grid_energy(dip_curves: pd.DataFrame, path, period: int = 8) -> Path | None:
     """Bars per arch: the last logged value of each declared periodic DIP curve (grid_energy_p{period},
     boundary_jump_p{period}) of the output (mean over runs, error bar = sd), per task."""
     panels = [(m.column(period), m.label.format(period=period)) for m in declared(read="last")]
-    panels = [(col, label) for col, label in panels if not last_logged(dip_curves, col).empty]
+    panels = [(col, label) for col, label in panels if not V.last_logged(dip_curves, col).empty]
     if not panels:
         return None
     fig, axes = _fig(len(panels), ncols=2, w=6.0, h=3.8)
     for ax, (col, label) in zip(axes, panels):
-        d = last_logged(dip_curves, col)
+        d = V.last_logged(dip_curves, col)
         sns.barplot(d, x="arch", y="value", hue="task", errorbar="sd", ax=ax, order=sorted(d.arch.unique()))
         ax.tick_params(axis="x", rotation=45)
         ax.set(title=label + " at the last step", xlabel="", ylabel=col)
@@ -396,51 +388,33 @@ def _verdict_md(v: pd.DataFrame, ci: float) -> str:
     return markdown_table(t)
 
 
-def write_report(out_dir, tables: dict, meta: dict) -> Path:
-    """Write report.md, cross_tab.{csv,md}, verdicts.csv, sensitivity.csv (when given) and the figures into
-    ``out_dir``; returns the path of report.md. See the module docstring for ``tables`` and ``meta``."""
+def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
+    """Write report.md, cross_tab.{csv,md}, verdicts.csv, verdicts_second_lr.csv and sensitivity.csv (when in
+    ``analysis``) and the figures into ``out_dir``; returns the path of report.md. See the module docstring."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    opt = dict(n_boot=2000, ci=0.95, seed=0, n_train=None, period=8, fbc_task=None, rho_threshold=0.5)
-    opt.update({k: meta[k] for k in opt if k in meta and meta[k] is not None})
-    t = {k: V._table(v) if isinstance(v, pd.DataFrame) else v for k, v in tables.items()}
-    dip, curves, clf = t.get("dip_summary"), t.get("dip_curves"), t.get("clf_summary")
-    boot = dict(n_boot=int(opt["n_boot"]), ci=float(opt["ci"]), seed=int(opt["seed"]))
-
-    cross = t.get("cross_tab")
-    if cross is None:
-        cross = V.cross_tab(dip, clf, curves, n_train=opt["n_train"], period=int(opt["period"]), **boot)
-    verd = t.get("verdicts")
-    if verd is None:
-        verd = V.verdicts(dip, clf, n_train=opt["n_train"], rho_threshold=float(opt["rho_threshold"]), **boot)
-    sens = t.get("sensitivity")
-    second = t.get("verdicts_second_lr")
-    if second is None and isinstance(t.get("second"), dict):  # the runner's tables at the second-best lr
-        s2 = {k: V._table(v) for k, v in t["second"].items() if isinstance(v, pd.DataFrame)}
-        if s2.get("dip_summary") is not None or s2.get("clf_summary") is not None:
-            second = V.verdicts(s2.get("dip_summary"), s2.get("clf_summary"), n_train=opt["n_train"],
-                                rho_threshold=float(opt["rho_threshold"]), **boot)
-            write_atomic(out / "verdicts_second_lr.csv", second.to_csv(index=False))
-    if sens is None and second is not None:
-        sens = V.sensitivity(verd, second)
-
-    period = int(opt["period"])
+    opt = analysis["options"]
+    t = {k: V.nonempty(v) if isinstance(v, pd.DataFrame) else v for k, v in tables.items()}
+    curves, clf = t.get("dip_curves"), t.get("clf_summary")
+    cross, verd, sens = analysis["cross_tab"], analysis["verdicts"], analysis.get("sensitivity")
+    ci, period = opt["ci"], opt["period"]
     compact = compact_cross_tab(cross, period)
     write_atomic(out / "cross_tab.csv", cross.to_csv(index=False))
     write_atomic(out / "cross_tab.md", markdown_table(compact))
     write_atomic(out / "verdicts.csv", verd.to_csv(index=False))
+    if analysis.get("verdicts_second_lr") is not None:
+        write_atomic(out / "verdicts_second_lr.csv", analysis["verdicts_second_lr"].to_csv(index=False))
     if sens is not None:
         write_atomic(out / "sensitivity.csv", sens.to_csv(index=False))
 
-    ci = boot["ci"]
     drawn = {
         "gen_vs_pred.png": fig_gen_vs_pred(cross, out / "gen_vs_pred.png", ci),
         "psnr_curves.png": fig_psnr_grid(curves, out / "psnr_curves.png"),
         "gap_curves.png": fig_gap_curves(curves, out / "gap_curves.png"),
-        "fbc_heatmaps.png": fig_fbc_heatmaps(curves, out / "fbc_heatmaps.png", opt["fbc_task"]),
+        "fbc_heatmaps.png": fig_fbc_heatmaps(curves, out / "fbc_heatmaps.png", meta.get("fbc_task")),
         "grid_energy.png": fig_grid_energy(curves, out / "grid_energy.png", period),
         "reconstructions.png": fig_reconstructions(t.get("images"), out / "reconstructions.png"),
-        "accuracy_vs_n.png": fig_accuracy_vs_n(clf, out / "accuracy_vs_n.png", ci, seed=boot["seed"]),
+        "accuracy_vs_n.png": fig_accuracy_vs_n(clf, out / "accuracy_vs_n.png", ci, seed=opt["seed"]),
         "calibration.png": fig_calibration(t.get("calibration"), out / "calibration.png", t.get("choices")),
     }
 
@@ -449,7 +423,7 @@ def write_report(out_dir, tables: dict, meta: dict) -> Path:
            f"One row per architecture. Generative score: max psnr_gt gain over the corrupted input, averaged over "
            f"tasks, mean over (image, seed) units; predictive: final test accuracy at fixed N, mean over seeds; "
            f"AUC: accuracy averaged over log N. Brackets: {ci:.0%} percentile bootstrap CIs "
-           f"({boot['n_boot']} resamples, seed {boot['seed']}). gap<0 step: first step where psnr_gt < psnr_obs; "
+           f"({opt['n_boot']} resamples, seed {opt['seed']}). gap<0 step: first step where psnr_gt < psnr_obs; "
            f"runs where it never happens count as the run length (share censored in brackets). "
            f"Full table: `cross_tab.csv`.", "", markdown_table(compact)]
     md += ["## Verdicts", "",
@@ -489,39 +463,18 @@ def write_report(out_dir, tables: dict, meta: dict) -> Path:
 
 # -------------------------------------------------------------------------------------- conv placement
 
-def conv_placement_table(dip_summary: pd.DataFrame, transformers=V.TRANSFORMERS) -> pd.DataFrame:
-    """Max psnr_gt per (transformer, variant, task): mean and sd over images and seeds, gain, step of the max;
-    for each transformer T run with at least one of 3c+T, T+1c, T+3c."""
-    rows = []
-    for t in transformers:
-        variants = [v for v in (t, f"3c+{t}", f"{t}+1c", f"{t}+3c") if v in set(dip_summary.arch)]
-        if len(variants) < 2:  # T alone, or one hybrid alone: nothing to compare
-            continue
-        for variant in variants:
-            d = dip_summary[dip_summary.arch == variant]
-            for task, g in d.groupby("task", sort=True):
-                rows.append(dict(transformer=t, arch=variant, task=task, max_psnr_gt=g.max_psnr_gt.mean(),
-                                 max_psnr_gt_sd=g.max_psnr_gt.std(ddof=1) if len(g) > 1 else np.nan,
-                                 gain_db=g.gain_db.mean(), max_psnr_gt_step=g.max_psnr_gt_step.mean(), n_runs=len(g)))
-    return pd.DataFrame(rows, columns=["transformer", "arch", "task", "max_psnr_gt", "max_psnr_gt_sd", "gain_db",
-                                       "max_psnr_gt_step", "n_runs"])
-
-
-def conv_placement_figure(dip_curves: pd.DataFrame, dip_summary: pd.DataFrame, out_dir,
+def conv_placement_figure(dip_curves: pd.DataFrame, table: pd.DataFrame, out_dir,
                           transformers=V.TRANSFORMERS) -> dict:
     """The conv-placement study's figure: for each transformer T with runs, PSNR vs iteration (psnr_gt solid,
     psnr_obs dashed) of T, 3c+T, T+1c, T+3c per task (top row) and their gap (bottom row), as
-    ``conv_placement_{T}.png``; plus the max-PSNR table as conv_placement.csv and conv_placement.md.
-    Returns dict(figures=[paths], csv=path, md=path, table=DataFrame)."""
+    ``conv_placement_{T}.png``; plus the max-PSNR ``table`` (:func:`biasprobe.verdicts.conv_placement_table`) as
+    conv_placement.csv and conv_placement.md. Returns dict(figures=[paths], csv=path, md=path, table=table)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    curves = V._table(dip_curves)
-    table = conv_placement_table(dip_summary, transformers) if V._table(dip_summary) is not None \
-        else conv_placement_table(pd.DataFrame(columns=["arch"]), ())
+    curves = V.nonempty(dip_curves)
     figures = []
     for t in transformers:
-        variants = [v for v in (t, f"3c+{t}", f"{t}+1c", f"{t}+3c")
-                    if curves is not None and v in set(curves.arch)]
+        variants = [v for v in V.conv_variants(t) if curves is not None and v in set(curves.arch)]
         if len(variants) < 2:  # T alone, or a hybrid without its base: nothing to compare
             continue
         d = curves[curves.arch.isin(variants)]
@@ -555,11 +508,11 @@ def conv_placement_figure(dip_curves: pd.DataFrame, dip_summary: pd.DataFrame, o
     return dict(figures=figures, csv=csv, md=mdp, table=table)
 
 
-def write_conv_placement(out_dir, tables: dict, meta: dict) -> Path:
+def write_conv_placement(out_dir, tables: dict, table: pd.DataFrame, meta: dict) -> Path:
     """The conv-placement study's report: :func:`conv_placement_figure` plus report.md with the provenance
-    (see :func:`write_report` for ``meta``) and the max-PSNR table. Returns the path of report.md."""
+    (see :func:`write_report` for ``meta``) and the max-PSNR ``table``. Returns the path of report.md."""
     out = Path(out_dir)
-    res = conv_placement_figure(tables.get("dip_curves"), tables.get("dip_summary"), out)
+    res = conv_placement_figure(tables.get("dip_curves"), table, out)
     body = res["md"].read_text()
     title, rest = body.split("\n", 1)
     md = [meta.get("title") and f"# {meta['title']}" or title, "", _provenance(meta), rest]

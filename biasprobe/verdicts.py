@@ -53,6 +53,7 @@ from scipy import stats
 from biasprobe.errors import BiasprobeError
 from biasprobe.metrics import METRICS, declared
 from biasprobe.probes import PROBES
+from biasprobe.registry import get_arch
 
 VERDICTS = ("supported", "refuted", "inconclusive")
 TRANSFORMERS = ("vit", "swin")
@@ -74,6 +75,15 @@ CLAIMS = {
          "lower); the reverse for predictive accuracy",
 }
 
+
+def conv_variants(t: str) -> list[str]:
+    """Transformer ``t`` and its conv-placement hybrids: t, 3c+t (convs before), t+1c, t+3c (convs after)."""
+    return [t, f"3c+{t}", f"{t}+1c", f"{t}+3c"]
+
+
+CONV_PLACEMENT_ARCHS = tuple(a for t in TRANSFORMERS for a in conv_variants(t))
+
+
 # ----------------------------------------------------------------------------------------------- helpers
 
 def _require(df: pd.DataFrame | None, cols, name: str) -> None:
@@ -87,15 +97,13 @@ def _require(df: pd.DataFrame | None, cols, name: str) -> None:
 def family_of(arch: str) -> str:
     """Registry family of ``arch`` ('cnn', 'vit', 'swin', 'hybrid', 'other'); for a name the registry does not
     know: 'hybrid' if it looks like one (``3c+x``, ``x+1c``), else 'other'."""
-    from biasprobe.registry import get_arch  # lazy: imports torch
-
     try:
         return get_arch(arch).family
     except BiasprobeError:
         return "hybrid" if re.match(r"^(\d+c\+.+|.+\+\d+c)$", arch) else "other"
 
 
-def _table(df: pd.DataFrame | None) -> pd.DataFrame | None:
+def nonempty(df: pd.DataFrame | None) -> pd.DataFrame | None:
     """None for a missing or empty table (a probe that was not run)."""
     return None if df is None or len(df) == 0 else df
 
@@ -259,14 +267,13 @@ def rank_correlation(gen_units: pd.DataFrame, pred_units: pd.DataFrame, gen_col:
 
 # ----------------------------------------------------------------------------------------------- cross tab
 
-def _last_logged(dip_curves: pd.DataFrame, metric: str) -> pd.Series:
-    """Per arch: mean over runs of the last logged value of ``metric`` (NaN series if never logged)."""
-    c = dip_curves[dip_curves.metric == metric]
+def last_logged(dip_curves: pd.DataFrame | None, metric: str) -> pd.DataFrame:
+    """The last logged row of curve ``metric`` per run (arch, task, image, seed); empty if it was never logged."""
+    c = dip_curves[dip_curves.metric == metric] if dip_curves is not None else pd.DataFrame()
     if c.empty:
-        return pd.Series(dtype=float)
+        return c
     keys = [k for k in ("arch", "task", "image", "seed") if k in c.columns]
-    last = c.sort_values("step").groupby(keys)["value"].last()
-    return last.groupby(level="arch").mean()
+    return c.sort_values("step").groupby(keys, as_index=False).last()
 
 
 def cross_tab(dip_summary: pd.DataFrame, clf_summary: pd.DataFrame, dip_curves: pd.DataFrame | None = None,
@@ -279,7 +286,7 @@ def cross_tab(dip_summary: pd.DataFrame, clf_summary: pd.DataFrame, dip_curves: 
     (image, seed) units, gap_area, gap_negative_step (censored at iters) and its censored share; accuracy at
     ``n_train`` + CI over seeds, per-seed AUC + CI; shift consistency (circular, padded), ECE at ``n_train``; grid
     energy and boundary jump at ``period``. ``families`` maps arch -> family (default: :func:`family_of`)."""
-    dip_summary, clf_summary, dip_curves = _table(dip_summary), _table(clf_summary), _table(dip_curves)
+    dip_summary, clf_summary, dip_curves = nonempty(dip_summary), nonempty(clf_summary), nonempty(dip_curves)
     units = {"dip": gen_scores(dip_summary) if dip_summary is not None else pd.DataFrame(columns=["arch"]),
              "classify": pred_scores(clf_summary, n_train) if clf_summary is not None
              else pd.DataFrame(columns=["arch"])}
@@ -287,8 +294,8 @@ def cross_tab(dip_summary: pd.DataFrame, clf_summary: pd.DataFrame, dip_curves: 
     pred = units["classify"]
     n_fixed = pred["n_train"].iloc[0] if len(pred) else np.nan
     archs = sorted(set(units["dip"]["arch"]) | set(pred["arch"]))
-    last = {m.name: _last_logged(dip_curves, m.column(period)) if dip_curves is not None else pd.Series(dtype=float)
-            for m in declared(read="last")}
+    last = {m.name: last_logged(dip_curves, m.column(period)) for m in declared(read="last")}
+    last = {k: d.groupby("arch")["value"].mean() if len(d) else pd.Series(dtype=float) for k, d in last.items()}
     rows = []
     for arch in archs:
         row = dict(arch=arch, family=(families or {}).get(arch) or family_of(arch))
@@ -404,7 +411,7 @@ def verdicts(dip_summary: pd.DataFrame, clf_summary: pd.DataFrame, n_train: int 
              n_boot: int = 2000, ci: float = 0.95, seed: int = 0, rho_threshold: float = 0.5) -> pd.DataFrame:
     """Rows for hypotheses (a)-(e) plus one ``overall`` row each (columns ``VERDICT_COLUMNS``); see the module
     docstring for the rules and ``CLAIMS`` for the exact claims."""
-    dip_summary, clf_summary = _table(dip_summary), _table(clf_summary)
+    dip_summary, clf_summary = nonempty(dip_summary), nonempty(clf_summary)
     st = _Study(dip_summary, clf_summary, n_train, n_boot, ci, seed)
     out: list[dict] = []
 
@@ -464,12 +471,13 @@ def verdicts(dip_summary: pd.DataFrame, clf_summary: pd.DataFrame, n_train: int 
     for t in TRANSFORMERS:
         if t not in st.archs["dip"] | st.archs["classify"]:
             continue
-        rows += [st.row("e", f"{t}+1c", t, "gen_score", "> 0"), st.row("e", f"{t}+3c", t, "gen_score", "> 0"),
-                 st.row("e", f"{t}+1c", t, "gap_negative_step", "> 0"),
-                 st.row("e", f"{t}+3c", t, "gap_negative_step", "> 0"),
-                 st.row("e", f"3c+{t}", t, "gen_score", "<= 0"),
-                 st.row("e", f"3c+{t}", t, "pred_acc", "> 0"), st.row("e", f"{t}+3c", t, "pred_acc", "<= 0"),
-                 st.row("e", f"{t}+1c", t, "pred_acc", "<= 0")]
+        _, before, after1, after3 = conv_variants(t)
+        rows += [st.row("e", after1, t, "gen_score", "> 0"), st.row("e", after3, t, "gen_score", "> 0"),
+                 st.row("e", after1, t, "gap_negative_step", "> 0"),
+                 st.row("e", after3, t, "gap_negative_step", "> 0"),
+                 st.row("e", before, t, "gen_score", "<= 0"),
+                 st.row("e", before, t, "pred_acc", "> 0"), st.row("e", after3, t, "pred_acc", "<= 0"),
+                 st.row("e", after1, t, "pred_acc", "<= 0")]
     overall_e = _overall("e", rows, _combine_all)
     if not rows:
         overall_e["note"] = "no runs for vit or swin"
@@ -500,3 +508,47 @@ def sensitivity(verdicts_at_best_lr: pd.DataFrame, verdicts_at_second_lr: pd.Dat
                          status="robust" if va == vb and va != "missing" else "sensitive"))
     return pd.DataFrame(rows, columns=["hypothesis", "verdict_best_lr", "verdict_second_lr", "status"])
 
+
+# ------------------------------------------------------------------------------------------------ analyses
+
+def analyse(tables: dict, n_boot: int = 2000, ci: float = 0.95, seed: int = 0, n_train: int | None = None,
+            period: int = 8, rho_threshold: float = 0.5) -> dict:
+    """The generative-vs-predictive study's analysis of the runner's tables (dip_summary, clf_summary,
+    dip_curves; ``second``: the same tables at each arch's second-best lr): ``cross_tab``, ``verdicts`` and,
+    when ``second`` has runs, ``verdicts_second_lr`` and ``sensitivity``; ``options``: the settings used."""
+    options = dict(n_boot=int(n_boot), ci=float(ci), seed=int(seed), n_train=n_train, period=int(period),
+                   rho_threshold=float(rho_threshold))
+    boot = dict(n_boot=options["n_boot"], ci=options["ci"], seed=options["seed"])
+    dip, clf = nonempty(tables.get("dip_summary")), nonempty(tables.get("clf_summary"))
+    out = {"options": options,
+           "cross_tab": cross_tab(dip, clf, nonempty(tables.get("dip_curves")), n_train=n_train,
+                                  period=options["period"], **boot),
+           "verdicts": verdicts(dip, clf, n_train=n_train, rho_threshold=options["rho_threshold"], **boot)}
+    second = tables.get("second")
+    if isinstance(second, dict):
+        dip2, clf2 = nonempty(second.get("dip_summary")), nonempty(second.get("clf_summary"))
+        if dip2 is not None or clf2 is not None:
+            out["verdicts_second_lr"] = verdicts(dip2, clf2, n_train=n_train,
+                                                 rho_threshold=options["rho_threshold"], **boot)
+            out["sensitivity"] = sensitivity(out["verdicts"], out["verdicts_second_lr"])
+    return out
+
+
+def conv_placement_table(dip_summary: pd.DataFrame | None, transformers=TRANSFORMERS) -> pd.DataFrame:
+    """The conv-placement study's analysis: max psnr_gt per (transformer, variant, task), mean and sd over images
+    and seeds, gain, step of the max; for each transformer T run with at least one of its hybrids
+    (:func:`conv_variants`)."""
+    dip_summary = nonempty(dip_summary)
+    rows = []
+    for t in transformers if dip_summary is not None else ():
+        variants = [v for v in conv_variants(t) if v in set(dip_summary.arch)]
+        if len(variants) < 2:  # T alone, or one hybrid alone: nothing to compare
+            continue
+        for variant in variants:
+            d = dip_summary[dip_summary.arch == variant]
+            for task, g in d.groupby("task", sort=True):
+                rows.append(dict(transformer=t, arch=variant, task=task, max_psnr_gt=g.max_psnr_gt.mean(),
+                                 max_psnr_gt_sd=g.max_psnr_gt.std(ddof=1) if len(g) > 1 else np.nan,
+                                 gain_db=g.gain_db.mean(), max_psnr_gt_step=g.max_psnr_gt_step.mean(), n_runs=len(g)))
+    return pd.DataFrame(rows, columns=["transformer", "arch", "task", "max_psnr_gt", "max_psnr_gt_sd", "gain_db",
+                                       "max_psnr_gt_step", "n_runs"])

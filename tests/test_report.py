@@ -1,5 +1,5 @@
-"""write_report / conv_placement_figure on small synthetic study tables; the Markdown table helper; labels and
-headers from the metric declarations."""
+"""write_report / conv_placement_figure on small synthetic study tables (analysed by verdicts.analyse /
+conv_placement_table); the Markdown table helper; labels and headers from the metric declarations."""
 
 import re
 
@@ -80,7 +80,7 @@ def test_decode_image_roundtrip():
 @pytest.fixture(scope="module")
 def full_report(tables, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    return out, R.write_report(out, tables, META).read_text()
+    return out, R.write_report(out, tables, V.analyse(tables, n_boot=100), META).read_text()
 
 
 def test_write_report(full_report, tables):
@@ -106,12 +106,12 @@ def test_write_report(full_report, tables):
 
 
 def test_report_lists_unsupported_and_sensitivity(tmp_path, tables):
-    second = V.verdicts(tables["dip_summary"].assign(gain_db=-tables["dip_summary"].gain_db),
-                        tables["clf_summary"], n_boot=100)
-    t = dict(dip_summary=tables["dip_summary"], clf_summary=tables["clf_summary"], verdicts_second_lr=second)
-    text = R.write_report(tmp_path, t, META).read_text()
+    second = dict(dip_summary=tables["dip_summary"].assign(gain_db=-tables["dip_summary"].gain_db),
+                  clf_summary=tables["clf_summary"])
+    t = dict(dip_summary=tables["dip_summary"], clf_summary=tables["clf_summary"], second=second)
+    text = R.write_report(tmp_path, t, V.analyse(t, n_boot=100), META).read_text()
     # regenerating gives the same report and tables
-    assert R.write_report(tmp_path / "again", t, META).read_text() == text
+    assert R.write_report(tmp_path / "again", t, V.analyse(t, n_boot=100), META).read_text() == text
     assert (tmp_path / "again" / "verdicts.csv").read_text() == (tmp_path / "verdicts.csv").read_text()
     assert "## Sensitivity to the learning rate" in text and (tmp_path / "sensitivity.csv").exists()
     sens = pd.read_csv(tmp_path / "sensitivity.csv")
@@ -130,7 +130,7 @@ def test_report_with_runner_meta_and_second_lr_tables(tmp_path, tables):
     t = dict(dip_summary=tables["dip_summary"], clf_summary=tables["clf_summary"], second=second, failed=failed)
     meta = dict(command="biasprobe study generative_vs_predictive --preset smoke", wall_seconds=61.0,
                 preset=dict(name="smoke", archs=["skipnet", "vit"]), n_boot=50, study="generative_vs_predictive")
-    text = R.write_report(tmp_path, t, meta).read_text()
+    text = R.write_report(tmp_path, t, V.analyse(t, n_boot=50), meta).read_text()
     assert "- preset: smoke" in text and '"archs"' in text and "61 s" in text
     assert "study: generative_vs_predictive" in text
     assert "## Failed runs (1)" in text and "RuntimeError: boom" in text
@@ -141,13 +141,13 @@ def test_report_with_runner_meta_and_second_lr_tables(tmp_path, tables):
 
 def test_report_with_missing_tables(tmp_path, tables):
     t = dict(dip_summary=tables["dip_summary"][tables["dip_summary"].arch.isin(["skipnet", "unet"])])
-    text = R.write_report(tmp_path, t, dict(n_boot=50)).read_text()
+    text = R.write_report(tmp_path, t, V.analyse(t, n_boot=50), {}).read_text()
     assert "Not drawn (no data)" in text and "inconclusive" in text
     assert not (tmp_path / "accuracy_vs_n.png").exists()
 
 
 def test_conv_placement_figure(tmp_path, tables):
-    res = R.conv_placement_figure(tables["dip_curves"], tables["dip_summary"], tmp_path)
+    res = R.conv_placement_figure(tables["dip_curves"], V.conv_placement_table(tables["dip_summary"]), tmp_path)
     assert [p.name for p in res["figures"]] == ["conv_placement_vit.png"]  # no swin hybrids in the tables
     assert res["figures"][0].stat().st_size > 1000
     tab = pd.read_csv(res["csv"])
@@ -156,10 +156,11 @@ def test_conv_placement_figure(tmp_path, tables):
     want = d[(d.arch == "vit+3c") & (d.task == "denoise")].max_psnr_gt.mean()
     assert tab[(tab.arch == "vit+3c") & (tab.task == "denoise")].max_psnr_gt.iloc[0] == pytest.approx(want)
     assert "conv_placement_vit.png" in res["md"].read_text()
-    empty = R.conv_placement_figure(None, tables["dip_summary"][tables["dip_summary"].arch == "skipnet"],
-                                    tmp_path / "none")
+    skipnet = tables["dip_summary"][tables["dip_summary"].arch == "skipnet"]
+    empty = R.conv_placement_figure(None, V.conv_placement_table(skipnet), tmp_path / "none")
     assert empty["figures"] == [] and "No runs" in empty["md"].read_text()
-    path = R.write_conv_placement(tmp_path / "study", tables, dict(META, n_boot=None))
+    path = R.write_conv_placement(tmp_path / "study", tables, V.conv_placement_table(tables["dip_summary"]),
+                                  dict(META, n_boot=None))
     text = path.read_text()
     assert text.startswith("# Conv placement") and META["command"] in text and "| vit+3c |" in text
     assert (tmp_path / "study" / "conv_placement_vit.png").exists()

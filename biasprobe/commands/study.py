@@ -76,8 +76,9 @@ def _apply_overrides(preset, args):
 def conv_placement_preset(preset):
     """The preset restricted to DIP runs of T, 3c+T, T+1c, T+3c for each transformer T in vit and swin (the
     runs it shares with the preset's generative-vs-predictive study are reused from the store)."""
-    archs = [a for t in ("vit", "swin") for a in (t, f"3c+{t}", f"{t}+1c", f"{t}+3c")]
-    return dataclasses.replace(preset, archs=archs, classify=None)
+    from biasprobe.verdicts import CONV_PLACEMENT_ARCHS
+
+    return dataclasses.replace(preset, archs=list(CONV_PLACEMENT_ARCHS), classify=None)
 
 
 def _run_stats_meta(stats: dict | None) -> dict:
@@ -97,7 +98,7 @@ def _command_line() -> str:
 
 
 def run(args) -> None:
-    from biasprobe import report
+    from biasprobe import report, verdicts
     from biasprobe.runinfo import provenance, resolve_device
     from biasprobe.study import load_preset, run_study
 
@@ -119,7 +120,8 @@ def run(args) -> None:
         **started,
     }
     if args.name == "conv_placement":
-        path = report.write_conv_placement(out, tables, meta)
+        path = report.write_conv_placement(out, tables, verdicts.conv_placement_table(tables.get("dip_summary")),
+                                           meta)
     else:
-        path = report.write_report(out, tables, meta)
+        path = report.write_report(out, tables, verdicts.analyse(tables), meta)
     print(f"wrote {path}")
