@@ -146,8 +146,9 @@ class WindowVariance:
 class Metric:
     """A metric of the study's analysis tables. ``read`` says where the cross-tab takes it from: ``unit`` (the
     per-unit scores of ``verdicts.gen_scores`` / ``pred_scores``, mean over units), ``runs`` (the probe's run
-    summaries at the fixed N, mean over seeds) or ``last`` (the last logged value of a DIP curve, mean over runs).
-    Labels and headers may hold ``{period}`` (the grid period) and ``{n}`` (the fixed N)."""
+    summaries, mean over runs; those at the fixed N when ``fixed_n``) or ``last`` (the last logged value of a
+    DIP curve, mean over runs). Labels and headers may hold ``{period}`` (the grid period) and ``{n}`` (the
+    fixed N)."""
 
     name: str  # its column in the analysis tables
     label: str  # words for sentences and axes
