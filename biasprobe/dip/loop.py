@@ -221,13 +221,13 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
     summary = summarise(cfg, curves, hist_psnr_gt.cpu().numpy(), hist_var.cpu().numpy(), baseline, gt,
                         backtracks.cpu().numpy(), t1 - t0, peak_mb, n_params, hw)
     final, observed, smooth = hwc(x), hwc(baseline), hwc(ema)
-    best = hwc(best_out) if gt is not None else final
+    best, clean_hwc = (hwc(best_out), hwc(gt)) if gt is not None else (final, None)
     images = {}
     for k, seed in enumerate(cfg.seeds):
         images[seed] = {"observed": observed[k], "best": best[k], "final": final[k], "ema": smooth[k],
                         "snapshots": {s: snap[k] for s, snap in snapshots.items()}}
         if gt is not None:
-            images[seed]["clean"] = hwc(gt)[k]
+            images[seed]["clean"] = clean_hwc[k]
     return DIPResult(cfg, curves, summary, images, provenance(device)), t0, t1
 
 
