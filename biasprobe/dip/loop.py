@@ -264,7 +264,12 @@ class LogStep:
     def postfix(self) -> str:
         """The progress bar's text: the last seed's latest PSNRs."""
         seed, step = self.rows[-1][0], self.rows[-1][1]
-        latest = {m: v for s, st, m, v in self.rows if st == step and s == seed}
+        latest = {}
+        for s, st, m, v in reversed(self.rows):  # the last step's rows are at the end
+            if st != step:
+                break
+            if s == seed:
+                latest[m] = v
         return " ".join(f"{k}={latest[k]:.2f}" for k in ("psnr_gt", "psnr_obs", "psnr_gt_ema") if k in latest)
 
 
