@@ -297,7 +297,7 @@ def test_a_failing_seed_group_stops_the_others_and_its_own_error_is_raised(monke
 
 
 def test_seed_groups_share_out_the_torch_threads(monkeypatch):
-    from biasprobe.dip import engine, loop
+    from biasprobe.dip import loop
 
     real, seen = loop._fit, []
 
