@@ -24,9 +24,9 @@ def hwc(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
 
 
-def summarise(cfg, curves, hist_psnr_gt, hist_var, baseline, gt, backtracks, seconds, peak_mb, n_params, hw):
+def summarise(cfg, curves, hist_psnr_gt, hist_var, base_psnr, backtracks, seconds, peak_mb, n_params, hw):
+    """One row per seed; ``base_psnr``: the corrupted input's PSNR per seed (None without ground truth)."""
     out = []
-    base_psnr = metrics.psnr(baseline, gt).cpu().numpy() if gt is not None else None
     for k, seed in enumerate(cfg.seeds):
         c = curves[curves.seed == seed].pivot(index="step", columns="metric", values="value")
         row = dict(arch=cfg.arch, task=cfg.task, image=cfg.image, seed=seed, setting=cfg.setting,
@@ -35,7 +35,7 @@ def summarise(cfg, curves, hist_psnr_gt, hist_var, baseline, gt, backtracks, sec
                    final_psnr_obs=float(c["psnr_obs"].iloc[-1]))
         es = metrics.es_wmv_step(hist_var[:, k], cfg.es_patience) if cfg.es_window > 0 else -1
         row["es_step"] = es
-        if gt is not None:
+        if base_psnr is not None:
             h = hist_psnr_gt[:, k]
             best = int(np.nanargmax(h))
             gap = c["gap"]
