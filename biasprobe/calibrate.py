@@ -64,7 +64,8 @@ CALIBRATION_PRESETS = {
         "dip": dict(grid=[3e-5, 1e-4, 3e-4, 1e-3, 1e-2], seeds=[0],
                     base=dict(image="chelsea", task="denoise", task_params={"sigma": 25}, size=64, iters=200,
                               log_every=10, spectral=False)),
-        "classify": dict(grid=[3e-4, 1e-3, 3e-3], seeds=[0],
+        # five half-decade points: the three-point grid (3e-4 .. 3e-3) put 6 of 9 choices at an edge
+        "classify": dict(grid=LR_GRID, seeds=[0],
                          base=dict(n_train=1000, epochs=3, val_size=500, warmup_epochs=1.0, measures=False)),
     },
     "paper": {

@@ -8,13 +8,22 @@ rates are calibrated elsewhere, on the validation split):
   from the training pool *excluding the subset* (so the subset is the same as in the test run of that seed, and
   no test image informs a choice);
 - augmentation: random crop (pad 4) + horizontal flip, seeded, on batches; CIFAR mean/std normalisation;
+- budget: ``steps`` AdamW updates (step mode, what studies should use: the same number of updates at the same
+  batch size for every architecture and every N, batches cut from successive seeded passes over the subset,
+  ``step_batches``), or ``epochs`` passes when ``steps`` is None (epoch mode, as before; the number of updates then
+  grows with N);
 - optimiser: AdamW (lr 1e-3, weight decay 0.05, batch 128), learning rate per step: linear warm-up over
-  ``warmup_epochs`` then cosine decay to 0 (Loshchilov & Hutter 2017), cross-entropy with optional label smoothing;
+  ``warmup_frac`` of the steps (or ``warmup_epochs``) then cosine decay to 0 (Loshchilov & Hutter 2017),
+  cross-entropy with optional label smoothing;
+- the curve: in step mode an evaluation every ``eval_every_steps`` (default a tenth of the budget), at 90% of the
+  budget and at the end (the steps table); the summary's ``plateau_gain`` is the accuracy gained over the last
+  tenth and ``plateaued`` says whether it is at most ``plateau_tol`` (1 point): a run still learning at the end
+  measures its budget, not only its bias;
 - randomness: the seed's independent streams (``seeding.py``) for the subset, the weights, the batch order, the
   augmentations and the measures' random shifts and samples; the subset depends on the seed only, so runs of
   different architectures with one seed see the same images;
 - mixed precision (autocast bf16, or fp16 with a GradScaler) on CUDA only; on the CPU a fixed seed gives the same
-  epochs table (all but the ``seconds`` column).
+  epochs / steps table (all but the ``seconds`` column).
 
 After training, the summary adds ECE (15 bins) and, unless ``measures=False``, shift consistency (circular and
 zero-padded shifts up to 4 px) and attribution locality (Saliency and IntegratedGradients on ``attr_samples``
@@ -46,11 +55,13 @@ from biasprobe.models import count_params, create_classifier
 class ClassifyConfig:
     arch: str
     n_train: int = 1000
-    epochs: int = 30
+    steps: int | None = None  # the budget in AdamW updates (the same for every arch and N); None: ``epochs``
+    epochs: int = 30  # the budget when steps is None (epoch mode, as before)
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.05
-    warmup_epochs: float = 2.0
+    warmup_epochs: float = 2.0  # epoch mode
+    warmup_frac: float = 0.05  # step mode: warm-up over this fraction of ``steps``
     label_smoothing: float = 0.0
     augment: bool = True
     seed: int = 0
@@ -71,13 +82,20 @@ class ClassifyConfig:
     ig_steps: int = 32
     eval_batch_size: int = 500
     n_test: int | None = None  # evaluate on this many test images (class-balanced, fixed); None = all
-    eval_every: int = 1  # evaluate after every k-th epoch (and always after the last); other rows hold NaN
+    eval_every: int = 1  # epoch mode: evaluate after every k-th epoch (and always after the last); others hold NaN
+    eval_every_steps: int | None = None  # step mode: evaluate every k steps; None: max(1, steps // 10)
+    plateau_tol: float = 0.01  # step mode: plateaued = accuracy gain over the last tenth of the budget <= this
     rng_version: int = seeding.RNG_VERSION  # the random-stream scheme (seeding.py); part of the run's identity
 
     def validate(self) -> None:
         checks = [
             (self.n_train >= 1, f"--n-train must be positive, got {self.n_train}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.steps is None or self.steps >= 1, f"--steps must be at least 1, got {self.steps}"),
+            (0 <= self.warmup_frac < 1, f"--warmup-frac must be in [0, 1), got {self.warmup_frac}"),
+            (self.eval_every_steps is None or self.eval_every_steps >= 1,
+             f"--eval-every-steps must be at least 1, got {self.eval_every_steps}"),
+            (self.plateau_tol >= 0, f"plateau_tol must be >= 0, got {self.plateau_tol}"),
             (self.n_test is None or self.n_test >= 1, f"--n-test must be positive, got {self.n_test}"),
             (self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}"),
             (self.batch_size >= 2, f"--batch-size must be at least 2, got {self.batch_size}"),
@@ -106,13 +124,21 @@ class ClassifyConfig:
         return d
 
     def short_hash(self) -> str:
-        """8 hex digits of the config (without device), for run directory names."""
+        """8 hex digits of the config (without device, and without the other mode's fields: an epoch-mode
+        config keeps the name it had before step budgets existed), for run directory names."""
         d = self.to_dict()
         d.pop("device")
+        mode_fields = STEP_FIELDS if self.steps is None else EPOCH_FIELDS
+        for k in mode_fields:
+            d.pop(k)
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     def run_name(self) -> str:
         return f"{self.arch}-n{self.n_train}-s{self.seed}-{self.short_hash()}"
+
+
+STEP_FIELDS = ("steps", "warmup_frac", "eval_every_steps", "plateau_tol")  # used in step mode only
+EPOCH_FIELDS = ("epochs", "warmup_epochs", "eval_every")  # used in epoch mode only
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,6 +246,54 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     return parts
 
 
+def epoch_batches(n: int, batch_size: int, epochs: int, generator: torch.Generator):
+    """Epoch mode: ``epochs`` seeded permutations, each split by :func:`_batches` (a smaller last batch)."""
+    for _ in range(epochs):
+        yield from _batches(n, batch_size, generator)
+
+
+def step_batches(n: int, batch_size: int, steps: int, generator: torch.Generator):
+    """Step mode: exactly ``steps`` batches of exactly ``batch_size`` indices. Seeded permutations of the subset
+    (one per pass) are concatenated and cut into batches, so a pass's leftover images open the next batch with
+    the next pass's first ones: no partial batch, no image skipped, every image seen equally often (+-1)."""
+    pending = torch.empty(0, dtype=torch.long)
+    for _ in range(steps):
+        while len(pending) < batch_size:
+            pending = torch.cat([pending, torch.randperm(n, generator=generator)])
+        yield pending[:batch_size]
+        pending = pending[batch_size:]
+
+
+def plateau_step(steps: int) -> int:
+    """The step at 90% of the budget, where the plateau check compares (always evaluated in step mode)."""
+    return max(1, round(0.9 * steps))
+
+
+def budget(cfg: ClassifyConfig, n: int, bs: int) -> tuple[int, int, dict[int, bool]]:
+    """(total steps, warm-up steps, log points: step -> evaluate there?).
+
+    Step mode: ``cfg.steps`` updates, warm-up ``warmup_frac`` of them; a row (always evaluated) every
+    ``eval_every_steps`` steps (default ``max(1, steps // 10)``), at 90% of the budget and at the end.
+    Epoch mode: a row after every epoch, evaluated after every ``eval_every``-th and the last."""
+    if cfg.steps is not None:
+        every = cfg.eval_every_steps or max(1, cfg.steps // 10)
+        points = {*range(every, cfg.steps + 1, every), plateau_step(cfg.steps), cfg.steps}
+        return cfg.steps, round(cfg.warmup_frac * cfg.steps), {s: True for s in sorted(points)}
+    per_epoch = len(_batches(n, bs, torch.Generator().manual_seed(0)))
+    points = {e * per_epoch: e % cfg.eval_every == 0 or e == cfg.epochs for e in range(1, cfg.epochs + 1)}
+    return per_epoch * cfg.epochs, round(cfg.warmup_epochs * per_epoch), points
+
+
+def plateau(curve: pd.DataFrame, acc: str, steps: int, tol: float) -> dict:
+    """plateau_gain = accuracy at the end minus accuracy at 90% of the budget (``plateau_step``), from a table
+    with ``step`` and ``acc`` columns; plateaued = gain <= tol. Not plateaued: the budget stopped the run while
+    it still learned, so its accuracy measures the budget as much as the bias."""
+    at = curve.set_index("step")[acc]
+    ref = plateau_step(steps)
+    gain = float(at.loc[steps] - at.loc[ref])
+    return {"plateau_step": ref, "plateau_gain": gain, "plateaued": bool(gain <= tol)}
+
+
 @torch.no_grad()
 def evaluate(model, x, y, batch_size: int = 500, amp_dtype=None) -> tuple[float, float, torch.Tensor]:
     """(accuracy, mean NLL, class probabilities (n, C) on the CPU) of the model on normalised batches."""
@@ -242,9 +316,13 @@ def evaluate(model, x, y, batch_size: int = 500, amp_dtype=None) -> tuple[float,
 
 def run_classify(cfg: ClassifyConfig, out_dir: str | Path | None = None,
                  progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Train ``cfg.arch``'s classifier on the subset, then measure it. Returns (epochs table, summary).
+    """Train ``cfg.arch``'s classifier on the subset, then measure it. Returns (curve, summary): the curve is the
+    epochs table (one row per epoch) in epoch mode, the steps table (one row per evaluation: step, epoch = passes
+    over the subset so far, training loss/accuracy since the previous row, eval accuracy/NLL, lr, seconds) in
+    step mode.
 
-    With ``out_dir``: config.json (config, seed, provenance), epochs.parquet, summary.json, learning_curve.png."""
+    With ``out_dir``: config.json (config, seed, provenance), epochs.parquet (epoch mode) or steps.parquet (step
+    mode), summary.json, learning_curve.png."""
     cfg.validate()
     device = runinfo.resolve_device(cfg.device)
     data = prepare_data(cfg, device)
@@ -262,73 +340,86 @@ def run_classify(cfg: ClassifyConfig, out_dir: str | Path | None = None,
     n = len(data.y_train)
     bs = min(cfg.batch_size, n)
     order_gen, augment_gen = seeding.generator(cfg.seed, "data_order"), seeding.generator(cfg.seed, "augment")
-    steps_per_epoch = len(_batches(n, bs, torch.Generator().manual_seed(0)))
-    total = steps_per_epoch * cfg.epochs
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    total, warmup, log_at = budget(cfg, n, bs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
+    by_steps = cfg.steps is not None
+    batches = step_batches(n, bs, total, order_gen) if by_steps else epoch_batches(n, bs, cfg.epochs, order_gen)
 
     ev = cfg.eval_split
     rows, train_seconds, t_start = [], 0.0, time.perf_counter()
+    seen_total, step = 0, 0
+    # summed on the device and read once per row: no host sync per step (it would stall a GPU)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen, t0 = 0, time.perf_counter()
     model.train()
-    bar = tqdm(range(1, cfg.epochs + 1), desc=cfg.run_name(), disable=not progress, leave=False)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        # summed on the device and read once per epoch: no host sync per step (it would stall a GPU)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        for idx in _batches(n, bs, order_gen):
-            idx = idx.to(device)
-            x = data.x_train[idx]
-            if cfg.augment:
-                x = cifar.augment(x, augment_gen)
-            y = data.y_train[idx]
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(cifar.normalize(x))
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            lr = opt.param_groups[0]["lr"]
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            loss_sum += loss.detach().double() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-        loss_sum, correct = loss_sum.item(), correct.item()
+    bar = tqdm(total=total, desc=cfg.run_name(), disable=not progress, leave=False)
+    for step, idx in enumerate(batches, 1):
+        idx = idx.to(device)
+        x = data.x_train[idx]
+        if cfg.augment:
+            x = cifar.augment(x, augment_gen)
+        y = data.y_train[idx]
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(cifar.normalize(x))
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        lr = opt.param_groups[0]["lr"]
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        bar.update()
+        if step not in log_at:
+            continue
+        # a row: training loss and accuracy since the last row, then (where due) the evaluation
         train_seconds += time.perf_counter() - t0
-        if not math.isfinite(loss_sum):
-            raise FloatingPointError(f"{cfg.run_name()}: training loss is not finite at epoch {epoch}")
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+        seen_total += seen
+        train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
+        where = f"step {step}" if by_steps else f"epoch {len(rows) + 1}"
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"{cfg.run_name()}: training loss is not finite at {where}")
+        if log_at[step]:
             acc, nll, probs = evaluate(model, data.x_eval, data.y_eval, cfg.eval_batch_size, amp_dtype)
         else:
             acc = nll = float("nan")
-        rows.append({"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n, f"{ev}_acc": acc,
-                     f"{ev}_nll": nll, "lr": lr, "seconds": time.perf_counter() - t0})
-        bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{acc:.3f}")
+        at = {"step": step, "epoch": seen_total / n} if by_steps else {"epoch": len(rows) + 1}
+        rows.append({**at, "train_loss": train_loss, "train_acc": train_acc, f"{ev}_acc": acc, f"{ev}_nll": nll,
+                     "lr": lr, "seconds": time.perf_counter() - t0})
+        bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{acc:.3f}")
+        loss_sum.zero_()
+        correct.zero_()
+        seen, t0 = 0, time.perf_counter()
     bar.close()
     wall_train = time.perf_counter() - t_start
 
-    epochs_df = pd.DataFrame(rows)
-    epochs_df.insert(0, "arch", cfg.arch)
-    epochs_df.insert(1, "n_train", cfg.n_train)
-    epochs_df.insert(2, "seed", cfg.seed)
+    curve = pd.DataFrame(rows)  # one row per epoch, or per evaluation in step mode
+    curve.insert(0, "arch", cfg.arch)
+    curve.insert(1, "n_train", cfg.n_train)
+    curve.insert(2, "seed", cfg.seed)
 
     t_measure = time.perf_counter()
-    # acc, nll, probs: the evaluation after the last epoch
+    # acc, nll, probs: the evaluation after the last step
     summary = {
         "arch": cfg.arch, "n_train": cfg.n_train, "seed": cfg.seed, "eval_split": ev, "n_eval": len(data.y_eval),
-        f"final_{ev}_acc": acc, f"best_{ev}_acc": float(epochs_df[f"{ev}_acc"].max()), f"final_{ev}_nll": nll,
+        f"final_{ev}_acc": acc, f"best_{ev}_acc": float(curve[f"{ev}_acc"].max()), f"final_{ev}_nll": nll,
         "ece": predictive.ece(probs, data.y_eval.cpu(), cfg.ece_bins),
-        "n_params": n_params, "train_seconds": train_seconds,
-        "train_images_per_s": n * cfg.epochs / train_seconds, "device": str(device),
+        "n_params": n_params, "steps_run": step, "images_seen": seen_total, "train_seconds": train_seconds,
+        "train_images_per_s": seen_total / train_seconds, "device": str(device),
     }
+    if by_steps:
+        summary.update(plateau(curve, f"{ev}_acc", total, cfg.plateau_tol))
     if cfg.measures:
         summary.update(measure(model, data, cfg))
     summary["measure_seconds"] = time.perf_counter() - t_measure
     summary["wall_seconds"] = wall_train + summary["measure_seconds"]
 
     if out_dir is not None:
-        write_run(Path(out_dir), cfg, device, epochs_df, summary, data.source)
-    return epochs_df, summary
+        write_run(Path(out_dir), cfg, device, curve, summary, data.source)
+    return curve, summary
 
 
 def measure(model: torch.nn.Module, data: ProbeData, cfg: ClassifyConfig) -> dict:
@@ -351,28 +442,30 @@ def measure(model: torch.nn.Module, data: ProbeData, cfg: ClassifyConfig) -> dic
     return out
 
 
-def write_run(out: Path, cfg: ClassifyConfig, device, epochs_df: pd.DataFrame, summary: dict, source: str) -> None:
+def write_run(out: Path, cfg: ClassifyConfig, device, curve: pd.DataFrame, summary: dict, source: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     runinfo.write_json(out / "config.json", {"config": cfg.to_dict(), "seed": cfg.seed, "run_name": cfg.run_name(),
                                              "data_source": source, "provenance": runinfo.provenance(device)})
-    runinfo.write_parquet(out / "epochs.parquet", epochs_df)
+    runinfo.write_parquet(out / ("steps.parquet" if cfg.steps is not None else "epochs.parquet"), curve)
     runinfo.write_json(out / "summary.json", summary)
-    runinfo.write_atomic(out / "learning_curve.png", learning_curve_png(epochs_df, cfg.eval_split))
+    runinfo.write_atomic(out / "learning_curve.png", learning_curve_png(curve, cfg.eval_split))
 
 
 def learning_curve_png(epochs_df: pd.DataFrame, ev: str = "test") -> bytes:
-    """Two panels (seaborn): training loss and eval NLL per epoch; train and eval accuracy per epoch."""
+    """Two panels (seaborn): training loss and eval NLL; train and eval accuracy; per epoch, or per step for a
+    steps table."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    x = "step" if "step" in epochs_df else "epoch"
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    loss = epochs_df.melt(id_vars="epoch", value_vars=["train_loss", f"{ev}_nll"], var_name="curve")
-    acc = epochs_df.melt(id_vars="epoch", value_vars=["train_acc", f"{ev}_acc"], var_name="curve")
-    sns.lineplot(loss, x="epoch", y="value", hue="curve", ax=axes[0], marker="o", markersize=3)
-    sns.lineplot(acc, x="epoch", y="value", hue="curve", ax=axes[1], marker="o", markersize=3)
+    loss = epochs_df.melt(id_vars=x, value_vars=["train_loss", f"{ev}_nll"], var_name="curve")
+    acc = epochs_df.melt(id_vars=x, value_vars=["train_acc", f"{ev}_acc"], var_name="curve")
+    sns.lineplot(loss, x=x, y="value", hue="curve", ax=axes[0], marker="o", markersize=3)
+    sns.lineplot(acc, x=x, y="value", hue="curve", ax=axes[1], marker="o", markersize=3)
     axes[0].set_ylabel("cross-entropy")
     axes[1].set_ylabel("accuracy")
     row = epochs_df.iloc[0]

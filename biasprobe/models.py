@@ -3,8 +3,9 @@
 ``create_generator`` wraps the architecture's generator in :class:`Generator` (optional conv layers before/after,
 then a sigmoid, so every generator maps to [0, 1]); ``create_classifier`` wraps its trunk in :class:`Classifier`
 (optional conv layers, global average pooling, linear head). Hybrid names (``kc+NAME``, ``NAME+kc``) add the conv
-layers (:func:`conv_stack`). Keyword arguments are checked against the architecture's nets' signatures
-(:func:`check_arch_kwargs`) and each net gets the ones it names.
+layers (:func:`conv_stack`; a stem before the backbone ends in a scale-preserving norm, :func:`stem`). Keyword
+arguments are checked against the architecture's nets' signatures (:func:`check_arch_kwargs`) and each net gets the
+ones it names.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ from biasprobe.errors import BiasprobeError
 from biasprobe.registry import CONV_KWARGS, ArchSpec, as_hw, get_arch, keyword_params
 
 
-def conv_stack(channels: int, k: int, width: int | None = None, norm: bool = False) -> nn.Sequential:
+def conv_stack(channels: int, k: int, width: int | None = None, norm: bool = False,
+               init: str = "torch") -> nn.Sequential:
     """k 3x3 conv layers channels -> channels (hidden width ``width``), reflection padding, ReLU
-    between layers (not after the last), optional BatchNorm; each layer has its own weights."""
+    between layers (not after the last), optional BatchNorm; each layer has its own weights.
+
+    ``init``: "torch" keeps PyTorch's default conv init; "scaled" re-initialises for scale (:func:`scaled_init_`)."""
+    if init not in CONV_INITS:
+        raise BiasprobeError(f"conv init must be one of {', '.join(CONV_INITS)}, got {init!r}")
     layers: list[nn.Module] = []
     width = width or channels
     for i in range(k):
@@ -31,7 +37,31 @@ def conv_stack(channels: int, k: int, width: int | None = None, norm: bool = Fal
             if norm:
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    stack = nn.Sequential(*layers)
+    if init == "scaled":
+        scaled_init_(stack)
+    return stack
+
+
+CONV_INITS = ("scaled", "torch")
+
+
+@torch.no_grad()
+def scaled_init_(stack: nn.Sequential) -> nn.Sequential:
+    """Re-initialise a conv stack so that it passes its input's scale through: the mean square of its output
+    equals its input's in expectation over the weights (He et al. 2015), with zero biases (see :func:`stem`).
+    Weights N(0, g^2 / fan_in): g = 1 for the first conv (its input is the raw input) and g = sqrt(2) for the
+    convs that follow a ReLU (which halves the mean square)."""
+    first = True
+    for m in stack.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1] // m.groups
+            gain = 1.0 if first else 2.0**0.5
+            nn.init.normal_(m.weight, std=gain / fan_in**0.5)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+            first = False
+    return stack
 
 
 class Generator(nn.Module):
@@ -133,10 +163,37 @@ def _build(fn, standard: dict, kw: dict):
 
 
 def _convs(spec: ArchSpec, channels_before: int, channels_after: int, kw: dict) -> tuple[nn.Module, nn.Module]:
+    """The hybrid's conv layers before (the stem) and after the backbone; see :func:`stem`. The layers after keep
+    PyTorch's default init and no norm (they feed a learned head or the sigmoid, not a backbone)."""
     width, norm = kw.get("conv_width"), bool(kw.get("conv_norm", False))
-    before = conv_stack(channels_before, spec.convs_before, width, norm) if spec.convs_before else nn.Identity()
+    stem_norm = kw.get("stem_norm", True)
+    if not isinstance(stem_norm, bool):
+        raise BiasprobeError(f"{spec.name}: keyword argument stem_norm={stem_norm!r} must be True or False")
+    before = stem(channels_before, spec.convs_before, width, norm, stem_norm) if spec.convs_before else nn.Identity()
     after = conv_stack(channels_after, spec.convs_after, width, norm) if spec.convs_after else nn.Identity()
     return before, after
+
+
+def stem(channels: int, k: int, width: int | None, norm: bool, stem_norm: bool = True) -> nn.Sequential:
+    """The k conv layers of a ``kc+NAME`` hybrid, between its input and the backbone.
+
+    ``stem_norm=True`` (the default): scale-preserving init (:func:`scaled_init_`, zero biases) and a per-sample
+    ``GroupNorm(1, C)`` (LayerNorm over C, H, W, affine) after the last conv, so the backbone gets a std-1 input
+    at init whatever the stem's width, depth or random draw, and the stem cannot shrink it again in training.
+
+    Why: the backbone's patch embedding is built (timm init) for the normalised image, std ~1. PyTorch's default
+    conv init (kaiming_uniform, a=sqrt(5): weight variance 1/(3 fan_in)) divides the mean square by ~3 per layer
+    and ~6 across a ReLU, so three layers handed the backbone std 0.04-0.16 (depending on the seed), much of it the
+    biases' constant offsets, and the 3c+vit / 3c+swin classifiers sat at chance. The scaled init alone keeps the
+    mean square only in expectation: with 3 channels and natural images' correlated pixels its realised std ranges
+    0.2-1.7 over seeds, hence the norm. Per sample, not BatchNorm: no dependence on the batch or on train/eval
+    mode (the measures run in eval mode), and a DIP generator (one input per net) is normalised the same way.
+    Zero biases, so that what is normalised is the input's content, not the init's offsets.
+
+    ``stem_norm=False``: the seed study's stem (PyTorch's default init, no norm), as ``3c+vit`` was before."""
+    if not stem_norm:
+        return conv_stack(channels, k, width, norm)
+    return nn.Sequential(*conv_stack(channels, k, width, norm, init="scaled"), nn.GroupNorm(1, channels))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,7 +204,8 @@ def create_generator(name: str, in_chans: int = 32, out_chans: int = 3, img_size
     """Build the generator ``name`` for inputs of ``in_chans`` channels and outputs in [0, 1].
 
     ``img_size`` is the (H, W) the net is built for (position embeddings, default patch sizes); kwargs go to the
-    architecture's nets (see :func:`check_arch_kwargs`), ``conv_width``/``conv_norm`` to a hybrid's conv layers.
+    architecture's nets (see :func:`check_arch_kwargs`), ``conv_width``/``conv_norm``/``stem_norm`` to a hybrid's conv
+    layers.
     """
     check_arch_kwargs(name, **kw)
     spec = get_arch(name)

@@ -50,7 +50,7 @@ from biasprobe.errors import BiasprobeError
 
 FAMILIES = ("cnn", "vit", "swin", "hybrid", "other")
 STANDARD_ARGS = ("in_chans", "out_chans", "img_size")  # what the factory passes every builder that names it
-CONV_KWARGS = ("conv_width", "conv_norm")  # the hybrid conv layers' settings, kept from the backbone
+CONV_KWARGS = ("conv_width", "conv_norm", "stem_norm")  # the hybrid conv layers' settings, kept from the backbone
 
 
 @dataclass(frozen=True)

@@ -223,3 +223,47 @@ def test_unpatchify_keeps_pixels_in_their_patch():
     assert diff[8:16, 16:24].min() > 0
     diff[8:16, 16:24] = 0
     assert diff.max() == 0
+
+
+def _backbone_input_std(net: nn.Module, x: torch.Tensor) -> float:
+    got = []
+    inner = net.trunk if hasattr(net, "trunk") else net.backbone
+    hook = inner.register_forward_pre_hook(lambda m, a: got.append(a[0]))
+    with torch.no_grad():
+        net.eval()(x)
+    hook.remove()
+    return got[0].std().item()
+
+
+def _image_like_batch(n=32, seed=0) -> torch.Tensor:
+    """Spatially correlated, standardised images (std 1), like a normalised CIFAR batch."""
+    g = torch.Generator().manual_seed(seed)
+    x = nn.functional.interpolate(torch.randn(n, 3, 8, 8, generator=g), size=32, mode="bilinear")
+    x = x + 0.3 * torch.randn(n, 3, 32, 32, generator=g)
+    return (x - x.mean()) / x.std()
+
+
+@pytest.mark.parametrize("name", ["3c+vit", "3c+swin"])
+def test_stem_hands_the_backbone_a_unit_scale_input(name):
+    """The fixed stem (default): std ~1 at the backbone's input for every seed; ``stem_norm=False`` is the seed
+    study's stem, bit for bit (PyTorch's default conv init after the backbone's draws), which shrinks it."""
+    x = _image_like_batch()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        assert 0.5 <= _backbone_input_std(create_classifier(name), x) <= 2.0
+        torch.manual_seed(seed)
+        old = create_classifier(name, stem_norm=False)
+        assert _backbone_input_std(old, x) < 0.3
+        torch.manual_seed(seed)
+        get_arch(name).base().builders.trunk(in_chans=3, img_size=(32, 32))  # the trunk's draws, then the stem's
+        from biasprobe.models import conv_stack
+
+        ref = conv_stack(3, 3)
+        assert [k for k, _ in old.before.state_dict().items()] == list(ref.state_dict())
+        for a, b in zip(old.before.state_dict().values(), ref.state_dict().values()):
+            assert torch.equal(a, b)
+    torch.manual_seed(0)
+    z = torch.rand(1, 3, 64, 64) * 0.1  # DIP's input: the generator's stem normalises it too
+    assert 0.5 <= _backbone_input_std(create_generator(name, in_chans=3, img_size=(64, 64), **tiny(name)), z) <= 2.0
+    with pytest.raises(BiasprobeError, match="stem_norm"):
+        create_classifier(name, stem_norm="yes")

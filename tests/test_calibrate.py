@@ -227,3 +227,13 @@ def test_per_arch_kwargs_reach_their_arch_only():
     kw = {(c["arch"], c["lr"]): c["arch_kwargs"] for c in configs}
     assert kw[("deep_decoder", 1e-3)] == kw[("deep_decoder", 1e-2)] == {"channels": 8}
     assert kw[("skipnet", 1e-3)] == TINY
+
+
+def test_classify_grids_are_wide_enough_to_tell_an_edge():
+    from biasprobe.calibrate import CALIBRATION_PRESETS
+
+    for name in ("quick", "paper"):
+        grid = CALIBRATION_PRESETS[name]["classify"]["grid"]
+        assert len(grid) >= 5 and min(grid) <= 3e-4 and max(grid) >= 1e-2, name
+        ratios = np.diff(np.log10(grid))
+        assert np.allclose(ratios, ratios.mean(), atol=0.03), name  # log-spaced (half decades)

@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from biasprobe import cifar, predictive
-from biasprobe.classify import ClassifyConfig, lr_factor, run_classify
+from biasprobe.classify import ClassifyConfig, lr_factor, plateau, run_classify, step_batches
 from biasprobe.cli import main
 from biasprobe.errors import BiasprobeError
 
@@ -291,9 +291,12 @@ def test_cli_grid_writes_runs_and_sample_efficiency(folder, tmp_path, capsys):
     ["--arch", "skipnet", "--epochs", "0"],
     ["--arch", "skipnet", "--weights", "/no/such/file.pt"],
     ["--arch", "skipnet", "--arch-kw", "bogus"],
+    ["--arch", "skipnet", "--steps", "0"],
+    ["--arch", "skipnet", "--steps", "5", "--epochs", "1"],
+    ["--arch", "skipnet", "--steps", "5", "--warmup-frac", "1.5"],
 ])
 def test_cli_bad_input_exits_2(folder, tmp_path, argv, capsys):
-    extra = [] if "--epochs" in argv else ["--epochs", "1"]
+    extra = [] if "--epochs" in argv or "--steps" in argv else ["--epochs", "1"]
     rc = main(["classify", *argv, *extra, "--data", str(folder), "--out", str(tmp_path), "--quiet"])
     assert rc == 2
     err = capsys.readouterr().err
@@ -324,3 +327,66 @@ def test_measures_off_keeps_accuracy_and_drops_shift_and_attribution(folder):
     assert "shift_consistency_circular" in on and "attr_center_share_ig" in on
     assert not any(k.startswith(("shift_", "attr_")) for k in off)
     assert off["final_test_acc"] == on["final_test_acc"] and off["ece"] == on["ece"]
+
+
+# ----------------------------------------------------------------------------------------------
+# step budgets
+
+
+def test_step_batches_are_exact_and_cover_the_subset():
+    batches = list(step_batches(10, 4, 7, torch.Generator().manual_seed(0)))
+    assert len(batches) == 7 and all(len(b) == 4 for b in batches)
+    flat = torch.cat(batches)
+    assert sorted(flat[:10].tolist()) == list(range(10)) and sorted(flat[10:20].tolist()) == list(range(10))
+    again = torch.cat(list(step_batches(10, 4, 7, torch.Generator().manual_seed(0))))
+    assert torch.equal(flat, again)
+
+
+def test_plateau_flags_a_curve_still_rising_in_the_last_tenth():
+    steps = list(range(10, 101, 10))
+    flat = pd.DataFrame(dict(step=steps, test_acc=[0.1, 0.3, 0.4, 0.45, 0.5, 0.52, 0.53, 0.54, 0.55, 0.555]))
+    rising = flat.assign(test_acc=[0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6])
+    p = plateau(flat, "test_acc", 100, tol=0.01)
+    assert p["plateau_step"] == 90 and p["plateau_gain"] == pytest.approx(0.005) and p["plateaued"]
+    p = plateau(rising, "test_acc", 100, tol=0.01)
+    assert p["plateau_gain"] == pytest.approx(0.05) and not p["plateaued"]
+
+
+def test_step_budget_is_the_same_number_of_updates_at_every_n(folder, tmp_path):
+    cfg = dict(arch="skipnet", steps=7, batch_size=16, eval_every_steps=3, data=str(folder), attr_samples=0,
+               measures=False, seed=1)
+    counts = {}
+    for n in (40, 100):
+        df, s = run_classify(ClassifyConfig(**cfg, n_train=n), out_dir=tmp_path / f"n{n}", progress=False)
+        assert df.step.tolist() == [3, 6, 7]  # every 3 steps, at 90% (round(6.3) = 6) and at the end
+        assert s["steps_run"] == 7 and s["images_seen"] == 7 * 16
+        assert df.epoch.iloc[-1] == pytest.approx(7 * 16 / n)
+        assert {"plateau_gain", "plateaued", "plateau_step"} <= set(s) and s["plateau_step"] == 6
+        assert s["plateau_gain"] == pytest.approx(df.test_acc.iloc[-1] - df.test_acc.iloc[1])
+        assert (tmp_path / f"n{n}" / "steps.parquet").is_file()
+        counts[n] = s["steps_run"]
+    assert counts[40] == counts[100] == 7
+
+
+def test_step_budget_counts_optimizer_updates(folder, monkeypatch):
+    calls = []
+    real = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (calls.append(1), real(self, *a, **k))[1])
+    run_classify(ClassifyConfig(arch="skipnet", n_train=40, steps=5, batch_size=16, data=str(folder),
+                                attr_samples=0, measures=False), progress=False)
+    assert len(calls) == 5
+
+
+def test_epoch_mode_keeps_its_run_names():
+    import dataclasses
+    import hashlib
+
+    cfg = ClassifyConfig(arch="skipnet")
+    old = dataclasses.asdict(cfg)
+    for k in ("device", "steps", "warmup_frac", "eval_every_steps", "plateau_tol"):
+        old.pop(k)
+    old["attr_methods"] = list(old["attr_methods"])
+    assert cfg.short_hash() == hashlib.sha1(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    # in step mode the epoch fields do not change the run
+    assert (ClassifyConfig(arch="skipnet", steps=10, epochs=3).short_hash()
+            == ClassifyConfig(arch="skipnet", steps=10, epochs=30).short_hash())

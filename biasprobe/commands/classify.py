@@ -1,8 +1,8 @@
 """``biasprobe classify``: the predictive probe, small-data CIFAR-10 classification from random init.
 
 Runs every (arch, n_train, seed) of the grid in turn; each writes ``OUT/<arch>-n<N>-s<seed>-<hash>/``
-(config.json, epochs.parquet, summary.json, learning_curve.png). A grid also writes ``OUT/runs.csv`` (one row
-per run: its summary), and, with several --n-train, ``OUT/sample_efficiency.csv`` (arch, auc, ci_low, ci_high:
+(config.json, epochs.parquet or with --steps steps.parquet, summary.json, learning_curve.png). A grid also
+writes ``OUT/runs.csv`` (one row per run: its summary), and, with several --n-train, ``OUT/sample_efficiency.csv`` (arch, auc, ci_low, ci_high:
 final accuracy against log N, see ``biasprobe.predictive.sample_efficiency_auc``).
 """
 
@@ -21,7 +21,10 @@ def add_parser(subparsers) -> None:
                    help="training images, class-balanced (several: a sample-efficiency grid); default 1000")
     p.add_argument("--seed", "--seeds", dest="seeds", nargs="+", type=int, default=[0], metavar="SEED",
                    help="seed(s): subset, init, augmentation order; default 0")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--steps", type=int, default=None,
+                   help="budget in AdamW updates, the same for every arch and N (what studies should use)")
+    p.add_argument("--epochs", type=int, default=None, help="budget in passes over the subset (default 30; "
+                                                            "not with --steps)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=number_or_auto, default=1e-3,
                    help="AdamW peak learning rate (default 1e-3), or auto: each arch's calibrated lr "
@@ -31,6 +34,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--calibration", default="runs/calibration/choices.csv", metavar="FILE",
                    help="choices.csv that --lr auto / --weight-decay auto read")
     p.add_argument("--warmup-epochs", type=float, default=2.0, help="linear warm-up, then cosine decay")
+    p.add_argument("--warmup-frac", type=float, default=0.05,
+                   help="with --steps: warm-up over this fraction of the steps (default 0.05)")
+    p.add_argument("--eval-every-steps", type=int, default=None, metavar="K",
+                   help="with --steps: evaluate every K steps (default steps // 10), at 90%% and at the end")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
     p.add_argument("--data", default=None, metavar="DIR",
@@ -84,12 +91,16 @@ def run(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.steps is not None and args.epochs is not None:
+        raise BiasprobeError("give --steps or --epochs, not both")
     arch_kw = arch_kwargs(args)  # unknown names and bad kwargs fail before any training
     out = out_dir(args.out)
     hparams = {arch: resolve_hparams(args, arch) for arch in args.arch}  # a missing calibration fails first
     configs = [
-        ClassifyConfig(arch=arch, n_train=n, epochs=args.epochs, batch_size=args.batch_size, lr=hparams[arch][0],
-                       weight_decay=hparams[arch][1], warmup_epochs=args.warmup_epochs,
+        ClassifyConfig(arch=arch, n_train=n, steps=args.steps, epochs=30 if args.epochs is None else args.epochs,
+                       batch_size=args.batch_size, lr=hparams[arch][0],
+                       weight_decay=hparams[arch][1], warmup_epochs=args.warmup_epochs, warmup_frac=args.warmup_frac,
+                       eval_every_steps=args.eval_every_steps,
                        label_smoothing=args.label_smoothing, augment=args.augment, seed=seed, data=args.data,
                        data_root=args.data_root, download=args.download, device=args.device,
                        eval_split=args.eval_split, val_size=args.val_size, weights=args.weights,
@@ -106,8 +117,10 @@ def run(args: argparse.Namespace) -> None:
         runinfo.write_json(run_dir / "summary.json", s)  # the run records which lr it used and where from
         summaries.append(s)
         ev = cfg.eval_split
+        plateau = (f", {s['steps_run']} steps, last-tenth gain {s['plateau_gain']:+.4f}"
+                   f"{'' if s['plateaued'] else ' (NOT plateaued)'}" if cfg.steps is not None else "")
         print(f"[{i}/{len(configs)}] {cfg.run_name()}: lr {cfg.lr:g} ({s['lr_source']}), {ev} acc {s[f'final_{ev}_acc']:.4f} "
-              f"(best {s[f'best_{ev}_acc']:.4f}), ECE {s['ece']:.4f}, "
+              f"(best {s[f'best_{ev}_acc']:.4f}){plateau}, ECE {s['ece']:.4f}, "
               f"shift consistency {s['shift_consistency_circular']:.3f}/{s['shift_consistency_padded']:.3f}, "
               f"{s['train_images_per_s']:.0f} img/s, {s['wall_seconds']:.0f}s -> {run_dir}", flush=True)
     if len(configs) > 1:
