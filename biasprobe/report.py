@@ -105,12 +105,23 @@ def compact_cross_tab(cross: pd.DataFrame, period: int = 8) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------------------------- readings
 
+def claimed(kind: str, margin) -> str:
+    """A row's claim in symbols: '> 0', '< 1', '|.| < 1'."""
+    if kind == "equivalent":
+        return f"|.| < {fmt(margin)}"
+    return {"greater": "> ", "less": "< "}.get(kind, "") + fmt(margin)
+
+
+def _verdict_word(r) -> str:
+    return r.verdict + (f" ({r.reason})" if r.verdict == "inconclusive" and r.reason else "")
+
+
 def _row_sentence(r, ci: float) -> str:
-    what = f"{r.comparison}, {METRICS[r.metric].label if r.metric in METRICS else r.metric} (predicted {r.predicted})"
+    what = f"{r.comparison} on {r.metric} (claimed {claimed(r.kind, r.margin)})"
     if not np.isfinite(r.effect):
         return f"{what}: not evaluated ({r.note or 'no data'})"
-    s = (f"{what}: effect {fmt(r.effect)} ({ci:.0%} CI {fmt(r.ci_low)} to {fmt(r.ci_high)}, "
-         f"{fmt(r.n_units)} units), {r.verdict}")
+    s = (f"{what}: effect {fmt(r.effect)} ({ci:.0%} interval {fmt(r.ci_low)} to {fmt(r.ci_high)}, "
+         f"{fmt(r.n_units)} units), {_verdict_word(r)}{'' if r.decisive else ' (exploratory)'}")
     return s + (f" ({r.note})" if r.note else "")
 
 
@@ -129,7 +140,7 @@ def reading(verdict_table: pd.DataFrame, hypothesis: str, ci: float = 0.95) -> s
         parts.append(s)
     o = v[v.comparison == "overall"].iloc[0]
     return (f"**({hypothesis})** {o.claim}. " + "; ".join(parts)
-            + f". Overall: **{o.verdict}** ({o.note}).")
+            + f". Overall: **{_verdict_word(o)}**.")
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -378,14 +389,58 @@ def _provenance(meta: dict) -> str:
 
 
 def _verdict_md(v: pd.DataFrame, ci: float) -> str:
-    t = pd.DataFrame({"hyp.": v.hypothesis, "comparison": v.comparison,
-                      "metric": v.metric, "predicted": v.predicted, "effect": v.effect,
-                      f"{ci:.0%} CI": [f"[{fmt(lo)}, {fmt(hi)}]" if np.isfinite(lo) else ""
-                                       for lo, hi in zip(v.ci_low, v.ci_high)],
-                      "n": v.n_units, "verdict": [f"**{x}**" if c == "overall" else x
-                                                  for x, c in zip(v.verdict, v.comparison)],
-                      "note": v.note})
-    return markdown_table(t)
+    """The claims table: each hypothesis's overall verdict, then its rows (contrast, claim, effect [interval],
+    Holm-corrected p-values, verdict)."""
+    rows = []
+    for h, g in v.groupby("hypothesis", sort=True):
+        o = g[g.comparison == "overall"].iloc[0]
+        rows.append({"claim": f"**({h})**", "contrast": "**overall**", "metric": "", "claimed": "", "effect": "",
+                     f"{ci:.0%} interval": "", "n": "", "method": "", "p support / refute (Holm)": "",
+                     "verdict": f"**{_verdict_word(o)}**"})
+        for r in g[g.comparison != "overall"].itertuples(index=False):
+            rows.append({"claim": f"({h})", "contrast": r.comparison, "metric": r.metric,
+                         "claimed": claimed(r.kind, r.margin), "effect": fmt(r.effect),
+                         f"{ci:.0%} interval": f"[{fmt(r.ci_low)}, {fmt(r.ci_high)}]"
+                         if np.isfinite(r.ci_low) or np.isfinite(r.ci_high) else "",
+                         "n": fmt(r.n_units), "method": r.method,
+                         "p support / refute (Holm)": f"{_p(r.p_support)} / {_p(r.p_refute)}"
+                         if np.isfinite(r.p_support) or np.isfinite(r.p_refute) else "",
+                         "verdict": _verdict_word(r) + ("" if r.decisive else " (exploratory)")})
+    return markdown_table(pd.DataFrame(rows))
+
+
+def _p(p) -> str:
+    return "" if not np.isfinite(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _runs_md(runs: pd.DataFrame) -> list[str]:
+    """Each DIP run's stop, peak and gap crossing; the truncated and failed runs by name; the steps saved by
+    stopping after the peak."""
+    if runs is None or not len(runs):
+        return []
+    t = runs.copy()
+    md = ["## DIP runs: peaks, gap crossings, stops", ""]
+    trunc = t[~t.peak_reached.astype(bool)] if "peak_reached" in t else t.iloc[:0]
+    failed = t[t.failed.astype(bool)] if "failed" in t else t.iloc[:0]
+
+    def names(d):
+        return ", ".join(f"{r.arch}/{r.task}/{r.image}/s{r.seed}" for r in d.itertuples()) or "none"
+
+    patience = f"{int(t.patience.iloc[0])} " if "patience" in t else ""
+    md += [f"- Truncated (the peak is not {patience}steps before the stop; their rows are inconclusive): "
+           f"**{names(trunc)}**.",
+           f"- Failed (more backtracks than allowed; left out): **{names(failed)}**."]
+    if "steps_run" in t and "iters" in t:
+        saved = 1 - t.steps_run.sum() / t.iters.sum()
+        md += [f"- Stopping after the peak ran {int(t.steps_run.sum())} steps (summed over runs) of the "
+               f"{int(t.iters.sum())} that a fixed count at the cap would have run ({saved:.0%} saved)."]
+    md += ["- Gap crossing: the step where psnr_gt falls below psnr_obs; blank when it never did (censored at the "
+           "stop).", ""]
+    cols = [c for c in ("arch", "task", "image", "seed", "max_psnr_gt", "gain_db", "max_psnr_gt_step",
+                        "gap_negative_step", "stop_step", "peak_reached", "backtracks", "failed", "sec_per_step")
+            if c in t]
+    md += [markdown_table(t[cols]), ""]
+    return md
 
 
 def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
@@ -418,20 +473,45 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
         "calibration.png": fig_calibration(t.get("calibration"), out / "calibration.png", t.get("choices")),
     }
 
-    md = [f"# {meta.get('title', 'Generative vs predictive inductive bias')}", "", _provenance(meta)]
-    md += ["## Cross-tab", "",
-           f"One row per architecture. Generative score: max psnr_gt gain over the corrupted input, averaged over "
-           f"tasks, mean over (image, seed) units; predictive: final test accuracy at fixed N, mean over seeds; "
-           f"AUC: accuracy averaged over log N. Brackets: {ci:.0%} percentile bootstrap CIs "
-           f"({opt['n_boot']} resamples, seed {opt['seed']}). gap<0 step: first step where psnr_gt < psnr_obs; "
-           f"runs where it never happens count as the run length (share censored in brackets). "
-           f"Full table: `cross_tab.csv`.", "", markdown_table(compact)]
-    md += ["## Verdicts", "",
-           "Each comparison is a paired difference with its bootstrap CI: supported if the CI excludes 0 on the "
-           "predicted side, refuted if it excludes 0 on the other side, inconclusive if it contains 0. "
-           "'<= 0' rows ('no better') are supported only when the difference is measurably below 0. "
-           "Full table: `verdicts.csv`."
+    md = [f"# {meta.get('title', 'Generative vs predictive inductive bias')}", ""]
+    runs = analysis.get("runs")
+    if runs is not None and "peak_reached" in runs and len(runs) and not runs.peak_reached.astype(bool).all():
+        n_t = int((~runs.peak_reached.astype(bool)).sum())
+        md += [f"**{n_t} of {len(runs)} DIP fits stopped before their peak (truncated): the generative scores they "
+               f"give are fitting speeds, not peaks, and every verdict that reads them is inconclusive "
+               f"(truncated).**", ""]
+    wall = meta.get("wall_time_s", meta.get("wall_seconds"))
+    if isinstance(wall, (int, float)):
+        md += [f"Wall time of this command: {wall / 60:.1f} min ({meta.get('device', 'device ?')}); runs: "
+               f"{meta.get('runs', '?')}. Provenance at the end.", ""]
+    md += ["## Claims", "",
+           f"Each claim is tested as stated contrasts on the {opt.get('primary_task') or 'DIP'} task (the seed's "
+           f"task): a weighted difference of architectures paired on the same (image, seed) units (DIP) or seeds "
+           f"(classification), claimed greater (> m) or less (< m) than a stated margin m, or equivalent "
+           f"(|.| < m). Intervals: {ci:.0%} t intervals with images as strata and seeds as replicates "
+           f"('stratified-t'), t over seeds for accuracy, bounds for censored gap times; within a claim the "
+           f"decisive rows' one-sided p-values are Holm-corrected: supported when p support < "
+           f"{opt.get('alpha', 0.025)}, refuted when p refute < {opt.get('alpha', 0.025)} (the interval on the "
+           f"wrong side of the margin), else inconclusive with the reason (truncated, not plateaued, missing "
+           f"runs, underpowered, power). Exploratory rows never decide. Full table: `verdicts.csv`"
+           + (" (every task: `verdicts_by_task.csv`)." if analysis.get("verdicts_by_task") is not None else ".")
            + _calibrated_note(t.get("choices")), "", _verdict_md(verd, ci)]
+    by_task = analysis.get("verdicts_by_task")
+    if by_task is not None and by_task.task.nunique() > 1:
+        write_atomic(out / "verdicts_by_task.csv", by_task.to_csv(index=False))
+        md += ["## Verdicts on the other tasks", "",
+               "Each task on its own (never averaged into the primary task's scores).", ""]
+        for task, g in by_task[by_task.task != opt.get("primary_task")].groupby("task", sort=True):
+            md += [f"### {task}", "", _verdict_md(g, ci)]
+    md += ["## Cross-tab", "",
+           f"One row per architecture, {opt.get('primary_task') or 'DIP'} task. Generative score: max psnr_gt gain "
+           f"over the corrupted input, mean over (image, seed) units; predictive: final test accuracy at fixed N, "
+           f"mean over seeds. Brackets: {ci:.0%} t intervals (images as strata). gap<0 step: first step where "
+           f"psnr_gt < psnr_obs; a run where it never happens counts at its stop (share censored in brackets). "
+           f"Full table: `cross_tab.csv`.", "", markdown_table(compact)]
+    md += _runs_md(runs)
+    if runs is not None and len(runs):
+        write_atomic(out / "dip_runs.csv", runs.to_csv(index=False))
     md += ["## Readings", ""]
     for h in sorted(verd.hypothesis.unique()):
         md += [reading(verd, h, ci), ""]
@@ -449,7 +529,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
     if isinstance(failed, pd.DataFrame) and len(failed):
         md += [f"## Failed runs ({len(failed)})", "", "These runs raised an error and are left out of every number "
                "above.", "", markdown_table(failed)]
-    md += ["## Figures", ""]
+    md += [_provenance(meta), "## Figures", ""]
     for name, caption in FIGURES:
         if drawn.get(name) is not None:
             md += [f"### {caption}", "", f"![{caption}]({name})", ""]

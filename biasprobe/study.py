@@ -31,7 +31,7 @@ class DipPlan:
     iters: int = 600
     log_every: int = 25
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    lr: float | str | None = None  # None: the setting's lr; a number; or "calibrated"
+    lr: float | str | dict | None = None  # None: the setting's lr; a number; "calibrated"; or {arch pattern: lr}
     input_depth: int | None = None
     reg_noise_std: float | None = None
     spectral: bool = True
@@ -53,7 +53,8 @@ class ClassifyPlan:
     fixed_n: int = 1000  # the N at which the predictive score is read
     measures_at: str = "fixed_n"  # shift consistency, attribution: "fixed_n" (what the cross-tab reads) or "all"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    epochs: int = 10
+    epochs: int = 10  # the budget when ``steps`` is None (epoch mode)
+    steps: int | None = None  # the budget in AdamW updates, the same for every arch and N (what studies should use)
     batch_size: int = 128
     lr: float | str | None = None  # None: ClassifyConfig's default; a number; or "calibrated"
     weight_decay: float | None = None
@@ -65,8 +66,8 @@ class ClassifyPlan:
 
     def calibration_base(self, base: dict) -> dict:
         """The calibration preset's base under this plan's protocol; only the data split differs (validation)."""
-        return dict(base, epochs=self.epochs, batch_size=self.batch_size, data=self.data, data_root=self.data_root,
-                    download=self.download)
+        return dict(base, epochs=self.epochs, steps=self.steps, batch_size=self.batch_size, data=self.data,
+                    data_root=self.data_root, download=self.download)
 
 
 @dataclass
@@ -158,8 +159,11 @@ def _check_types(p: StudyPreset, where: str) -> None:
     need(isinstance(d.size, int) and d.size >= 16, "dip.size", "an integer >= 16")
     need(isinstance(d.seeds, list) and d.seeds and all(isinstance(s, int) for s in d.seeds), "dip.seeds",
          "a non-empty list of integers")
-    need(d.lr is None or d.lr == "calibrated" or isinstance(d.lr, (int, float)), "dip.lr",
-         'null, a number or "calibrated"')
+    need(d.lr is None or d.lr == "calibrated" or isinstance(d.lr, (int, float)) or isinstance(d.lr, dict) and all(
+        isinstance(v, (int, float)) and v > 0 for v in d.lr.values()), "dip.lr",
+         'null, a number, "calibrated" or {"arch pattern": lr, ...}')
+    for arch in p.archs if isinstance(d.lr, dict) else ():
+        _lr(d.lr, None, arch)
     c = p.classify
     if c is not None:
         need(isinstance(c.n_train, list) and c.n_train and all(isinstance(n, int) and n > 0 for n in c.n_train),
@@ -167,6 +171,8 @@ def _check_types(p: StudyPreset, where: str) -> None:
         need(c.fixed_n in c.n_train, "classify.fixed_n", f"one of classify.n_train {c.n_train}")
         need(c.measures_at in ("fixed_n", "all"), "classify.measures_at", '"fixed_n" or "all"')
         need(isinstance(c.epochs, int) and c.epochs >= 1, "classify.epochs", "a positive integer")
+        need(c.steps is None or isinstance(c.steps, int) and c.steps >= 1, "classify.steps",
+             "null or a positive integer")
         need(c.lr is None or c.lr == "calibrated" or isinstance(c.lr, (int, float)), "classify.lr",
              'null, a number or "calibrated"')
     if "calibrated" in (d.lr, getattr(c, "lr", None)):
@@ -205,7 +211,8 @@ def classify_configs(p: StudyPreset, lrs: dict[str, float] | None = None) -> lis
     for arch in p.archs:
         for n in c.n_train:
             for seed in c.seeds:
-                kw = dict(arch=arch, n_train=n, epochs=c.epochs, batch_size=c.batch_size, seed=seed, data=c.data,
+                kw = dict(arch=arch, n_train=n, epochs=c.epochs, steps=c.steps, batch_size=c.batch_size, seed=seed,
+                          data=c.data,
                           data_root=c.data_root, download=c.download, device=p.device,
                           arch_kwargs=dict(c.arch_kwargs.get(arch, {})),
                           measures=c.measures_at == "all" or n == c.fixed_n)
@@ -220,8 +227,17 @@ def classify_configs(p: StudyPreset, lrs: dict[str, float] | None = None) -> lis
 
 
 def _lr(value, lrs, arch):
+    """The lr of ``arch`` under a plan's ``lr``: None, a number, "calibrated" (``lrs``), or a dict of fnmatch
+    patterns -> lr whose first matching pattern wins (e.g. {"skipnet": 0.01, "*": 1e-4})."""
     if value == "calibrated":
         return float(lrs[arch])
+    if isinstance(value, dict):
+        import fnmatch
+
+        for pattern, lr in value.items():
+            if fnmatch.fnmatchcase(arch, pattern):
+                return float(lr)
+        raise BiasprobeError(f"no lr for {arch!r} in the preset's lr table {value}: add it or a '*' entry")
     return None if value is None else float(value)
 
 

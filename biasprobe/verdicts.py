@@ -1,79 +1,82 @@
-"""Scores, cross-tab and computed verdicts of the generative-vs-predictive study (pandas, numpy, scipy); the
-metrics' names, labels and sources come from their declarations (``metrics.METRICS``).
+"""The generative-vs-predictive study's analysis: its claims as testable contrasts, the scores they read, the
+cross-tab and the verdicts (pandas, numpy, scipy; the generic statistics are in ``stats.py``, the metrics' names
+and labels in ``metrics.METRICS``).
 
 Inputs are the study runner's tidy tables (see ``report.py`` for the full list):
 
 * ``dip_summary``: one row per (arch, task, image, seed) DIP run: gain_db (= max psnr_gt - psnr of the corrupted
-  input), gap_area, gap_negative_step, iters, n_params, ...
-* ``clf_summary``: one row per (arch, n_train, seed) classification run: final_test_acc, ece,
-  shift_consistency_circular, n_params, ...
+  input), peak_reached, gap_negative_step (NaN when censored: the gap never turned negative before the stop),
+  gap_censored, stop_step, failed (too many backtracks), ...
+* ``clf_summary``: one row per (arch, n_train, seed) classification run: final_test_acc, plateaued, ...
 * ``dip_curves`` (optional): long (arch, task, image, seed, step, metric, value), for grid energy / boundary jump.
 
-Scores
-------
-* generative score of a unit (arch, image, seed) = gain_db averaged over tasks (dB). Also gap_area (dB*steps,
-  area of the positive part of psnr_gt - psnr_obs) and gap_negative_step, the first step where the gap turns
-  negative. A run whose gap never turns negative has gap_negative_step NaN; it is *censored* at the run length:
-  we use ``iters`` for it (a lower bound of the true step), and report the censored share.
-* predictive score of a unit (arch, seed) = final_test_acc at a fixed N (default 1000 if run, else the middle N),
-  and the sample-efficiency AUC of that seed's accuracy-vs-N curve: trapz(acc, log N) / (log N_max - log N_min),
-  the formula of :func:`biasprobe.predictive.sample_efficiency_auc` (which averages seeds first; here each seed
-  gets its own AUC so seeds can be resampled and paired).
+Scores and units
+----------------
+* Generative: per task, never averaged over tasks. A unit is one (image, seed) fit of that task; contrasts between
+  architectures are paired on units both ran. ``gain_db`` is read as the peak only when the run's peak was reached
+  (``peak_reached``: the best step lies >= patience steps before the stop); ``gap_time`` is the step at which the
+  gap psnr_gt - psnr_obs turns negative, right-censored at the stop when it never does. Runs marked ``failed``
+  (more backtracks than the run's ``max_backtrack_share``) are left out and listed.
+* Predictive: final test accuracy at the fixed N (1000 if run), one unit per seed (the same subset and data order
+  for every architecture); AUC over log N where several N ran.
 
-Bootstrap (percentile intervals, Efron & Tibshirani 1993, ch. 13)
-----------------------------------------------------------------
-* an arch's mean: resample its units with replacement;
-* a paired difference A - B: units present for both. Generative: the difference is taken per (task, image, seed)
-  on the tasks both ran, averaged over tasks to one difference per (image, seed) unit; the units are resampled.
-  Predictive: one difference per seed, seeds resampled;
-* Spearman's rho across archs between the generative and predictive scores: each resample draws, within every
-  arch, its units with replacement, recomputes the arch means, then rho (ties ranked by their average).
-All draws come from ``numpy.random.default_rng(seed)``: same inputs and seed, same intervals.
-
-Verdicts
---------
-Each row is a signed comparison with a predicted direction:
-
-* predicted ``> 0``: supported if the CI lies entirely above 0, refuted if entirely below, else inconclusive;
-* predicted ``<= 0`` ("B is no better than A"): refuted if the CI lies entirely above 0, supported if entirely
-  below 0 (B measurably worse), inconclusive if it contains 0 — absence of a difference is never "supported".
-
-A row whose archs have no runs is kept with NaN numbers, verdict inconclusive and a ``note``; the overall row of a
-hypothesis is computed from the rows that were evaluated and says in its note which were skipped.
+Claims and decisions
+--------------------
+Each claim (``claims()``) is a few contrasts: a weighted sum of architectures' unit values (``A - B``, or
+``r * skipnet - T`` for "far less"), a kind (greater / less / equivalent, ``stats.KINDS``) and a margin, stated in
+its row. Intervals and tests are ``stats.stratified_interval`` (t, images as strata) for generative contrasts,
+``stats.censored_interval`` for gap times and a t interval over seeds for predictive ones; within a hypothesis
+(and task) the decisive rows are Holm-corrected and decided by ``stats.verdict``. A row is ``inconclusive`` with a
+``reason`` when its runs did not reach their peak (``truncated``), when a classifier had not plateaued (``not
+plateaued``), when an architecture has no runs (``missing runs``) or when the interval is too wide (``power``: the
+note gives about how many units would decide). A hypothesis is supported when every decisive row is, refuted
+when one is, else inconclusive. Exploratory rows are shown but never decide. (c) is Spearman's rho across
+architectures with a percentile bootstrap interval (units resampled within each arch), decided only with at least
+``MIN_ARCHS_RHO`` architectures (``inconclusive (underpowered)`` below).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import stats as sps
 
+from biasprobe import stats
 from biasprobe.errors import BiasprobeError
 from biasprobe.metrics import METRICS, declared
-from biasprobe.probes import PROBES
 from biasprobe.registry import get_arch
 
 VERDICTS = ("supported", "refuted", "inconclusive")
 TRANSFORMERS = ("vit", "swin")
 UNIT_GEN = ["image", "seed"]
-VERDICT_COLUMNS = ["hypothesis", "claim", "comparison", "metric", "predicted", "effect", "ci_low", "ci_high",
-                   "n_units", "verdict", "note", "rho", "rho_ci_low", "rho_ci_high"]
+PRIMARY_TASK = "denoise"  # the seed study's task: the claims table reads it; other tasks get their own tables
+
+# The stated margins (see each claim's text)
+FAR_LESS_RATIO = 0.5  # (a) "far less": a transformer's gain is below this share of skipnet's
+NO_BETTER_DB = 1.0  # (b), (d), (e): "no better" / "does not add" = less than this many dB above the other
+RHO_THRESHOLD = 0.5  # (c): rankings "differ" when rho < this
+MIN_ARCHS_RHO = 10  # (c): below this many architectures rho's interval cannot decide (about +-0.6 at 9)
+ALPHA = 0.025  # one-sided level per family after Holm: one row alone = its 95% two-sided interval
 
 CLAIMS = {
-    "a": "transformers (vit, swin) have far less generative bias than the CNN skipnet: skipnet - T > 0 on the "
-         "generative score",
-    "b": "swin's generative bias is no better than vit's: swin - vit <= 0 on the generative score ('no better' is "
-         "only supported when swin is measurably worse; a CI containing 0 is inconclusive)",
-    "c": "generative and predictive biases differ: Spearman rho across archs between the generative score and the "
-         "predictive accuracy is below {thr} (effect = {thr} - rho > 0; rankings agree at most moderately)",
-    "d": "swin has better predictive bias than vit (swin - vit > 0 on accuracy and AUC) but no better generative "
-         "bias (the (b) row must not be refuted)",
-    "e": "conv layers after a transformer (T+1c, T+3c) raise its generative score and keep the gap positive "
-         "longer, conv layers before it (3c+T) do not raise it ('does not raise' only supported when measurably "
-         "lower); the reverse for predictive accuracy",
+    "a": f"transformers have far less generative bias than the CNN skipnet: a transformer's gain over the noisy "
+         f"input is below {FAR_LESS_RATIO:g} x skipnet's ({FAR_LESS_RATIO:g}*skipnet - T > 0 dB)",
+    "b": f"swin's generative bias is no better than vit's: swin - vit < {NO_BETTER_DB:g} dB on the gain "
+         f"(non-superiority; a tie can be supported)",
+    "c": f"generative and predictive biases differ: Spearman rho across archs between the generative gain and "
+         f"the predictive accuracy is below {RHO_THRESHOLD:g} (decided with >= {MIN_ARCHS_RHO} archs)",
+    "d": f"swin has more predictive bias than vit (swin - vit > 0 on accuracy) but not more generative bias "
+         f"(swin - vit < {NO_BETTER_DB:g} dB on the gain)",
+    "e": f"conv layers after a transformer add generative bias, before it they do not: T+kc - kc+T > 0 and "
+         f"T+kc - T > 0 on the gain and on how long the gap stays positive (censored times); kc+T - T < "
+         f"{NO_BETTER_DB:g} dB on the gain",
 }
+VERDICT_COLUMNS = ["hypothesis", "task", "claim", "comparison", "metric", "kind", "margin", "decisive", "effect",
+                   "ci_low", "ci_high", "n_units", "method", "p_support", "p_refute", "verdict", "reason", "note",
+                   "rho", "rho_ci_low", "rho_ci_high"]
 
 
 def conv_variants(t: str) -> list[str]:
@@ -118,46 +121,54 @@ def percentile_ci(samples: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def bootstrap_mean(values, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> dict:
-    """Mean of ``values`` with a percentile bootstrap CI over the values (units). One value: the CI is the point."""
-    v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return dict(effect=float("nan"), ci_low=float("nan"), ci_high=float("nan"), n_units=0)
-    rng = np.random.default_rng(seed)
-    boot = v[rng.integers(0, v.size, (n_boot, v.size))].mean(1)
-    lo, hi = percentile_ci(boot, ci)
-    return dict(effect=float(v.mean()), ci_low=lo, ci_high=hi, n_units=int(v.size))
-
-
 # ------------------------------------------------------------------------------------------------ scores
 
 def gen_run_table(dip_summary: pd.DataFrame) -> pd.DataFrame:
-    """Per (arch, task, image, seed) run: the declared DIP unit metrics (``metrics.declared("dip", "unit")``:
-    gen_score = gain_db, gap_area, gap_negative_step) from their source columns; a censored metric's NaN (the
-    gap never turned negative) becomes the run's iters, flagged in its ``censored`` column."""
+    """Per (arch, task, image, seed) run: the declared DIP unit metrics (``metrics.declared("dip", "unit")``) from
+    their source columns, plus the run's ``peak_reached``, ``failed``, ``stop_step`` and the censoring of its gap
+    time (a censored metric's NaN becomes the run's stop step, flagged in its ``censored`` column). Tables made
+    before these columns existed: the peak counts as reached when it lies >= 300 steps before the last step, the
+    stop is the last step, nothing failed."""
     gen = declared("dip", "unit")
     _require(dip_summary, ["arch", "task", "image", "seed"] + [m.source for m in gen], "dip_summary")
-    runs = dip_summary[["arch", "task", "image", "seed"]].copy()
+    d = dip_summary
+    runs = d[["arch", "task", "image", "seed"]].copy()
+    last = d["stop_step"].astype(float) if "stop_step" in d else d["iters"].astype(float) - 1 if "iters" in d \
+        else pd.Series(np.inf, index=d.index)
+    runs["stop_step"] = last
+    runs["peak_reached"] = d["peak_reached"].astype(bool) if "peak_reached" in d else (
+        last - d["max_psnr_gt_step"].astype(float) >= 300) if "max_psnr_gt_step" in d else True
+    runs["failed"] = d["failed"].astype(bool) if "failed" in d else False
     for m in gen:
-        values = dip_summary[m.source].astype(float)
+        values = d[m.source].astype(float)
         if m.censored:
             runs[m.censored] = values.isna()
-            if "iters" in dip_summary:
-                values = values.fillna(dip_summary["iters"].astype(float))
+            values = values.fillna(last)
         runs[m.name] = values
     return runs
 
 
-def gen_scores(dip_summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per unit (arch, image, seed): gen_score (gain_db averaged over tasks), gap_area, gap_negative_step
-    (censored at iters when the gap never turns negative), gap_negative_censored (share of tasks censored),
-    n_tasks."""
+def primary_task(dip_summary: pd.DataFrame | None) -> str | None:
+    """The task the claims table reads: denoising when it ran, else the first task in sorted order."""
+    if dip_summary is None or not len(dip_summary):
+        return None
+    tasks = sorted(pd.unique(dip_summary["task"]))
+    return PRIMARY_TASK if PRIMARY_TASK in tasks else tasks[0]
+
+
+def gen_scores(dip_summary: pd.DataFrame, task: str | None = None) -> pd.DataFrame:
+    """One row per unit (arch, image, seed) of one task (default :func:`primary_task`), failed runs left out:
+    gen_score (gain_db), gap_area, gap_negative_step (censored at the stop), gap_negative_censored (0/1),
+    peak_reached."""
     runs = gen_run_table(dip_summary)
-    g = runs.groupby(["arch"] + UNIT_GEN, sort=True)
-    out = g[[c for m in declared("dip", "unit") for c in (m.name, m.censored) if c]].mean()
-    out["n_tasks"] = g.size()
-    return out.reset_index()
+    task = task or primary_task(dip_summary)
+    runs = runs[(runs.task == task) & ~runs.failed]
+    cols = [c for m in declared("dip", "unit") for c in (m.name, m.censored) if c]
+    out = runs[["arch"] + UNIT_GEN + cols + ["peak_reached"]].copy()
+    for m in declared("dip", "unit"):
+        if m.censored:
+            out[m.censored] = out[m.censored].astype(float)
+    return out.sort_values(["arch"] + UNIT_GEN).reset_index(drop=True)
 
 
 def default_n_train(clf_summary: pd.DataFrame) -> int:
@@ -185,54 +196,19 @@ def seed_auc(n_train, acc) -> float:
 
 def pred_scores(clf_summary: pd.DataFrame, n_train: int | None = None) -> pd.DataFrame:
     """One row per unit (arch, seed): pred_acc = final_test_acc at ``n_train`` (default :func:`default_n_train`;
-    NaN if that seed has no run there), auc = :func:`seed_auc` over all N of the seed, n_sizes."""
+    NaN if that seed has no run there), auc = :func:`seed_auc` over all N of the seed, n_sizes, and ``plateaued``
+    (the run at ``n_train`` says its accuracy had plateaued; True for tables without the flag)."""
     _require(clf_summary, ["arch", "n_train", "seed", "final_test_acc"], "clf_summary")
     n_fixed = default_n_train(clf_summary) if n_train is None else int(n_train)
     rows = []
     for (arch, seed), g in clf_summary.groupby(["arch", "seed"], sort=True):
         per_n = g.groupby("n_train")["final_test_acc"].mean()
-        rows.append(dict(arch=arch, seed=seed, n_train=n_fixed,
+        at_n = g[g.n_train == n_fixed]
+        plateaued = bool(at_n["plateaued"].astype(bool).all()) if "plateaued" in g and len(at_n) else True
+        rows.append(dict(arch=arch, seed=seed, n_train=n_fixed, plateaued=plateaued,
                          pred_acc=float(per_n.get(n_fixed, np.nan)),
                          auc=seed_auc(per_n.index.to_numpy(), per_n.to_numpy()), n_sizes=len(per_n)))
-    return pd.DataFrame(rows, columns=["arch", "seed", "n_train", "pred_acc", "auc", "n_sizes"])
-
-
-# -------------------------------------------------------------------------------------- paired effects
-
-def paired_units(a: str, b: str, metric: str, dip_summary: pd.DataFrame | None = None,
-                 clf_summary: pd.DataFrame | None = None, n_train: int | None = None) -> pd.Series:
-    """Per-unit paired differences a - b of ``metric``.
-
-    Generative metrics (gen_score, gap_area, gap_negative_step): per (task, image, seed) present for both, then
-    averaged over tasks per (image, seed). Predictive metrics (pred_acc, auc): per seed present for both."""
-    m = _unit_metric(metric)
-    if m.probe == "dip":
-        runs = gen_run_table(dip_summary)
-        keys = ["task"] + UNIT_GEN
-        left = runs[runs.arch == a].groupby(keys)[metric].mean()
-        right = runs[runs.arch == b].groupby(keys)[metric].mean()
-        diff = (left - right).dropna()
-        if diff.empty:
-            return diff
-        return diff.groupby(level=UNIT_GEN).mean()
-    units = pred_scores(clf_summary, n_train).set_index(["arch", "seed"])[metric]
-    left = units.xs(a, level="arch") if a in units.index.get_level_values(0) else pd.Series(dtype=float)
-    right = units.xs(b, level="arch") if b in units.index.get_level_values(0) else pd.Series(dtype=float)
-    return (left - right).dropna()
-
-
-def _unit_metric(metric: str):
-    """The declared metric ``metric`` if it has per-unit values (a paired comparison can use it)."""
-    units = {m.name: m for m in declared(read="unit")}
-    if metric not in units:
-        raise BiasprobeError(f"unknown metric {metric!r}: use one of {sorted(units)}")
-    return units[metric]
-
-
-def paired_effect(a: str, b: str, metric: str, dip_summary=None, clf_summary=None, n_train=None,
-                  n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> dict:
-    """Mean paired difference a - b of ``metric`` with a bootstrap CI over units (see :func:`paired_units`)."""
-    return bootstrap_mean(paired_units(a, b, metric, dip_summary, clf_summary, n_train), n_boot, ci, seed)
+    return pd.DataFrame(rows, columns=["arch", "seed", "n_train", "pred_acc", "auc", "n_sizes", "plateaued"])
 
 
 def rank_correlation(gen_units: pd.DataFrame, pred_units: pd.DataFrame, gen_col: str = "gen_score",
@@ -248,14 +224,14 @@ def rank_correlation(gen_units: pd.DataFrame, pred_units: pd.DataFrame, gen_col:
         return out
     x = np.array([gen[a].mean() for a in archs])
     y = np.array([pred[a].mean() for a in archs])
-    out["rho"] = float(stats.spearmanr(x, y).statistic)
+    out["rho"] = float(sps.spearmanr(x, y).statistic)
     rng = np.random.default_rng(seed)
 
     def boot_means(d):
         return np.stack([d[a][rng.integers(0, d[a].size, (n_boot, d[a].size))].mean(1) for a in archs], axis=1)
 
-    rx = stats.rankdata(boot_means(gen), axis=1)
-    ry = stats.rankdata(boot_means(pred), axis=1)
+    rx = sps.rankdata(boot_means(gen), axis=1)
+    ry = sps.rankdata(boot_means(pred), axis=1)
     rx -= rx.mean(1, keepdims=True)
     ry -= ry.mean(1, keepdims=True)
     den = np.sqrt((rx ** 2).sum(1) * (ry ** 2).sum(1))
@@ -263,6 +239,7 @@ def rank_correlation(gen_units: pd.DataFrame, pred_units: pd.DataFrame, gen_col:
         rhos = np.where(den > 0, (rx * ry).sum(1) / np.where(den > 0, den, 1), np.nan)
     out["ci_low"], out["ci_high"] = percentile_ci(rhos, ci)
     return out
+
 
 
 # ----------------------------------------------------------------------------------------------- cross tab
@@ -278,7 +255,7 @@ def last_logged(dip_curves: pd.DataFrame | None, metric: str) -> pd.DataFrame:
 
 def cross_tab(dip_summary: pd.DataFrame, clf_summary: pd.DataFrame, dip_curves: pd.DataFrame | None = None,
               n_train: int | None = None, period: int = 8, n_boot: int = 2000, ci: float = 0.95,
-              seed: int = 0, families: dict[str, str] | None = None) -> pd.DataFrame:
+              seed: int = 0, families: dict[str, str] | None = None, task: str | None = None) -> pd.DataFrame:
     """One row per arch (union of both probes'): family, then each declared metric (``metrics.METRICS``, in
     order) as the mean over the arch's units, runs or last logged values (see ``metrics.Metric.read``), with a
     bootstrap CI where it declares one, n_train (the fixed N) before the first metric read at it, and the
@@ -287,7 +264,7 @@ def cross_tab(dip_summary: pd.DataFrame, clf_summary: pd.DataFrame, dip_curves: 
     ``n_train`` + CI over seeds, per-seed AUC + CI; shift consistency (circular, padded), ECE at ``n_train``; grid
     energy and boundary jump at ``period``. ``families`` maps arch -> family (default: :func:`family_of`)."""
     dip_summary, clf_summary, dip_curves = nonempty(dip_summary), nonempty(clf_summary), nonempty(dip_curves)
-    units = {"dip": gen_scores(dip_summary) if dip_summary is not None else pd.DataFrame(columns=["arch"]),
+    units = {"dip": gen_scores(dip_summary, task) if dip_summary is not None else pd.DataFrame(columns=["arch"]),
              "classify": pred_scores(clf_summary, n_train) if clf_summary is not None
              else pd.DataFrame(columns=["arch"])}
     runs = {"dip": dip_summary, "classify": clf_summary}
@@ -304,7 +281,7 @@ def cross_tab(dip_summary: pd.DataFrame, clf_summary: pd.DataFrame, dip_curves: 
                 row["n_train"] = n_fixed
             if m.read == "unit":
                 u = units[m.probe]
-                row.update(_unit_cells(m, u[u.arch == arch], n_boot, ci, seed))
+                row.update(_unit_cells(m, u[u.arch == arch], ci))
             elif m.read == "runs":
                 r = runs[m.probe]
                 r = r[r.arch == arch] if r is not None else pd.DataFrame()
@@ -321,13 +298,16 @@ def cross_tab(dip_summary: pd.DataFrame, clf_summary: pd.DataFrame, dip_curves: 
     return pd.DataFrame(rows)
 
 
-def _unit_cells(m, units: pd.DataFrame, n_boot: int, ci: float, seed: int) -> dict:
-    """The cross-tab cells of unit metric ``m`` from one arch's units: its mean, with CI and unit count when
+def _unit_cells(m, units: pd.DataFrame, ci: float) -> dict:
+    """The cross-tab cells of unit metric ``m`` from one arch's units: its mean, with a t interval
+    (``stats.stratified_interval``, images as strata for DIP units, seeds for predictive ones) and unit count when
     declared, and its censored share."""
     if not m.ci:
         cells = {m.name: units[m.name].mean() if len(units) else np.nan}
     else:
-        b = bootstrap_mean(units[m.name] if len(units) else [], n_boot, ci, seed)
+        strata = units["image"] if "image" in units else np.zeros(len(units))
+        b = stats.stratified_interval(units[m.name], strata, ci) if len(units) else dict(
+            effect=np.nan, ci_low=np.nan, ci_high=np.nan, n_units=0)
         cells = {m.name: b["effect"], f"{m.ci}_ci_low": b["ci_low"], f"{m.ci}_ci_high": b["ci_high"]}
         if m.count:
             cells[m.count] = b["n_units"]
@@ -336,164 +316,253 @@ def _unit_cells(m, units: pd.DataFrame, n_boot: int, ci: float, seed: int) -> di
     return cells
 
 
+# ------------------------------------------------------------------------------------------------ claims
+
+@dataclass(frozen=True)
+class Contrast:
+    """One testable row of a claim: sum over archs of weight * the arch's unit value of ``metric``, claimed to be
+    ``kind`` (stats.KINDS) than ``margin``. ``metric``: gain_db, gap_time (censored) or pred_acc / auc.
+    Exploratory rows (``decisive=False``) are reported but never decide."""
+
+    hypothesis: str
+    weights: tuple  # ((arch, weight), ...)
+    metric: str
+    kind: str
+    margin: float = 0.0
+    decisive: bool = True
+
+    @property
+    def archs(self) -> list[str]:
+        return [a for a, _ in self.weights]
+
+    @property
+    def label(self) -> str:
+        parts = []
+        for i, (a, w) in enumerate(self.weights):
+            sign = "-" if w < 0 else "+" if i else ""
+            coef = "" if abs(w) == 1 else f"{abs(w):g}*"
+            parts.append(f"{sign} {coef}{a}".strip() if i else f"{'-' if w < 0 else ''}{coef}{a}")
+        return " ".join(parts)
+
+
+def _diff(hyp, a, b, metric, kind, margin=0.0, decisive=True) -> Contrast:
+    return Contrast(hyp, ((a, 1.0), (b, -1.0)), metric, kind, margin, decisive)
+
+
+def claims(archs) -> list[Contrast]:
+    """The claims' contrasts that these architectures allow (a contrast needs all its archs; rows whose archs did
+    not run are kept by :func:`verdicts` as 'missing runs')."""
+    out = [Contrast("a", (("skipnet", FAR_LESS_RATIO), (t, -1.0)), "gain_db", "greater") for t in TRANSFORMERS]
+    out += [_diff("b", "swin", "vit", "gain_db", "less", NO_BETTER_DB)]
+    out += [_diff("d", "swin", "vit", "pred_acc", "greater"), _diff("d", "swin", "vit", "gain_db", "less", NO_BETTER_DB),
+            _diff("d", "swin", "vit", "auc", "greater", decisive=False)]
+    for t in TRANSFORMERS:
+        if t not in archs:
+            continue
+        for k in (1, 3):
+            after, before = f"{t}+{k}c", f"{k}c+{t}"
+            if after in archs:
+                out += [_diff("e", after, t, "gain_db", "greater"), _diff("e", after, t, "gap_time", "greater")]
+            if after in archs and before in archs:
+                out += [_diff("e", after, before, "gain_db", "greater"),
+                        _diff("e", after, before, "gap_time", "greater")]
+            if before in archs:
+                out += [_diff("e", before, t, "gain_db", "less", NO_BETTER_DB)]
+                # the predictive "reverse pattern": exploratory, never decides (e)
+                out += [_diff("e", before, t, "pred_acc", "greater", decisive=False)]
+            if after in archs:
+                out += [_diff("e", after, t, "pred_acc", "less", decisive=False)]
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ verdicts
 
-def decide(ci_low: float, ci_high: float, predicted: str) -> str:
-    """Verdict of one comparison from its CI (see module docstring). ``predicted``: '> 0' or '<= 0'."""
-    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
-        return "inconclusive"
-    above, below = ci_low > 0, ci_high < 0
-    if predicted == "> 0":
-        return "supported" if above else "refuted" if below else "inconclusive"
-    if predicted == "<= 0":
-        return "refuted" if above else "supported" if below else "inconclusive"
-    raise ValueError(f"predicted must be '> 0' or '<= 0', got {predicted!r}")
+def _row_base(c: Contrast, task: str | None) -> dict:
+    return dict(hypothesis=c.hypothesis, task=task, claim=CLAIMS[c.hypothesis], comparison=c.label, metric=c.metric,
+                kind=c.kind, margin=c.margin, decisive=c.decisive, effect=np.nan, ci_low=np.nan, ci_high=np.nan,
+                n_units=0, method="", p_support=np.nan, p_refute=np.nan, verdict="inconclusive", reason="",
+                note="")
 
 
-def _combine_all(rows: list[dict]) -> str:
-    """Overall verdict for (a)/(e): refuted if any row is, supported if all are, else inconclusive."""
-    v = [r["verdict"] for r in rows]
-    if "refuted" in v:
-        return "refuted"
-    return "supported" if v and all(x == "supported" for x in v) else "inconclusive"
-
-
-class _Study:
-    """Holds the tables and bootstrap settings so each comparison is one call."""
-
-    def __init__(self, dip_summary, clf_summary, n_train, n_boot, ci, seed):
-        self.dip, self.clf, self.n_train = dip_summary, clf_summary, n_train
-        self.n_boot, self.ci, self.seed = n_boot, ci, seed
-        self.archs = {"dip": set(dip_summary["arch"]) if dip_summary is not None else set(),
-                      "classify": set(clf_summary["arch"]) if clf_summary is not None else set()}
-
-    def row(self, hyp: str, a: str, b: str, metric: str, predicted: str) -> dict:
-        probe = _unit_metric(metric).probe
-        have = self.archs[probe]
-        r = dict(hypothesis=hyp, claim=CLAIMS[hyp], comparison=f"{a} - {b}", metric=metric, predicted=predicted,
-                 effect=np.nan, ci_low=np.nan, ci_high=np.nan, n_units=0, verdict="inconclusive", note="")
-        missing = [x for x in (a, b) if x not in have]
-        if missing:
-            r.update(note=f"skipped: no {PROBES[probe].label} runs for {', '.join(missing)}", skipped=True,
-                     missing=missing)
-            return r
-        m = paired_effect(a, b, metric, self.dip, self.clf, self.n_train, self.n_boot, self.ci, self.seed)
-        r.update(m)
-        if m["n_units"] == 0:
-            r.update(note=f"skipped: no units run by both {a} and {b}", skipped=True)
-            return r
-        r["verdict"] = decide(m["ci_low"], m["ci_high"], predicted)
-        notes = ["one unit: the CI is the point"] if m["n_units"] == 1 else []
-        censored = METRICS[metric].censored
-        if censored:
-            runs = gen_run_table(self.dip)
-            cens = runs[runs.arch.isin([a, b])][censored].mean()
-            if cens > 0:
-                notes.append(f"gap never turned negative in {cens:.0%} of the runs: censored at iters")
-        r["note"] = "; ".join(notes)
-        return r
-
-
-def _overall(hyp: str, rows: list[dict], rule) -> dict:
-    """The overall row: ``rule`` applied to the evaluated rows; n_units is left empty (rows mix unit kinds)."""
-    evaluated = [r for r in rows if not r.get("skipped")]
-    verdict = rule(evaluated) if evaluated else "inconclusive"
-    note = f"{len(evaluated)} of {len(rows)} comparisons evaluated"
-    missing = sorted({a for r in rows for a in r.get("missing", [])})
+def evaluate(c: Contrast, runs: pd.DataFrame | None, pred: pd.DataFrame | None, ci: float = 0.95) -> dict:
+    """One contrast's row (before the hypothesis's Holm correction): effect, interval, unadjusted p-values, and
+    the reason a verdict cannot be read when one applies. ``runs``: :func:`gen_run_table` rows of one task;
+    ``pred``: :func:`pred_scores`."""
+    r = _row_base(c, None)
+    dip_metric = c.metric in ("gain_db", "gap_time")
+    table = runs if dip_metric else pred
+    have = set(table["arch"]) if table is not None else set()
+    missing = [a for a in c.archs if a not in have]
     if missing:
-        note += f"; no runs for {', '.join(missing)}"
-    return dict(hypothesis=hyp, claim=CLAIMS[hyp], comparison="overall", metric="", predicted="",
-                effect=np.nan, ci_low=np.nan, ci_high=np.nan, n_units=np.nan, verdict=verdict, note=note,
-                skipped=False)
-
-
-def verdicts(dip_summary: pd.DataFrame, clf_summary: pd.DataFrame, n_train: int | None = None,
-             n_boot: int = 2000, ci: float = 0.95, seed: int = 0, rho_threshold: float = 0.5) -> pd.DataFrame:
-    """Rows for hypotheses (a)-(e) plus one ``overall`` row each (columns ``VERDICT_COLUMNS``); see the module
-    docstring for the rules and ``CLAIMS`` for the exact claims."""
-    dip_summary, clf_summary = nonempty(dip_summary), nonempty(clf_summary)
-    st = _Study(dip_summary, clf_summary, n_train, n_boot, ci, seed)
-    out: list[dict] = []
-
-    # (a) skipnet - T > 0 on the generative score
-    rows = [st.row("a", "skipnet", t, "gen_score", "> 0") for t in TRANSFORMERS]
-    out += rows + [_overall("a", rows, _combine_all)]
-
-    # (b) swin - vit <= 0 on the generative score
-    b_row = st.row("b", "swin", "vit", "gen_score", "<= 0")
-    out += [b_row, _overall("b", [b_row], _combine_all)]
-
-    # (c) effect = threshold - rho > 0
-    claim_c = CLAIMS["c"].format(thr=rho_threshold)
-    c = dict(hypothesis="c", claim=claim_c, comparison="spearman(gen_score, pred_acc) across archs",
-             metric="rho_threshold - rho", predicted="> 0", effect=np.nan, ci_low=np.nan, ci_high=np.nan,
-             n_units=0, verdict="inconclusive", note="", skipped=False)
-    if dip_summary is not None and clf_summary is not None:
-        rc = rank_correlation(gen_scores(dip_summary), pred_scores(clf_summary, n_train), n_boot=n_boot, ci=ci,
-                              seed=seed)
-        c.update(rho=rc["rho"], rho_ci_low=rc["ci_low"], rho_ci_high=rc["ci_high"], n_units=rc["n_archs"])
-        if rc["n_archs"] < 4:
-            c["note"] = f"needs >= 4 archs run by both probes, got {rc['n_archs']}"
-            c["skipped"] = True
-        else:
-            c.update(effect=rho_threshold - rc["rho"], ci_low=rho_threshold - rc["ci_high"],
-                     ci_high=rho_threshold - rc["ci_low"])
-            c["verdict"] = decide(c["ci_low"], c["ci_high"], "> 0")
-            c["note"] = f"archs: {', '.join(rc['archs'])}"
+        r.update(reason="missing runs", note=f"no {'DIP' if dip_metric else 'classification'} runs for "
+                                             f"{', '.join(missing)}")
+        return r
+    keys = UNIT_GEN if dip_metric else ["seed"]
+    col = {"gain_db": "gen_score", "gap_time": "gap_negative_step"}.get(c.metric, c.metric)
+    notes, reason = [], ""
+    if dip_metric:
+        failed = runs[runs.arch.isin(c.archs) & runs.failed]
+        if len(failed):
+            notes.append("failed runs left out: " + ", ".join(f"{x.arch}/{x.image}/s{x.seed}"
+                                                             for x in failed.itertuples()))
+        table = table[~table.failed]
+    per = {a: table[table.arch == a].set_index(keys) for a in c.archs}
+    common = per[c.archs[0]].index
+    for a in c.archs[1:]:
+        common = common.intersection(per[a].index)
+    if not len(common):
+        r.update(reason="missing runs", note="no units run by all of " + ", ".join(c.archs))
+        return r
+    strata = common.get_level_values("image") if dip_metric else np.zeros(len(common))
+    if c.metric == "gap_time":
+        (a, _), (b, _) = c.weights
+        cens = "gap_negative_censored"
+        lo, hi = stats.censored_bounds(per[a].loc[common, col], per[a].loc[common, cens],
+                                       per[b].loc[common, col], per[b].loc[common, cens])
+        res_lo, res_hi = stats.censored_interval(lo, hi, strata, ci)
+        p_sup, p_ref = stats.test_claim(res_lo, c.kind, c.margin, res_hi)
+        n_cens = int(per[a].loc[common, cens].sum() + per[b].loc[common, cens].sum())
+        eff = (lo.mean() + hi.mean()) / 2 if np.isfinite(lo).all() and np.isfinite(hi).all() else (
+            lo.mean() if np.isfinite(lo).all() else hi.mean() if np.isfinite(hi).all() else np.nan)
+        r.update(effect=float(eff), ci_low=res_lo["ci_low"], ci_high=res_hi["ci_high"], n_units=len(common),
+                 method=f"censored bounds, {res_lo['method'] if np.isfinite(res_lo['se']) else res_hi['method']}")
+        res = res_lo if np.isfinite(res_lo["se"]) else res_hi
+        if n_cens:
+            notes.append(f"{n_cens} of {2 * len(common)} gap times censored at their stop (bounds used)")
     else:
-        c["note"] = "needs both probes' tables"
-        c["skipped"] = True
-    overall_c = _overall("c", [c], _combine_all)
-    overall_c["claim"] = claim_c
-    c_rows = [c, overall_c]
-    for r in c_rows:
-        r["claim"] = claim_c
-    out += c_rows
+        values = sum(w * per[a].loc[common, col].to_numpy(float) for a, w in c.weights)
+        res = stats.stratified_interval(values, strata, ci)
+        p_sup, p_ref = stats.test_claim(res, c.kind, c.margin)
+        r.update(effect=res["effect"], ci_low=res["ci_low"], ci_high=res["ci_high"], n_units=res["n_units"],
+                 method=res["method"])
+    r.update(p_support=p_sup, p_refute=p_ref)
+    if c.metric == "gain_db":
+        short = [f"{a}/{i}/s{s}" for a in c.archs for (i, s) in common if not per[a].loc[(i, s), "peak_reached"]]
+        if short:
+            reason = "truncated"
+            notes.append(f"peak not reached in {len(short)} run(s): {_names(short)}")
+    elif c.metric in ("pred_acc", "auc"):
+        flat = [f"{a}/s{s}" for a in c.archs for s in common if not per[a].loc[s, "plateaued"]]
+        if flat:
+            reason = "not plateaued"
+            notes.append(f"accuracy still rising at the end of the budget in {len(flat)} run(s): {_names(flat)}")
+    if not reason and np.isfinite(res.get("se", np.nan)):
+        r["_res"] = res
+    r.update(reason=reason, note="; ".join(notes))
+    return r
 
-    # (d) swin - vit > 0 on accuracy and AUC; the (b) row not refuted
-    d_pred = [st.row("d", "swin", "vit", m, "> 0") for m in ("pred_acc", "auc")]
-    d_gen = dict(b_row, hypothesis="d", claim=CLAIMS["d"])
 
-    def rule_d(evaluated):
-        pred = [r for r in evaluated if r["metric"] != "gen_score"]
-        gen = [r for r in evaluated if r["metric"] == "gen_score"]
-        if any(r["verdict"] == "refuted" for r in evaluated):
-            return "refuted"
-        if pred and len(pred) == len(d_pred) and all(r["verdict"] == "supported" for r in pred) and gen:
-            return "supported"
-        return "inconclusive"
+def _names(names: list[str], show: int = 6) -> str:
+    return ", ".join(names[:show]) + (f" and {len(names) - show} more" if len(names) > show else "")
 
-    rows = d_pred + [d_gen]
-    out += rows + [_overall("d", rows, rule_d)]
 
-    # (e) conv placement, for each transformer present in either probe
-    rows = []
-    for t in TRANSFORMERS:
-        if t not in st.archs["dip"] | st.archs["classify"]:
+def _decide(rows: list[dict], ci: float) -> None:
+    """Holm-correct a hypothesis's decisive rows (support and refute families apart) and set their verdicts; rows
+    with a reason (truncated, missing runs, not plateaued) stay inconclusive and do not count in the correction."""
+    live = [r for r in rows if r["decisive"] and not r["reason"] and np.isfinite(r["p_support"])]
+    for key in ("p_support", "p_refute"):
+        adj = stats.holm([r[key] for r in live])
+        for r, p in zip(live, adj):
+            r[key] = float(p)
+    for r in rows:
+        if r["reason"] or not np.isfinite(r["p_support"]):
+            r["verdict"] = "inconclusive"
             continue
-        _, before, after1, after3 = conv_variants(t)
-        rows += [st.row("e", after1, t, "gen_score", "> 0"), st.row("e", after3, t, "gen_score", "> 0"),
-                 st.row("e", after1, t, "gap_negative_step", "> 0"),
-                 st.row("e", after3, t, "gap_negative_step", "> 0"),
-                 st.row("e", before, t, "gen_score", "<= 0"),
-                 st.row("e", before, t, "pred_acc", "> 0"), st.row("e", after3, t, "pred_acc", "<= 0"),
-                 st.row("e", after1, t, "pred_acc", "<= 0")]
-    overall_e = _overall("e", rows, _combine_all)
-    if not rows:
-        overall_e["note"] = "no runs for vit or swin"
-    out += rows + [overall_e]
+        r["verdict"] = stats.verdict(r["p_support"], r["p_refute"], ALPHA)
+        res = r.pop("_res", None)
+        if r["verdict"] == "inconclusive" and res is not None:
+            need = stats.units_needed(res, -abs(r["margin"]) if r["kind"] == "equivalent" else r["margin"], ci)
+            r["reason"] = "power"
+            r["note"] = "; ".join(x for x in (r["note"], f"interval too wide to decide: about {need:g} units at this "
+                                  f"spread would decide" if np.isfinite(need) else "no effect beyond the margin") if x)
+    for r in rows:
+        r.pop("_res", None)
 
+
+def _overall(hyp: str, task, rows: list[dict]) -> dict:
+    """A hypothesis's overall row: supported when every decisive row is, refuted when one is, else inconclusive
+    with the rows' reasons."""
+    dec = [r for r in rows if r["decisive"]]
+    v = [r["verdict"] for r in dec]
+    verdict = ("refuted" if "refuted" in v else "supported" if dec and all(x == "supported" for x in v)
+               else "inconclusive")
+    reasons = sorted({r["reason"] for r in dec if r["verdict"] == "inconclusive" and r["reason"]})
+    out = _row_base(Contrast(hyp, (), "", ""), task)
+    out.update(comparison="overall", metric="", kind="", margin=np.nan, decisive=True, verdict=verdict,
+               reason=", ".join(reasons) if verdict == "inconclusive" else "",
+               note=f"{len(dec)} decisive row(s): " + ", ".join(f"{r['comparison']} on {r['metric']}: {r['verdict']}"
+                                                                for r in dec))
+    return out
+
+
+def _rho_rows(dip_summary, clf_summary, task, n_train, n_boot, ci, seed) -> list[dict]:
+    c = _row_base(Contrast("c", (), "rho", "less", RHO_THRESHOLD), task)
+    c.update(comparison="spearman(gain_db, pred_acc) across archs", metric="rho", margin=RHO_THRESHOLD,
+             method="percentile bootstrap (units resampled within each arch)")
+    if dip_summary is None or clf_summary is None:
+        c.update(reason="missing runs", note="needs both probes' tables")
+    else:
+        rc = rank_correlation(gen_scores(dip_summary, task), pred_scores(clf_summary, n_train), n_boot=n_boot,
+                              ci=ci, seed=seed)
+        c.update(rho=rc["rho"], rho_ci_low=rc["ci_low"], rho_ci_high=rc["ci_high"], effect=rc["rho"],
+                 ci_low=rc["ci_low"], ci_high=rc["ci_high"], n_units=rc["n_archs"],
+                 note=f"archs: {', '.join(rc['archs'])}")
+        if rc["n_archs"] < MIN_ARCHS_RHO:
+            c.update(reason="underpowered", note=c["note"] + f"; {rc['n_archs']} archs < {MIN_ARCHS_RHO}")
+        elif np.isfinite(rc["ci_high"]):
+            c["verdict"] = "supported" if rc["ci_high"] < RHO_THRESHOLD else (
+                "refuted" if rc["ci_low"] > RHO_THRESHOLD else "inconclusive")
+            if c["verdict"] == "inconclusive":
+                c["reason"] = "power"
+    o = _overall("c", task, [c])
+    return [c, o]
+
+
+def verdicts(dip_summary: pd.DataFrame | None, clf_summary: pd.DataFrame | None, n_train: int | None = None,
+             n_boot: int = 2000, ci: float = 0.95, seed: int = 0, task: str | None = None) -> pd.DataFrame:
+    """The claims' rows for one DIP task (default :func:`primary_task`) plus one ``overall`` row per hypothesis
+    (columns ``VERDICT_COLUMNS``); see the module docstring and ``CLAIMS``."""
+    dip_summary, clf_summary = nonempty(dip_summary), nonempty(clf_summary)
+    task = task or primary_task(dip_summary)
+    runs = None
+    if dip_summary is not None:
+        runs = gen_run_table(dip_summary)
+        runs = runs[runs.task == task].rename(columns={"gen_score": "gen_score"})
+    pred = pred_scores(clf_summary, n_train) if clf_summary is not None else None
+    archs = set(runs.arch if runs is not None else []) | set(pred.arch if pred is not None else [])
+    out: list[dict] = []
+    for hyp in "abcde":
+        if hyp == "c":
+            out += _rho_rows(dip_summary, clf_summary, task, n_train, n_boot, ci, seed)
+            continue
+        rows = [evaluate(c, runs, pred, ci) for c in claims(archs) if c.hypothesis == hyp]
+        for r in rows:
+            r["task"] = task
+        _decide(rows, ci)
+        out += rows + [_overall(hyp, task, rows)]
     df = pd.DataFrame(out)
     for col in VERDICT_COLUMNS:
         if col not in df:
             df[col] = np.nan
     df["note"] = df["note"].fillna("")
+    df["reason"] = df["reason"].fillna("")
     return df[VERDICT_COLUMNS].reset_index(drop=True)
 
 
+def verdicts_by_task(dip_summary, clf_summary, n_train=None, n_boot=2000, ci=0.95, seed=0) -> pd.DataFrame:
+    """:func:`verdicts` for every DIP task that ran (the primary task first)."""
+    dip_summary = nonempty(dip_summary)
+    first = primary_task(dip_summary)
+    tasks = [first] + sorted(set(dip_summary["task"]) - {first}) if dip_summary is not None else [None]
+    return pd.concat([verdicts(dip_summary, clf_summary, n_train, n_boot, ci, seed, task=t) for t in tasks],
+                     ignore_index=True)
+
+
 def overall(verdict_table: pd.DataFrame) -> pd.Series:
-    """hypothesis -> overall verdict."""
+    """hypothesis -> overall verdict (of the table's first task when it holds several)."""
     o = verdict_table[verdict_table.comparison == "overall"]
+    if "task" in o and o["task"].notna().any():
+        o = o[o.task == o.task.dropna().iloc[0]]
     return o.set_index("hypothesis")["verdict"]
 
 
@@ -512,26 +581,46 @@ def sensitivity(verdicts_at_best_lr: pd.DataFrame, verdicts_at_second_lr: pd.Dat
 # ------------------------------------------------------------------------------------------------ analyses
 
 def analyse(tables: dict, n_boot: int = 2000, ci: float = 0.95, seed: int = 0, n_train: int | None = None,
-            period: int = 8, rho_threshold: float = 0.5) -> dict:
+            period: int = 8) -> dict:
     """The generative-vs-predictive study's analysis of the runner's tables (dip_summary, clf_summary,
-    dip_curves; ``second``: the same tables at each arch's second-best lr): ``cross_tab``, ``verdicts`` and,
-    when ``second`` has runs, ``verdicts_second_lr`` and ``sensitivity``; ``options``: the settings used."""
+    dip_curves; ``second``: the same tables at each arch's second-best lr): ``cross_tab`` (primary task),
+    ``verdicts`` (primary task), ``verdicts_by_task`` (every task), ``runs`` (each DIP run's stop, peak and gap
+    crossing), and, when ``second`` has runs, ``verdicts_second_lr`` and ``sensitivity``; ``options``: the
+    settings used."""
     options = dict(n_boot=int(n_boot), ci=float(ci), seed=int(seed), n_train=n_train, period=int(period),
-                   rho_threshold=float(rho_threshold))
+                   alpha=ALPHA, far_less_ratio=FAR_LESS_RATIO, no_better_db=NO_BETTER_DB,
+                   rho_threshold=RHO_THRESHOLD, min_archs_rho=MIN_ARCHS_RHO)
     boot = dict(n_boot=options["n_boot"], ci=options["ci"], seed=options["seed"])
     dip, clf = nonempty(tables.get("dip_summary")), nonempty(tables.get("clf_summary"))
+    task = primary_task(dip)
+    options["primary_task"] = task
+    by_task = verdicts_by_task(dip, clf, n_train=n_train, **boot)
     out = {"options": options,
            "cross_tab": cross_tab(dip, clf, nonempty(tables.get("dip_curves")), n_train=n_train,
-                                  period=options["period"], **boot),
-           "verdicts": verdicts(dip, clf, n_train=n_train, rho_threshold=options["rho_threshold"], **boot)}
+                                  period=options["period"], task=task, **boot),
+           "verdicts": by_task[by_task.task == task].reset_index(drop=True) if task else by_task,
+           "verdicts_by_task": by_task,
+           "runs": run_table(dip)}
     second = tables.get("second")
     if isinstance(second, dict):
         dip2, clf2 = nonempty(second.get("dip_summary")), nonempty(second.get("clf_summary"))
         if dip2 is not None or clf2 is not None:
-            out["verdicts_second_lr"] = verdicts(dip2, clf2, n_train=n_train,
-                                                 rho_threshold=options["rho_threshold"], **boot)
+            out["verdicts_second_lr"] = verdicts(dip2, clf2, n_train=n_train, task=task, **boot)
             out["sensitivity"] = sensitivity(out["verdicts"], out["verdicts_second_lr"])
     return out
+
+
+RUN_COLUMNS = ["arch", "task", "image", "seed", "lr", "iters", "patience", "steps_run", "stop_step", "max_psnr_gt", "max_psnr_gt_step",
+               "peak_reached", "gain_db", "gap_negative_step", "gap_censored", "es_step", "backtracks", "failed",
+               "sec_per_step"]
+
+
+def run_table(dip_summary: pd.DataFrame | None) -> pd.DataFrame:
+    """Each DIP run's stop, peak step, gap-crossing step (NaN: censored at its stop) and status, for the report."""
+    if dip_summary is None:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    cols = [c for c in RUN_COLUMNS if c in dip_summary]
+    return dip_summary[cols].sort_values(["task", "arch", "image", "seed"]).reset_index(drop=True)
 
 
 def conv_placement_table(dip_summary: pd.DataFrame | None, transformers=TRANSFORMERS) -> pd.DataFrame:

@@ -184,18 +184,13 @@ def test_batching_modes_run_and_bad_mode_is_an_error(batching):
         run_dip(cfg(batching="grouped"), progress=False)
 
 
-@pytest.mark.parametrize("mode", ["loop", "vmap"])
-@pytest.mark.parametrize("host", [True, False])
-def test_guard_puts_back_exactly_the_bad_seeds_last_good_state(mode, host):
-    # two tiny conv nets; steps 1 and 2 good, step 3 bad for seed 1 (the weights step 2 produced fit worse):
-    # seed 1's weights and Adam moments must be back at their values before step 2's update (its last good
-    # state), seed 0's must have moved on
+def _guarded(mode, host, lr=0.1):
     from biasprobe import dip
 
     torch.manual_seed(0)
     nets = [torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.Conv2d(3, 1, 1)) for _ in range(2)]
     net = dip.SeedBatch(nets, torch.device("cpu"), mode)
-    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
     guard = dip.Guard(net, opt, 2, threshold=1.0, device=torch.device("cpu"))
     guard.host = host
     z = torch.randn(2, 2, 5, 5)
@@ -208,15 +203,95 @@ def test_guard_puts_back_exactly_the_bad_seeds_last_good_state(mode, host):
         guard.after_update()
         return bad
 
+    def moments():
+        return [[opt.state[p][key].clone() for p in net.leaves] for key in ("exp_avg", "exp_avg_sq")]
+
+    return net, guard, step, moments
+
+
+@pytest.mark.parametrize("mode", ["loop", "vmap"])
+@pytest.mark.parametrize("host", [True, False])
+def test_guard_puts_back_exactly_the_bad_seeds_last_good_weights(mode, host):
+    # two tiny conv nets; steps 1 and 2 good, step 3 bad for seed 1 (the weights step 2 produced fit worse):
+    # seed 1's weights must be back at their values before step 2's update (its last good state), seed 0's must
+    # have moved on; Adam's moments are not put back (they keep the bad step's gradient, as in the official DIP)
+    net, guard, step, moments = _guarded(mode, host)
     assert step([20.0, 20.0]).tolist() == [0.0, 0.0]
-    before = [[t.clone() for t in group] for group in guard._live()]
+    before = [t.clone() for t in guard.live[0]]
+    m_before = moments()
     assert step([21.0, 21.0]).tolist() == [0.0, 0.0]
     assert step([21.0, 10.0]).tolist() == [0.0, 1.0]  # seed 1 fell 11 dB: bad
-    after = guard._live()
-    for g_before, g_after in zip(before, after):
-        for a, b in zip(net.rows(g_before, 1), net.rows(g_after, 1)):
-            assert torch.equal(a, b)
-        assert not all(torch.equal(a, b) for a, b in zip(net.rows(g_before, 0), net.rows(g_after, 0)))
+    after = guard.live[0]
+    for a, b in zip(net.rows(before, 1), net.rows(after, 1)):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(net.rows(before, 0), net.rows(after, 0)))
+    for g_before, g_after in zip(m_before, moments()):
+        assert not all(torch.equal(a, b) for a, b in zip(net.rows(g_before, 1), net.rows(g_after, 1)))
+
+
+@pytest.mark.parametrize("host", [True, False])
+def test_a_backtrack_is_followed_by_a_different_update(host):
+    # after many good steps (Adam's bias correction ~1), seed 1 goes bad: its weights go back to w, and the next
+    # update from w must not be the update that led to the bad weights (restoring the moments too repeated it)
+    net, guard, step, _ = _guarded("loop", host, lr=0.01)
+    for _ in range(200):
+        step([20.0, 20.0])
+    w = [t.clone() for t in net.rows(guard.live[0], 1)]
+    step([20.0, 20.0])
+    first = [t - a for t, a in zip(net.rows(guard.live[0], 1), w)]  # w -> w1, the update that will prove bad
+    with torch.no_grad():  # a divergent jump: seed 1's weights blow up, its gradient there is large
+        for t in net.rows(guard.live[0], 1):
+            t.mul_(3.0)
+    step([20.0, 10.0])  # seed 1 there is bad: back to w
+    assert all(torch.equal(t, a) for t, a in zip(net.rows(guard.live[0], 1), w))
+    step([20.0, 20.0])  # the next update from w
+    second = [t - a for t, a in zip(net.rows(guard.live[0], 1), w)]
+    diff = sum((a - b).norm() ** 2 for a, b in zip(first, second)).sqrt()
+    size = sum(a.norm() ** 2 for a in first).sqrt()
+    assert diff > 0.05 * size  # restoring the moments too gave the same update again (up to bias correction)
+
+
+def test_stop_state_finds_peak_crossing_and_censoring():
+    from biasprobe.dip.records import stop_state
+
+    t = np.arange(1000, dtype=float)
+    rising_then_falling = 30 - ((t - 400) / 100) ** 2
+    gap = np.where(t < 600, 1.0, -1.0)
+    still_rising = t / 100.0
+    h = np.stack([rising_then_falling, still_rising], 1)
+    g = np.stack([gap, np.ones(1000)], 1)
+    s = stop_state(h, g, patience=300)
+    assert list(s.best_step) == [400, 999]
+    assert s.gap_negative_step[0] == 600 and np.isnan(s.gap_negative_step[1])  # seed 1's gap: censored
+    assert list(s.peak_reached) == [True, False] and list(s.done) == [True, False]
+    assert not stop_state(h[:800], g[:800], 300).done[0]  # the crossing at 600 is not 300 steps back yet
+    assert stop_state(h, -np.ones_like(g), 300).gap_negative_step[0] == 0  # never positive: 0
+
+
+def test_stop_peak_stops_after_the_peak_and_the_gap_crossing():
+    c = cfg(arch="vit", arch_kwargs=dict(embed_dim=32, depth=2, num_heads=4), setting="study", lr=3e-3, iters=2000,
+            stop="peak", patience=100, log_every=10, seeds=[0, 1], spectral=False)
+    r = run_dip(c, progress=False)
+    s = r.summary
+    assert (s.steps_run < 2000).all() and s.peak_reached.all() and not s.gap_censored.any()
+    last = s.stop_step.iloc[0]
+    assert (last - s.max_psnr_gt_step >= 100).all() and (last - s.gap_negative_step >= 100).all()
+    assert r.curves.step.max() == last  # the stop step is logged
+    fixed = run_dip(cfg(**{**c.__dict__, "stop": "fixed", "iters": int(last) + 1, "seeds": [0, 1]}), progress=False)
+    # stopping changes nothing before the stop: the same peak as a fixed run of that length
+    assert list(fixed.summary.max_psnr_gt) == list(s.max_psnr_gt)
+    assert not fixed.summary.failed.any()
+
+
+def test_stop_peak_needs_a_ground_truth():
+    with pytest.raises(BiasprobeError, match="ground truth"):
+        run_dip(cfg(task="jpeg", stop="peak", seeds=[0]), progress=False)
+
+
+def test_many_backtracks_mark_a_run_failed():
+    r = run_dip(cfg(seeds=[0], lr=1.0, iters=20, log_every=1, backtrack_db=1.0, spectral=False,
+                    max_backtrack_share=0.05), progress=False)
+    assert r.summary.failed.all() and r.summary.backtrack_share.iloc[0] > 0.05
 
 
 @pytest.mark.parametrize("shape", [(4, 3, 64, 64), (2, 1, 24, 40), (1, 3, 100, 70)])  # tiles: whole, cut, none

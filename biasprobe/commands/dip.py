@@ -31,6 +31,11 @@ def add_parser(sub) -> None:
     p.add_argument("--input-depth", type=int, help="input channels (default from --setting)")
     p.add_argument("--input-kind", default="noise", choices=["noise", "meshgrid"])
     p.add_argument("--reg-noise-std", type=float, help="input perturbation std (default from --setting)")
+    p.add_argument("--stop", default="fixed", choices=["fixed", "peak"],
+                   help="fixed: run --iters steps; peak: stop --patience steps after both the psnr_gt peak and the "
+                        "gap crossing (psnr_gt < psnr_obs), --iters being the cap")
+    p.add_argument("--patience", type=int, default=300,
+                   help="steps the peak (and the gap crossing) must lie before the stop to count as reached")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", help="several seeds, fitted together as one batch")
@@ -73,7 +78,8 @@ def config_from_args(args):
         arch_kwargs=arch_kwargs(args), size=args.size or None, setting=args.setting,
         input_depth=args.input_depth, input_kind=args.input_kind, lr=resolve_lr(args, "dip")[0],
         reg_noise_std=args.reg_noise_std,
-        iters=args.iters, log_every=args.log_every, seeds=args.seeds or [args.seed],
+        iters=args.iters, stop=args.stop, patience=args.patience, log_every=args.log_every,
+        seeds=args.seeds or [args.seed],
         backtrack_db=0.0 if args.no_backtrack else 5.0, train_mode=not args.eval_mode,
         spectral=not args.no_spectral, amp=args.amp, batching=args.batching, device=args.device,
     )
@@ -91,9 +97,9 @@ def run(args) -> None:
     result.summary["lr_source"] = lr_source  # summary.json of each seed records where the lr came from
     dirs = save_result(result, out)
     print(f"lr {result.config.lr:g} ({lr_source})")
-    cols = [c for c in ("seed", "baseline_psnr", "max_psnr_gt", "max_psnr_gt_step", "final_psnr_gt",
-                        "final_psnr_gt_ema", "final_gap", "gap_negative_step", "es_step", "es_psnr_gt",
-                        "backtracks", "sec_per_step") if c in result.summary]
+    cols = [c for c in ("seed", "baseline_psnr", "max_psnr_gt", "max_psnr_gt_step", "peak_reached", "stop_step",
+                        "final_psnr_gt", "final_psnr_gt_ema", "gap_negative_step", "es_step", "es_psnr_gt",
+                        "backtracks", "failed", "sec_per_step") if c in result.summary]
     print(result.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     for d in dirs:
         print(f"wrote {d}")

@@ -32,9 +32,11 @@ def add_study_args(p: argparse.ArgumentParser, name: str | None = None) -> None:
         p.add_argument("name", choices=STUDIES)
     else:
         p.set_defaults(name=name)
-    p.add_argument("--preset", default="quick", help="smoke, quick, paper, or a preset JSON file (default quick)")
+    p.add_argument("--preset", default="standard",
+                   help="standard, preview, paper, smoke, or a preset JSON file (default standard)")
     p.add_argument("--out", help="report folder (default reports/<study>-<preset>)")
-    p.add_argument("--store", help="results store folder (default runs/studies/<preset>)")
+    p.add_argument("--store", help="results store folder (default <report folder>/store: the run tables are kept "
+                                   "beside the report, so a committed report's runs are reused, not recomputed)")
     p.add_argument("--executor", choices=["local", "pool", "slurm", "slurm-local", "slurm-debug"],
                    help="override the preset's executor")
     p.add_argument("--jobs", type=int, help="parallel runs for the pool executor")
@@ -107,7 +109,7 @@ def run(args) -> None:
     if args.name == "conv_placement":
         preset = conv_placement_preset(preset)
     out = out_dir(args.out or f"reports/{args.name}-{preset.name}")
-    store = out_dir(args.store or f"runs/studies/{preset.name}", "--store")
+    store = out_dir(args.store or str(Path(out) / "store"), "--store")
     started = provenance(resolve_device(preset.device))  # the code and machine the runs start from
     tables = run_study(preset, store, progress=not args.quiet)
     meta = {

@@ -37,7 +37,11 @@ class DIPConfig:
     ema_weight: float = 0.99
     log_every: int = 50
     seeds: list[int] = field(default_factory=lambda: [0])
+    stop: str = "fixed"  # "fixed": run `iters` steps; "peak": stop `patience` steps after both the psnr_gt peak and
+    #                      the gap crossing (records.stop_state), `iters` being the cap
+    patience: int = 300  # steps a peak (and a gap crossing) must lie before the stop to count as reached
     backtrack_db: float = 5.0  # <= 0 disables the divergence guard
+    max_backtrack_share: float = 0.1  # a seed that backtracks on more than this share of its steps is marked failed
     train_mode: bool = True  # BatchNorm / dropout / drop-path in training mode throughout, as DIP
     spectral: bool = True
     grid_periods: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
@@ -59,6 +63,12 @@ class DIPConfig:
                 setattr(cfg, key, value)
         if cfg.iters < 1:
             raise BiasprobeError(f"--iters must be at least 1 (got {cfg.iters})")
+        if cfg.stop not in ("fixed", "peak"):
+            raise BiasprobeError(f"--stop must be fixed or peak (got {cfg.stop!r})")
+        if cfg.patience < 1:
+            raise BiasprobeError(f"--patience must be at least 1 (got {cfg.patience})")
+        if not 0 < cfg.max_backtrack_share <= 1:
+            raise BiasprobeError(f"max_backtrack_share must be in (0, 1] (got {cfg.max_backtrack_share})")
         if cfg.log_every < 1:
             raise BiasprobeError(f"--log-every must be at least 1 (got {cfg.log_every})")
         if cfg.lr <= 0:

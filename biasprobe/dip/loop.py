@@ -10,11 +10,16 @@ the input, the observation's noise or mask and the reg-noise draws each come fro
     Adam step on all parameters (each seed's parameters only see its own loss)
     ema_k = 0.99 * ema_k + 0.01 * x_k                    (DIP's exp_weight)
 
-Divergence guard (DIP's backtracking, made exact): when seed k's loss is not finite, or its PSNR against the
-observation falls more than ``backtrack_db`` below its last good value, its parameters *and* Adam moments are
-restored to the last good step and that update is skipped (Adam's step counter is shared by the seed batch and is
-not rolled back). On CUDA the guard runs on the device with ``torch.where`` (no host sync per step); on a CPU it
-copies the seeds' tensors (see :class:`engine.Guard`).
+Divergence guard (DIP's backtracking, as the official code does it): when seed k's loss is not finite, or its PSNR
+against the observation falls more than ``backtrack_db`` below its last good value, its parameters are restored to
+the last good step; Adam's moments keep the bad step's gradient, so the next update differs (``engine.Guard``). A
+seed that backtracks on more than ``max_backtrack_share`` of its steps is marked ``failed`` in its summary. On CUDA
+the guard runs on the device with ``torch.where`` (no host sync per step); on a CPU it copies the seeds' tensors.
+
+Stopping (``stop``): ``"fixed"`` runs ``iters`` steps; ``"peak"`` stops once every seed's psnr_gt peak and its gap
+crossing (gap = psnr_gt - psnr_obs turning negative) lie ``patience`` steps back (``records.stop_state``, read at
+log steps), ``iters`` being the cap. Each seed's summary says whether its peak was reached (``peak_reached``) and
+whether its gap crossing was observed or is censored at the stop (``gap_censored``).
 
 Batching seeds (:class:`engine.SeedBatch`): all K networks' parameters are updated by one fused Adam call; the nets
 run either one after another, each on its own leaf tensors (``batching="loop"``), or as one
@@ -52,7 +57,8 @@ from biasprobe import metrics, seeding
 from biasprobe.dip.config import DIPConfig, DIPResult
 from biasprobe.dip.engine import Guard, SeedBatch, Stopped, auto_batching, bcast, channels_last, seed_groups
 from biasprobe.dip.prepare import build_nets, make_input, observe, prepare_image
-from biasprobe.dip.records import hwc, summarise
+from biasprobe.dip.records import hwc, stop_state, summarise
+from biasprobe.errors import BiasprobeError
 from biasprobe.runinfo import provenance, resolve_device
 
 
@@ -119,7 +125,7 @@ def _fit_threaded(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device
     seconds = max(p[2] for p in parts) - min(p[1] for p in parts)
     results = [p[0] for p in parts]
     summary = pd.concat([r.summary for r in results], ignore_index=True)
-    summary["sec_per_step"] = seconds / cfg.iters
+    summary["sec_per_step"] = seconds / summary["steps_run"].max()
     summary["peak_mem_mb"] = summary["peak_mem_mb"].max()
     meta = provenance(device)
     meta["seed_threads"] = len(groups)
@@ -157,6 +163,7 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
     # what is tracked every step on the device: psnr_gt (for the exact peak), the best output, ES-WMV's variance
     ema = None
     hist_psnr_gt = torch.full((cfg.iters, K), math.nan, device=device)
+    hist_gap = torch.full((cfg.iters, K), math.nan, device=device)  # psnr_gt - psnr_obs, every step
     best_out = torch.zeros(K, channels, *hw, device=device)
     best_psnr = torch.full((K,), -math.inf, device=device)
     es_var = metrics.WindowVariance(cfg.es_window, (K, channels, *hw), device) if cfg.es_window > 0 else None
@@ -166,6 +173,10 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
     # the input's PSNR for the summary, computed here so that the metrics' first-use imports stay out of the timing
     base_psnr = metrics.psnr(baseline, gt).cpu().numpy() if gt is not None else None
     snapshots: dict[int, np.ndarray] = {}
+    if cfg.stop == "peak" and gt is None:
+        raise BiasprobeError(f"--stop peak needs a ground truth to find the peak; task {cfg.task!r} has none here: "
+                             "use --stop fixed")
+    steps_run = cfg.iters
 
     bar = tqdm(range(cfg.iters), desc=desc or f"dip {cfg.arch} {cfg.task}", disable=not progress, leave=False)
     t0 = time.perf_counter()
@@ -199,6 +210,7 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
             if gt is not None:
                 p_gt = metrics.psnr(x, gt)
                 hist_psnr_gt[step] = p_gt
+                hist_gap[step] = p_gt - metrics.psnr_masked(obs.forward(x).clamp(0, 1), obs.observed, obs.mask)
                 better = p_gt > best_psnr
                 best_psnr = torch.where(better, p_gt, best_psnr)
                 best_out = torch.where(bcast(better, best_out), x, best_out)
@@ -207,12 +219,19 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
                 if var is not None:
                     hist_var[step] = var
 
-            if step in log.steps:
+            # stop="peak": read the rule at log steps (they sync with the host anyway); the stop step is logged
+            stopping = cfg.stop == "peak" and step in log.steps and step < cfg.iters - 1 and bool(
+                stop_state(hist_psnr_gt[: step + 1].cpu().numpy(), hist_gap[: step + 1].cpu().numpy(),
+                           cfg.patience).done.all())
+            if step in log.steps or stopping:
                 log(step, x, ema, per_seed, backtracks, hist_psnr_gt[step])
-                if step in log.snapshot_steps:
+                if step in log.snapshot_steps or stopping:
                     snapshots[step] = hwc(x)
                 if progress:
                     bar.set_postfix_str(log.postfix())
+            if stopping:
+                steps_run = step + 1
+                break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t1 = time.perf_counter()
@@ -220,8 +239,9 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
     curves = pd.DataFrame(log.rows, columns=["seed", "step", "metric", "value"])
     peak_mb = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    summary = summarise(cfg, curves, hist_psnr_gt.cpu().numpy(), hist_var.cpu().numpy(), base_psnr,
-                        backtracks.cpu().numpy(), t1 - t0, peak_mb, n_params, hw)
+    summary = summarise(cfg, curves, hist_psnr_gt[:steps_run].cpu().numpy(), hist_var[:steps_run].cpu().numpy(),
+                        base_psnr, backtracks.cpu().numpy(), t1 - t0, peak_mb, n_params, hw,
+                        hist_gap=hist_gap[:steps_run].cpu().numpy())
     final, observed, smooth = hwc(x), hwc(baseline), hwc(ema)
     best, clean_hwc = (hwc(best_out), hwc(gt)) if gt is not None else (final, None)
     images = {}

@@ -24,31 +24,70 @@ def hwc(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
 
 
-def summarise(cfg, curves, hist_psnr_gt, hist_var, base_psnr, backtracks, seconds, peak_mb, n_params, hw):
-    """One row per seed; ``base_psnr``: the corrupted input's PSNR per seed (None without ground truth)."""
+def stop_state(hist_psnr_gt: np.ndarray, hist_gap: np.ndarray, patience: int) -> pd.DataFrame:
+    """Where each seed stands after the steps recorded so far (arrays (T, K), one row per step, per-step values).
+
+    * ``best_step``: the step of the highest psnr_gt (the first one on ties);
+    * ``gap_negative_step``: the first step at which the gap psnr_gt - psnr_obs is below zero after having been
+      >= 0 (the net starts fitting the corruption); 0 if it was never >= 0; NaN while it has stayed >= 0 (the
+      crossing is not observed: censored at the last step);
+    * ``peak_reached``: the best step lies at least ``patience`` steps before the last step;
+    * ``done``: the peak is reached and the gap crossing lies at least ``patience`` steps back too, so both have
+      been observed: the ``stop="peak"`` rule stops a seed batch when every seed is done.
+    """
+    last = hist_psnr_gt.shape[0] - 1
+    rows = []
+    for k in range(hist_psnr_gt.shape[1]):
+        h, gap = hist_psnr_gt[:, k], hist_gap[:, k]
+        best = int(np.nanargmax(h)) if np.isfinite(h).any() else -1
+        pos = gap >= 0
+        if not pos.any():
+            neg = 0.0
+        else:
+            after = np.flatnonzero((gap < 0) & (np.arange(gap.size) > np.argmax(pos)))
+            neg = float(after[0]) if after.size else math.nan
+        reached = best >= 0 and last - best >= patience
+        crossed = math.isfinite(neg) and last - neg >= patience
+        rows.append(dict(best_step=best, gap_negative_step=neg, peak_reached=bool(reached),
+                         done=bool(reached and crossed)))
+    return pd.DataFrame(rows)
+
+
+def summarise(cfg, curves, hist_psnr_gt, hist_var, base_psnr, backtracks, seconds, peak_mb, n_params, hw,
+              hist_gap=None):
+    """One row per seed; ``base_psnr``: the corrupted input's PSNR per seed (None without ground truth). The
+    histories (``hist_*``, (steps run, K)) hold one row per step run, so ``steps_run`` is their length."""
+    steps_run = hist_var.shape[0]
+    state = stop_state(hist_psnr_gt, hist_gap, cfg.patience) if base_psnr is not None else None
     out = []
     for k, seed in enumerate(cfg.seeds):
         c = curves[curves.seed == seed].pivot(index="step", columns="metric", values="value")
         row = dict(arch=cfg.arch, task=cfg.task, image=cfg.image, seed=seed, setting=cfg.setting,
-                   height=hw[0], width=hw[1], iters=cfg.iters, lr=cfg.lr, n_params=n_params,
-                   sec_per_step=seconds / cfg.iters, peak_mem_mb=peak_mb, backtracks=int(backtracks[k]),
+                   height=hw[0], width=hw[1], iters=cfg.iters, lr=cfg.lr, n_params=n_params, stop=cfg.stop,
+                   patience=cfg.patience, steps_run=steps_run, stop_step=steps_run - 1,
+                   sec_per_step=seconds / steps_run, peak_mem_mb=peak_mb, backtracks=int(backtracks[k]),
+                   backtrack_share=float(backtracks[k]) / steps_run,
+                   failed=bool(backtracks[k] > cfg.max_backtrack_share * steps_run),
                    final_psnr_obs=float(c["psnr_obs"].iloc[-1]))
         es = metrics.es_wmv_step(hist_var[:, k], cfg.es_patience) if cfg.es_window > 0 else -1
         row["es_step"] = es
         if base_psnr is not None:
             h = hist_psnr_gt[:, k]
-            best = int(np.nanargmax(h))
+            st = state.iloc[k]
+            best = int(st.best_step)
             gap = c["gap"]
             row.update(
                 baseline_psnr=float(base_psnr[k]),
                 max_psnr_gt=float(h[best]),
                 max_psnr_gt_step=best,
+                peak_reached=bool(st.peak_reached),
                 gain_db=float(h[best] - base_psnr[k]),
                 final_psnr_gt=float(c["psnr_gt"].iloc[-1]),
                 final_psnr_gt_ema=float(c["psnr_gt_ema"].iloc[-1]),
                 max_psnr_gt_ema=float(c["psnr_gt_ema"].max()),
                 final_gap=float(gap.iloc[-1]),
-                gap_negative_step=_gap_negative_step(gap),
+                gap_negative_step=float(st.gap_negative_step),  # per step; NaN: censored at stop_step
+                gap_censored=bool(np.isnan(st.gap_negative_step)),
                 gap_area=float(trapezoid(gap.clip(lower=0).to_numpy(), gap.index.to_numpy()))
                 if len(gap) > 1 else 0.0,
                 es_psnr_gt=float(h[es]) if es >= 0 else math.nan,
@@ -56,17 +95,6 @@ def summarise(cfg, curves, hist_psnr_gt, hist_var, base_psnr, backtracks, second
             )
         out.append(row)
     return pd.DataFrame(out)
-
-
-def _gap_negative_step(gap: pd.Series) -> float:
-    """First logged step at which the gap psnr_gt - psnr_obs is below zero after having been >= 0 (the net starts
-    fitting the corruption); 0 if it is never positive; NaN if it stays positive to the end."""
-    positive = gap >= 0
-    if not positive.any():
-        return 0.0
-    after = gap[gap.index > positive.idxmax()]
-    neg = after[after < 0]
-    return float(neg.index[0]) if len(neg) else math.nan
 
 
 def run_dir(cfg: DIPConfig, seed: int, out_root) -> Path:

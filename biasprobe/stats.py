@@ -1,0 +1,210 @@
+"""Generic statistics for testing a study's claims: intervals that keep their coverage at 3-5 seeds, one-sided tests
+against a stated margin, censored differences, Holm's correction, and the verdict rule. No study-specific names here.
+
+Units and intervals
+-------------------
+A DIP unit is one (image, seed) fit; seeds are nested in images. Two interval methods, named in every result:
+
+* ``stratified-t`` (the default when every image has >= 2 seeds): the images are fixed strata (the claim is read on
+  these test images), the seeds are the replicates. effect = mean over images of the per-image means;
+  se^2 = sum_i s_i^2 / n_i / I^2; Student t with Welch-Satterthwaite degrees of freedom. Exact coverage for normal
+  seed-to-seed noise at any n >= 2 per image (a percentile bootstrap over 3 values is [min, max] and covers far
+  less than 95%).
+* ``cluster-t``: the images are a random sample (clusters): a t interval over the per-image means, I - 1 degrees
+  of freedom (needs I >= 2; honest but wide with few images). Used when some image has a single seed.
+* ``bca``: scipy's BCa bootstrap (``scipy.stats.bootstrap``) of the mean over unclustered units (e.g. predictive
+  seeds), for when a t interval's normality is in doubt; with fewer than 3 units it falls back to t.
+
+Tests against a margin
+----------------------
+A claim about a contrast's true effect E is one of: ``greater`` (E > margin), ``less`` (E < margin) or
+``equivalent`` (|E| < margin, two one-sided tests, TOST). Each row gets two one-sided p-values: ``p_support`` (H0:
+the claim is false) and ``p_refute`` (H0: the claim's opposite, beyond the margin, is false). Within a hypothesis,
+both families are Holm-corrected; a row is ``supported`` if its corrected p_support < alpha, ``refuted`` if its
+corrected p_refute < alpha, else ``inconclusive``. With alpha = 0.025 a single row is supported exactly when its
+95% two-sided interval lies on the claimed side of the margin, and refuted only when it lies on the wrong side of
+it (a small effect is not a refutation). A tie inside an equivalence margin can be supported.
+
+Censored differences
+--------------------
+A time that was not observed (the gap never turned negative before the run stopped) is censored at its stop: the
+true value is >= the recorded one. A difference A - B then lies in [lo, hi] (lo uses A's recorded value and B's
+upper bound, which is infinite when B is censored). Support (E > margin) is tested on the lo values and refutation
+on the hi values, so neither can be claimed from a censored number taken at face value; a row whose hi values are
+infinite cannot be refuted.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+KINDS = ("greater", "less", "equivalent")
+
+
+def t_interval(values, ci: float = 0.95) -> dict:
+    """Mean of ``values`` with a Student t interval (n - 1 df); NaN interval for fewer than 2 values."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    n = v.size
+    out = dict(effect=float(v.mean()) if n else math.nan, se=math.nan, df=math.nan, ci_low=math.nan,
+               ci_high=math.nan, n_units=int(n), method="t")
+    if n >= 2:
+        se = float(v.std(ddof=1) / math.sqrt(n))
+        out.update(se=se, df=float(n - 1))
+        _fill_ci(out, ci)
+    return out
+
+
+def stratified_interval(values, strata, ci: float = 0.95, method: str = "auto") -> dict:
+    """Mean over strata of the per-stratum means of ``values`` with a t interval (see the module docstring).
+
+    ``method``: ``"stratified-t"``, ``"cluster-t"``, ``"bca"`` (strata ignored) or ``"auto"`` (stratified-t when
+    every stratum has >= 2 finite values, else cluster-t with >= 2 strata, else t over the values)."""
+    v = np.asarray(values, float)
+    s = np.asarray(strata, dtype=object)
+    keep = np.isfinite(v)
+    v, s = v[keep], s[keep]
+    groups = [v[s == g] for g in dict.fromkeys(s.tolist())]
+    if method == "auto":
+        method = ("stratified-t" if groups and min(g.size for g in groups) >= 2
+                  else "cluster-t" if len(groups) >= 2 else "t")
+    if method == "bca":
+        return bca_interval(v, ci)
+    if method == "t" or len(groups) == 1 and method == "stratified-t" and groups[0].size >= 2:
+        out = t_interval(v, ci)
+        out["method"] = "t"
+        return out
+    if method == "cluster-t":
+        out = t_interval([g.mean() for g in groups], ci)
+        out.update(n_units=int(v.size), method=f"cluster-t ({len(groups)} images)")
+        return out
+    if method != "stratified-t":
+        raise ValueError(f"unknown interval method {method!r}")
+    n_i = np.array([g.size for g in groups], float)
+    var_i = np.array([g.var(ddof=1) for g in groups])
+    k = len(groups)
+    terms = var_i / n_i / k**2
+    se2 = float(terms.sum())
+    out = dict(effect=float(np.mean([g.mean() for g in groups])), se=math.sqrt(se2), df=math.nan, ci_low=math.nan,
+               ci_high=math.nan, n_units=int(v.size), method=f"stratified-t ({k} images)")
+    if se2 > 0:
+        out["df"] = float(se2**2 / np.sum(terms**2 / (n_i - 1)))  # Welch-Satterthwaite
+    else:
+        out["df"] = float(np.sum(n_i - 1))
+    _fill_ci(out, ci)
+    return out
+
+
+def bca_interval(values, ci: float = 0.95, n_resamples: int = 4999, seed: int = 0) -> dict:
+    """Mean with scipy's BCa bootstrap interval; se from the bootstrap distribution; t for fewer than 3 values or
+    constant values (BCa is undefined there)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size < 3 or np.ptp(v) == 0:
+        return t_interval(v, ci)
+    res = stats.bootstrap((v,), np.mean, confidence_level=ci, method="BCa", n_resamples=n_resamples,
+                          random_state=np.random.default_rng(seed))
+    return dict(effect=float(v.mean()), se=float(res.standard_error), df=float(v.size - 1),
+                ci_low=float(res.confidence_interval.low), ci_high=float(res.confidence_interval.high),
+                n_units=int(v.size), method="bca")
+
+
+def _fill_ci(out: dict, ci: float) -> None:
+    if out["se"] == 0:
+        out["ci_low"] = out["ci_high"] = out["effect"]
+        return
+    half = stats.t.ppf((1 + ci) / 2, out["df"]) * out["se"]
+    out["ci_low"], out["ci_high"] = out["effect"] - half, out["effect"] + half
+
+
+def p_above(res: dict, margin: float) -> float:
+    """One-sided p-value of H0: E <= margin (small when the effect is clearly above the margin)."""
+    return _p(res, margin, upper=True)
+
+
+def p_below(res: dict, margin: float) -> float:
+    """One-sided p-value of H0: E >= margin (small when the effect is clearly below the margin)."""
+    return _p(res, margin, upper=False)
+
+
+def _p(res: dict, margin: float, upper: bool) -> float:
+    eff, se, df = res["effect"], res["se"], res["df"]
+    if not (np.isfinite(eff) and np.isfinite(se) and np.isfinite(df)):
+        return math.nan
+    if se == 0:
+        return 0.0 if (eff > margin if upper else eff < margin) else 1.0
+    z = (eff - margin) / se
+    return float(stats.t.sf(z, df) if upper else stats.t.cdf(z, df))
+
+
+def test_claim(res: dict, kind: str, margin: float, res_refute: dict | None = None) -> tuple[float, float]:
+    """(p_support, p_refute) of a claim of ``kind`` about the effect in ``res`` (an interval dict); for censored
+    contrasts ``res`` holds the lower-bound values and ``res_refute`` the upper-bound ones."""
+    lo, hi = res, res_refute if res_refute is not None else res
+    if kind == "greater":
+        return p_above(lo, margin), p_below(hi, margin)
+    if kind == "less":
+        return p_below(hi, margin), p_above(lo, margin)
+    if kind == "equivalent":
+        m = abs(margin)
+        return max(p_above(lo, -m), p_below(hi, m)), min(p_above(lo, m), p_below(hi, -m))
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN entries stay NaN and do not count)."""
+    p = np.asarray(pvalues, float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = idx.size
+    running = 0.0
+    for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def verdict(p_support: float, p_refute: float, alpha: float = 0.025) -> str:
+    """supported / refuted / inconclusive from (corrected) one-sided p-values."""
+    if np.isfinite(p_support) and p_support < alpha:
+        return "supported"
+    if np.isfinite(p_refute) and p_refute < alpha:
+        return "refuted"
+    return "inconclusive"
+
+
+def units_needed(res: dict, margin: float, ci: float = 0.95) -> float:
+    """Roughly how many units an interval of this spread needs to separate the effect from the margin (normal
+    approximation, the seed-to-seed spread held fixed): n * (z * se / |effect - margin|)^2."""
+    eff, se, n = res["effect"], res["se"], res["n_units"]
+    if not (np.isfinite(eff) and np.isfinite(se)) or eff == margin or n < 1:
+        return math.inf
+    z = stats.norm.ppf((1 + ci) / 2)
+    return float(math.ceil(n * (z * se / abs(eff - margin)) ** 2))
+
+
+def censored_bounds(a, a_censored, b, b_censored) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds [lo, hi] of the differences A - B of times right-censored at their recorded values ``a``, ``b``: a
+    censored time is at least its recorded value. lo = a - b, or -inf when B is censored (B may be arbitrarily
+    late); hi = a - b, or +inf when A is censored."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ac, bc = np.asarray(a_censored, bool), np.asarray(b_censored, bool)
+    return np.where(bc, -np.inf, a - b), np.where(ac, np.inf, a - b)
+
+
+def censored_interval(lo, hi, strata, ci: float = 0.95, method: str = "auto") -> tuple[dict, dict]:
+    """Intervals of the lower-bound and the upper-bound differences (``censored_bounds``). An infinite bound in any
+    unit makes that side's interval infinite (its test cannot pass), instead of dropping the unit."""
+    out = []
+    for values, sign in ((lo, -1), (hi, 1)):
+        v = np.asarray(values, float)
+        if np.isinf(v).any():
+            inf = sign * math.inf
+            out.append(dict(effect=inf, se=math.inf, df=math.nan, ci_low=inf if sign > 0 else -math.inf,
+                            ci_high=math.inf if sign > 0 else inf, n_units=int(v.size), method="censored"))
+        else:
+            out.append(stratified_interval(v, strata, ci, method))
+    return out[0], out[1]
