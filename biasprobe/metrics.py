@@ -175,14 +175,16 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("gen_score", "generative score (mean gain_db over tasks, dB)", "dip", "unit",
-           "max over steps of psnr_gt minus the corrupted input's psnr (gain_db), mean over tasks per (image, seed)",
+    Metric("gen_score", "generative score (gain_db on the primary task, dB)", "dip", "unit",
+           "max over steps of psnr_gt minus the corrupted input's psnr (gain_db) of one task's (image, seed) run; "
+           "tasks are never averaged",
            header="gen score (dB)", unit="dB", source="gain_db", ci="gen", count="n_gen_units"),
     Metric("gap_area", "positive gap area (dB*steps)", "dip", "unit",
            "area (trapezoid over the logged steps) of the positive part of the gap psnr_gt - psnr_obs",
            header="gap area", unit="dB*steps"),
-    Metric("gap_negative_step", "step where the gap turns negative (censored at iters)", "dip", "unit",
-           "first logged step where psnr_gt - psnr_obs < 0 after being >= 0; the run's length when it never is",
+    Metric("gap_negative_step", "step where the gap turns negative (censored at the stop)", "dip", "unit",
+           "first step where psnr_gt - psnr_obs < 0 after being >= 0; the run's stop step when it never is "
+           "(censored)",
            header="gap<0 step (censored)", unit="steps", censored="gap_negative_censored"),
     Metric("pred_acc", "test accuracy at fixed N", "classify", "unit", "final test accuracy of the run at N",
            header="acc @N={n}", source="final_test_acc", fixed_n=True, ci="pred", count="n_seeds"),

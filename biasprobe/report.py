@@ -317,6 +317,47 @@ def fig_accuracy_vs_n(clf_summary: pd.DataFrame, path, ci: float = 0.95, n_boot:
     return _save(fig, path)
 
 
+def fig_clf_curves(clf_curves: pd.DataFrame | None, path, n_train=None) -> Path | None:
+    """Test (or validation) accuracy vs optimisation step per arch at N = ``n_train`` (default: the largest N
+    with step rows), mean over seeds with an sd band: the plateau (or its absence) at the end of the budget."""
+    if clf_curves is None or "step" not in clf_curves or clf_curves.step.isna().all():
+        return None
+    acc = next((c for c in ("test_acc", "val_acc") if c in clf_curves), None)
+    if acc is None:
+        return None
+    d = clf_curves.dropna(subset=["step", acc])
+    n = n_train if n_train in set(d.n_train) else d.n_train.max()
+    d = d[d.n_train == n]
+    pal = _palette(sorted(d.arch.unique()))
+    fig, (ax,) = _fig(1, w=6.5, h=4.5)
+    sns.lineplot(d, x="step", y=acc, hue="arch", palette=pal, marker="o", errorbar="sd", ax=ax)
+    ax.set(xlabel="AdamW step", ylabel=acc.replace("_", " "),
+           title=f"accuracy vs step at N = {n} (mean over seeds, sd band)")
+    return _save(fig, path)
+
+
+def _plateau_md(clf: pd.DataFrame | None) -> list[str]:
+    """Which classifier runs were still gaining in the last tenth of their budget."""
+    if clf is None or "plateaued" not in clf:
+        return []
+    flat = clf[clf.plateaued.notna()]
+    if not len(flat):
+        return []
+    rising = flat[~flat.plateaued.astype(bool)]
+    tol = flat.plateau_tol.iloc[0] if "plateau_tol" in flat else None
+    aggs = {k: v for k, v in dict(steps=("steps_run", "max"), plateau_gain=("plateau_gain", "mean"),
+                                   plateaued=("plateaued", "mean")).items() if v[0] in flat}
+    g = flat.assign(plateaued=flat.plateaued.astype(float)).groupby("arch").agg(**aggs).reset_index()
+    return ["## Classifier budgets", "",
+            f"Every classifier ran the same number of AdamW steps. plateau gain: accuracy at the end minus at 90% "
+            f"of the budget (mean over runs); a run is flagged as still rising when it gains more than "
+            f"{fmt(tol) if tol is not None else 'the tolerance'} there. With a cosine schedule the last tenth runs "
+            f"at a small learning rate, so a small gain there is necessary, not sufficient, for a plateau: the "
+            f"curves (figure below) show the rest.", "",
+            f"Still rising: **{', '.join(f'{r.arch}/n{r.n_train}/s{r.seed}' for r in rising.itertuples()) or 'none'}**.",
+            "", markdown_table(g.rename(columns={"plateaued": "share plateaued"})), ""]
+
+
 def fig_calibration(calibration: pd.DataFrame, path, choices: pd.DataFrame | None = None) -> Path | None:
     """Learning-rate calibration: score vs lr per arch, one panel per probe; the chosen lr of each arch starred."""
     if calibration is None or calibration.empty:
@@ -346,6 +387,7 @@ FIGURES = [
     ("grid_energy.png", "Grid energy and boundary jump of the final output"),
     ("reconstructions.png", "Reconstructions at each architecture's best step"),
     ("accuracy_vs_n.png", "Test accuracy vs training-set size"),
+    ("clf_curves.png", "Classifier accuracy vs optimisation step (plateau check)"),
     ("calibration.png", "Learning-rate calibration"),
 ]
 
@@ -469,7 +511,9 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
         "fbc_heatmaps.png": fig_fbc_heatmaps(curves, out / "fbc_heatmaps.png", meta.get("fbc_task")),
         "grid_energy.png": fig_grid_energy(curves, out / "grid_energy.png", period),
         "reconstructions.png": fig_reconstructions(t.get("images"), out / "reconstructions.png"),
-        "accuracy_vs_n.png": fig_accuracy_vs_n(clf, out / "accuracy_vs_n.png", ci, seed=opt["seed"]),
+        "accuracy_vs_n.png": fig_accuracy_vs_n(clf, out / "accuracy_vs_n.png", ci, seed=opt["seed"])
+        if clf is not None and clf.n_train.nunique() > 1 else None,
+        "clf_curves.png": fig_clf_curves(t.get("clf_epochs"), out / "clf_curves.png", opt.get("n_train") or 1000),
         "calibration.png": fig_calibration(t.get("calibration"), out / "calibration.png", t.get("choices")),
     }
 
@@ -480,6 +524,10 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
         md += [f"**{n_t} of {len(runs)} DIP fits stopped before their peak (truncated): the generative scores they "
                f"give are fitting speeds, not peaks, and every verdict that reads them is inconclusive "
                f"(truncated).**", ""]
+    if meta.get("missing_runs"):
+        md += [f"**Partial report: {meta['missing_runs']} of the study's runs are not in the store yet (still "
+               f"running, or stopped). Rerun the command without --report-only to finish them (finished runs are "
+               f"reused).**", ""]
     wall = meta.get("wall_time_s", meta.get("wall_seconds"))
     if isinstance(wall, (int, float)):
         md += [f"Wall time of this command: {wall / 60:.1f} min ({meta.get('device', 'device ?')}); runs: "
@@ -510,6 +558,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
            f"psnr_gt < psnr_obs; a run where it never happens counts at its stop (share censored in brackets). "
            f"Full table: `cross_tab.csv`.", "", markdown_table(compact)]
     md += _runs_md(runs)
+    md += _plateau_md(clf)
     if runs is not None and len(runs):
         write_atomic(out / "dip_runs.csv", runs.to_csv(index=False))
     md += ["## Readings", ""]

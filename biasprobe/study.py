@@ -263,9 +263,17 @@ def check_classify_data(p: StudyPreset) -> None:
     cifar.load_split("test", data=p.classify.data, data_root=p.classify.data_root, download=p.classify.download)
 
 
-def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True) -> dict:
-    """Calibrate (if the preset says so), run both grids, and return the tables for the analysis."""
+def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True, run: bool = True) -> dict:
+    """Calibrate (if the preset says so), run both grids, and return the tables for the analysis. ``run=False``
+    runs nothing: the tables hold the runs the store has (a study still running, or stopped part-way), and
+    ``tables["missing"]`` counts the rest."""
     from biasprobe.sweep import ResultStore, run_sweep
+
+    if not run:
+        if p.calibration.enabled:
+            raise BiasprobeError("--report-only reads the runs a study has stored; this preset calibrates its "
+                                 "learning rates first: run the study (it resumes) instead")
+        run_sweep = _no_sweep
 
     check_classify_data(p)
     store = ResultStore(Path(store_dir) / "results")
@@ -289,8 +297,15 @@ def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True) -> d
         runs = runs + second
     tables["run_stats"] = run_stats(store, runs, started, Path(store_dir) / "calibration",
                                     tables.get("calibration"))
+    tables["missing"] = len(runs) - tables["run_stats"]["runs"] + (
+        len(tables["calibration"].run_id.unique()) if "calibration" in tables and "run_id" in tables["calibration"]
+        else 0)
     tables["wall_seconds"] = time.perf_counter() - t0
     return tables
+
+
+def _no_sweep(*args, **kwargs) -> None:
+    """run_sweep for ``run_study(run=False)``: nothing is run."""
 
 
 def run_stats(store, runs: list[dict], started: pd.Timestamp, calibration_root: Path | None = None,

@@ -429,6 +429,9 @@ def evaluate(c: Contrast, runs: pd.DataFrame | None, pred: pd.DataFrame | None, 
         res = res_lo if np.isfinite(res_lo["se"]) else res_hi
         if n_cens:
             notes.append(f"{n_cens} of {2 * len(common)} gap times censored at their stop (bounds used)")
+        if not (np.isfinite(p_sup) or np.isfinite(p_ref)):
+            reason = "censored"
+            notes.append("censored on both sides: the bounds decide nothing")
     else:
         values = sum(w * per[a].loc[common, col].to_numpy(float) for a, w in c.weights)
         res = stats.stratified_interval(values, strata, ci)
@@ -502,13 +505,19 @@ def _rho_rows(dip_summary, clf_summary, task, n_train, n_boot, ci, seed) -> list
     if dip_summary is None or clf_summary is None:
         c.update(reason="missing runs", note="needs both probes' tables")
     else:
-        rc = rank_correlation(gen_scores(dip_summary, task), pred_scores(clf_summary, n_train), n_boot=n_boot,
-                              ci=ci, seed=seed)
+        gen, pred = gen_scores(dip_summary, task), pred_scores(clf_summary, n_train)
+        rc = rank_correlation(gen, pred, n_boot=n_boot, ci=ci, seed=seed)
         c.update(rho=rc["rho"], rho_ci_low=rc["ci_low"], rho_ci_high=rc["ci_high"], effect=rc["rho"],
                  ci_low=rc["ci_low"], ci_high=rc["ci_high"], n_units=rc["n_archs"],
                  note=f"archs: {', '.join(rc['archs'])}")
+        short = sorted(set(gen.arch[~gen.peak_reached.astype(bool)]) & set(rc["archs"]))
+        flat = sorted(set(pred.arch[~pred.plateaued.astype(bool)]) & set(rc["archs"]))
         if rc["n_archs"] < MIN_ARCHS_RHO:
             c.update(reason="underpowered", note=c["note"] + f"; {rc['n_archs']} archs < {MIN_ARCHS_RHO}")
+        elif short or flat:
+            c.update(reason="truncated" if short else "not plateaued",
+                     note=c["note"] + f"; runs short of their peak: {', '.join(short) or 'none'}; classifiers "
+                                      f"still rising: {', '.join(flat) or 'none'}")
         elif np.isfinite(rc["ci_high"]):
             c["verdict"] = "supported" if rc["ci_high"] < RHO_THRESHOLD else (
                 "refuted" if rc["ci_low"] > RHO_THRESHOLD else "inconclusive")
@@ -527,7 +536,7 @@ def verdicts(dip_summary: pd.DataFrame | None, clf_summary: pd.DataFrame | None,
     runs = None
     if dip_summary is not None:
         runs = gen_run_table(dip_summary)
-        runs = runs[runs.task == task].rename(columns={"gen_score": "gen_score"})
+        runs = runs[runs.task == task]
     pred = pred_scores(clf_summary, n_train) if clf_summary is not None else None
     archs = set(runs.arch if runs is not None else []) | set(pred.arch if pred is not None else [])
     out: list[dict] = []
@@ -638,6 +647,8 @@ def conv_placement_table(dip_summary: pd.DataFrame | None, transformers=TRANSFOR
             for task, g in d.groupby("task", sort=True):
                 rows.append(dict(transformer=t, arch=variant, task=task, max_psnr_gt=g.max_psnr_gt.mean(),
                                  max_psnr_gt_sd=g.max_psnr_gt.std(ddof=1) if len(g) > 1 else np.nan,
-                                 gain_db=g.gain_db.mean(), max_psnr_gt_step=g.max_psnr_gt_step.mean(), n_runs=len(g)))
+                                 gain_db=g.gain_db.mean(), max_psnr_gt_step=g.max_psnr_gt_step.mean(), n_runs=len(g),
+                                 share_peak_reached=g.peak_reached.astype(bool).mean() if "peak_reached" in g
+                                 else np.nan))
     return pd.DataFrame(rows, columns=["transformer", "arch", "task", "max_psnr_gt", "max_psnr_gt_sd", "gain_db",
-                                       "max_psnr_gt_step", "n_runs"])
+                                       "max_psnr_gt_step", "n_runs", "share_peak_reached"])

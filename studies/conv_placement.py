@@ -1,6 +1,6 @@
 """The conv-placement study: PSNR vs iteration for T, 3c+T, T+1c, T+3c (T = vit, swin), DIP only.
 
-    python studies/conv_placement.py [--preset quick] [--out reports/...]
+    python studies/conv_placement.py [--preset standard] [--out reports/...]
 
 Same as ``biasprobe study conv_placement``; it shares its runs with the main study's results store.
 """

@@ -1,6 +1,6 @@
 """The main study: generative (DIP) vs predictive (small-data CIFAR-10) inductive bias on the same architectures.
 
-    python studies/generative_vs_predictive.py [--preset quick] [--out reports/...] [--data DIR] [--jobs N]
+    python studies/generative_vs_predictive.py [--preset standard] [--out reports/...] [--data DIR] [--jobs N]
 
 Same as ``biasprobe study generative_vs_predictive``; see ``biasprobe study --help`` for every option.
 """

@@ -72,8 +72,9 @@ def test_presets_are_package_data(tmp_path):
             "print(json.dumps({n: str(presets.preset_path(n)) for n in presets.names()}))")
     found = json.loads(subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True,
                                       text=True).stdout)
-    assert {"smoke", "quick", "paper"} <= set(found)
-    with pytest.raises(BiasprobeError, match="no preset 'nope': give a JSON file or one of paper, quick, smoke"):
+    assert {"smoke", "preview", "standard", "paper"} <= set(found)
+    with pytest.raises(BiasprobeError, match="no preset 'nope': give a JSON file or one of paper, preview, smoke, "
+                                             "standard"):
         preset_path("nope")
     package_dir = REPO / "biasprobe" / "presets"
     assert all(Path(p) == package_dir / f"{n}.json" for n, p in found.items())

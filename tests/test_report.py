@@ -44,9 +44,11 @@ def make_images(dip: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def tables():
     dip, clf = make_tables(GEN, PRED, {"vit+3c": None}, images=("im0", "im1"), seeds=(0, 1, 2), noise=0.5)
-    epochs = clf.assign(epoch=1, train_loss=1.0, train_acc=0.5, test_acc=clf.final_test_acc, test_nll=1.0,
-                        lr=1e-3, seconds=1.0)[["arch", "n_train", "seed", "epoch", "train_loss", "train_acc",
-                                               "test_acc", "test_nll", "lr", "seconds"]]
+    # step-budget curves: accuracy at steps 10..100, rising to the run's final accuracy
+    epochs = pd.concat([clf.assign(step=s, epoch=s / 8, train_loss=1.0, train_acc=0.5,
+                                   test_acc=clf.final_test_acc * min(1.0, s / 80), test_nll=1.0, lr=1e-3, seconds=1.0)
+                        for s in range(10, 101, 10)])[["arch", "n_train", "seed", "step", "epoch", "train_loss",
+                                                        "train_acc", "test_acc", "test_nll", "lr", "seconds"]]
     cal = pd.DataFrame([dict(arch=a, probe=p, lr=lr, score=-abs(np.log10(lr) + 2.5) + (a == "vit"))
                         for a in ("skipnet", "vit") for p in ("dip", "classify") for lr in (1e-4, 1e-3, 1e-2)])
     choices = pd.DataFrame([dict(arch=a, probe=p, lr=1e-3, score=-0.5 + (a == "vit"), second_lr=1e-2,
@@ -87,7 +89,7 @@ def test_write_report(full_report, tables):
     tmp_path, text = full_report
     for h in "abcde":
         assert f"**({h})**" in text
-        assert re.search(rf"\| {h} \| overall \|", text)
+        assert re.search(rf"\| \*\*\({h}\)\*\* \| \*\*overall\*\* \|", text)
     assert META["command"] in text and "abc123" in text and "torch 2.x" in text and "12 s" in text
     assert "What the data do not support" in text
     for name, _ in R.FIGURES:
@@ -101,8 +103,11 @@ def test_write_report(full_report, tables):
     v = pd.read_csv(tmp_path / "verdicts.csv")
     assert set(v.verdict) <= set(V.VERDICTS)
     # the reading restates the computed numbers
-    a = v[(v.hypothesis == "a") & (v.comparison == "skipnet - vit")].iloc[0]
+    a = v[(v.hypothesis == "a") & (v.comparison == "0.5*skipnet - vit")].iloc[0]
     assert f"effect {R.fmt(a.effect)}" in text
+    # every DIP run's peak and gap crossing is listed; none is truncated here
+    assert "## DIP runs: peaks, gap crossings, stops" in text and "Truncated" in text
+    assert (tmp_path / "dip_runs.csv").exists() and "## Classifier budgets" in text
 
 
 def test_report_lists_unsupported_and_sensitivity(tmp_path, tables):
@@ -181,5 +186,16 @@ def test_headers_and_labels_come_from_the_declarations(tables, monkeypatch):
     headers = [m.header.format(n="1000", period=8) for m in METRICS.values() if m.header]
     assert [c.removesuffix(" [CI]") for c in compact.columns[2:-2]] == headers
     verdicts = V.verdicts(tables["dip_summary"], tables["clf_summary"], n_boot=20)
-    row = verdicts[verdicts.metric == "gap_negative_step"].iloc[0]
-    assert METRICS["gap_negative_step"].label in R._row_sentence(row, 0.95)
+    row = verdicts[verdicts.metric == "gap_time"].iloc[0]
+    assert "gap_time (claimed > 0)" in R._row_sentence(row, 0.95)
+
+
+def test_report_says_first_that_fits_were_truncated(tmp_path, tables):
+    dip = tables["dip_summary"].copy()
+    dip.loc[dip.arch == "vit", "peak_reached"] = False
+    t = dict(tables, dip_summary=dip)
+    text = R.write_report(tmp_path, t, V.analyse(t, n_boot=20), META).read_text()
+    first = text.split("## Claims")[0]
+    n = int((dip.peak_reached == False).sum())  # noqa: E712
+    assert f"{n} of {len(dip)} DIP fits stopped before their peak (truncated)" in first
+    assert "inconclusive (truncated)" in text

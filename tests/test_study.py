@@ -12,16 +12,33 @@ from biasprobe.study import classify_configs, dip_configs, load_preset
 
 
 def test_presets_load_and_grids_have_the_right_size():
-    for name in ("smoke", "quick", "paper"):
+    for name in ("smoke", "preview", "standard", "paper"):
         load_preset(name)
-    quick = load_preset("quick")
-    lrs = {a: 1e-3 for a in quick.archs}
-    dip = dip_configs(quick, lrs)
-    clf = classify_configs(quick, lrs)
-    assert len(dip) == len(quick.archs) * len(quick.dip.tasks) * len(quick.dip.images)
-    assert len(clf) == len(quick.archs) * len(quick.classify.n_train) * len(quick.classify.seeds)
-    assert all(r["config"]["seeds"] == quick.dip.seeds for r in dip)  # seeds fitted as one batch
-    assert {"skipnet", "vit", "swin", "3c+vit", "vit+1c", "vit+3c", "3c+swin", "swin+3c"} <= set(quick.archs)
+    std = load_preset("standard")
+    dip = dip_configs(std)
+    clf = classify_configs(std)
+    assert len(dip) == len(std.archs) * len(std.dip.tasks) * len(std.dip.images)
+    assert len(clf) == len(std.archs) * len(std.classify.n_train) * len(std.classify.seeds)
+    assert all(r["config"]["seeds"] == std.dip.seeds for r in dip)  # seeds fitted as one batch
+    # the faithful protocol: denoising at 128 px, the seed's setting, one lr, stop after the peak, >= 3 seeds,
+    # >= 2 images; the same step budget for every classifier, >= 5 seeds
+    assert {r["config"]["task"] for r in dip} == {"denoise"} and {r["config"]["size"] for r in dip} == {128}
+    assert {r["config"]["lr"] for r in dip} == {1e-4} and {r["config"]["setting"] for r in dip} == {"study"}
+    assert {r["config"]["stop"] for r in dip} == {"peak"}
+    assert len(std.dip.seeds) >= 3 and len(std.dip.images) >= 2 and len(std.classify.seeds) >= 5
+    assert len({r["config"]["steps"] for r in clf}) == 1
+    assert {"skipnet", "vit", "swin", "3c+vit", "vit+3c"} <= set(std.archs)
+    paper = load_preset("paper")
+    assert paper.dip.size == 512 and paper.dip.iters == 5000 and len(paper.dip.seeds) == 5
+
+
+def test_an_lr_table_gives_each_arch_its_lr(tmp_path):
+    from biasprobe.study import _lr
+
+    table = {"skipnet": 0.01, "vit*": 3e-4, "*": 1e-4}
+    assert [_lr(table, None, a) for a in ("skipnet", "vit+3c", "swin")] == [0.01, 3e-4, 1e-4]
+    with pytest.raises(BiasprobeError, match="no lr for 'swin'"):
+        _lr({"vit": 1e-4}, None, "swin")
 
 
 @pytest.mark.parametrize("edit, words", [
@@ -91,11 +108,11 @@ def test_smoke_study_end_to_end_and_resume(tmp_path, capsys):
 
 @pytest.mark.parametrize("measures_at", ["fixed_n", "all"])
 def test_shift_and_attribution_measured_where_the_cross_tab_reads_them(measures_at):
-    quick = load_preset("quick")
-    quick.classify.measures_at = measures_at
-    clf = classify_configs(quick, {a: 1e-3 for a in quick.archs})
+    preset = load_preset("smoke")
+    preset.classify.measures_at = measures_at
+    clf = classify_configs(preset, {a: 1e-3 for a in preset.archs})
     on = {r["config"]["n_train"] for r in clf if r["config"]["measures"]}
-    assert on == ({quick.classify.fixed_n} if measures_at == "fixed_n" else set(quick.classify.n_train))
+    assert on == ({preset.classify.fixed_n} if measures_at == "fixed_n" else set(preset.classify.n_train))
 
 
 def test_sensitivity_flag_needs_a_calibrating_preset(tmp_path, capsys):

@@ -48,6 +48,9 @@ def add_study_args(p: argparse.ArgumentParser, name: str | None = None) -> None:
     p.add_argument("--sensitivity", action="store_true",
                    help="also rerun both grids at each arch's second-best calibrated lr and report whether each "
                         "verdict holds there (robust/sensitive); finished runs are reused")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: write the report from the runs already in the store (a study still running "
+                        "or stopped part-way; the report says how many runs are missing)")
     add_arch_module_arg(p)
     p.add_argument("--quiet", action="store_true")
 
@@ -111,7 +114,10 @@ def run(args) -> None:
     out = out_dir(args.out or f"reports/{args.name}-{preset.name}")
     store = out_dir(args.store or str(Path(out) / "store"), "--store")
     started = provenance(resolve_device(preset.device))  # the code and machine the runs start from
-    tables = run_study(preset, store, progress=not args.quiet)
+    tables = run_study(preset, store, progress=not args.quiet, run=not args.report_only)
+    if args.report_only and not tables["run_stats"]["runs"]:
+        raise BiasprobeError(f"the store {store} has none of this study's runs yet: run the study first (or give "
+                             "--store)")
     meta = {
         "study": args.name,
         "command": _command_line(),
@@ -119,6 +125,7 @@ def run(args) -> None:
         "store": str(store),
         "wall_seconds": tables.pop("wall_seconds"),
         **_run_stats_meta(tables.pop("run_stats", None)),
+        "missing_runs": tables.pop("missing", 0),
         **started,
     }
     if args.name == "conv_placement":
