@@ -462,13 +462,16 @@ def _names(names: list[str], show: int = 6) -> str:
 def _decide(rows: list[dict], ci: float) -> None:
     """Holm-correct a hypothesis's decisive rows (support and refute families apart) and set their verdicts; rows
     with a reason (truncated, missing runs, not plateaued) stay inconclusive and do not count in the correction."""
-    live = [r for r in rows if r["decisive"] and not r["reason"] and np.isfinite(r["p_support"])]
+    def testable(r):
+        return not r["reason"] and (np.isfinite(r["p_support"]) or np.isfinite(r["p_refute"]))
+
+    live = [r for r in rows if r["decisive"] and testable(r)]
     for key in ("p_support", "p_refute"):
         adj = stats.holm([r[key] for r in live])
         for r, p in zip(live, adj):
             r[key] = float(p)
     for r in rows:
-        if r["reason"] or not np.isfinite(r["p_support"]):
+        if not testable(r):
             r["verdict"] = "inconclusive"
             continue
         r["verdict"] = stats.verdict(r["p_support"], r["p_refute"], ALPHA)

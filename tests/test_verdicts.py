@@ -187,6 +187,10 @@ def test_hypothesis_e_conv_placement_with_censored_gap_times():
     # conv layers after that do not help: refuted
     dip, clf = make_tables(dict(gen, **{"vit+3c": 1.0}), pred, neg)
     assert overall(V.verdicts(dip, clf))["e"] == "refuted"
+    # the other way round: conv *before* never crosses, conv after crosses early: a refutation, from bounds alone
+    dip, clf = make_tables(gen, pred, dict(neg, **{"vit+3c": 20.0, "3c+vit": None}))
+    r = row(V.verdicts(dip, clf), "e", "vit+3c - 3c+vit", "gap_time")
+    assert r.verdict == "refuted" and np.isinf(r.ci_low)
     # both censored: no bound either way, inconclusive
     dip, clf = make_tables(gen, pred, dict(neg, **{"3c+vit": None}))
     assert row(V.verdicts(dip, clf), "e", "vit+3c - 3c+vit", "gap_time").verdict == "inconclusive"
