@@ -126,3 +126,13 @@ def test_sensitivity_flag_needs_a_calibrating_preset(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--sensitivity" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_report_only_runs_nothing_and_says_when_the_store_is_empty(tmp_path, capsys):
+    args = ["study", "generative_vs_predictive", "--preset", "standard", "--report-only", "--out",
+            str(tmp_path / "r"), "--store", str(tmp_path / "store"), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none of this study's runs" in err[0]
+    assert not (tmp_path / "store" / "results" / "runs").exists() or not any(
+        (tmp_path / "store" / "results" / "runs").iterdir())
