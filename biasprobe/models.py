@@ -96,6 +96,28 @@ class Classifier(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
+class WholeClassifier(nn.Module):
+    """before convs -> a complete classifier with its own pooling and head (a timm model); after convs, if any, go
+    between its ``forward_features`` (which must be a (B, D, h, w) map) and ``forward_head``."""
+
+    def __init__(self, model: nn.Module, before: nn.Module, after: nn.Module, arch: str):
+        super().__init__()
+        self.arch = arch
+        self.before = before
+        self.model = model
+        self.after = after
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.before(x)
+        if isinstance(self.after, nn.Identity):
+            return self.model(x)
+        f = self.model.forward_features(x)
+        if f.dim() != 4:
+            raise BiasprobeError(f"{self.arch}: convs after the backbone need an NCHW feature map, and its features "
+                                 f"have shape {tuple(f.shape)}")
+        return self.model.forward_head(self.after(f))
+
+
 # ----------------------------------------------------------------------------------------------
 # Keyword arguments
 
@@ -219,6 +241,11 @@ def create_classifier(name: str, num_classes: int = 10, img_size=(32, 32), in_ch
     """Build the classifier counterpart of ``name``: its trunk, global pooling and a linear head."""
     check_arch_kwargs(name, **kw)
     spec = get_arch(name)
+    if spec.base().builders.classifier is not None:
+        model = _build(spec.base().builders.classifier,
+                       dict(in_chans=in_chans, img_size=as_hw(img_size), num_classes=num_classes), kw)
+        before, after = _convs(spec, in_chans, model.num_features, kw)
+        return WholeClassifier(model, before, after, arch=name)
     trunk_fn = spec.base().builders.trunk
     if trunk_fn is None:
         raise BiasprobeError(f"{name} has no classifier trunk (register_arch(..., trunk=...))")

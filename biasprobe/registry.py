@@ -30,6 +30,9 @@ map for a classifier); ``kc+NAME+jc`` does both.
 The built-in architectures (``biasprobe/archs/*.py``) are read from their source without importing them, so that
 listing them needs no torch: their ``register_arch`` calls give ``name``, ``family``, ``description`` and
 ``hybrids`` as literals. A module is imported when one of its nets is first built.
+
+``timm:NAME`` is any timm model (:mod:`biasprobe.timm_adapter`, which imports timm): registered when first looked
+up, with a ``classifier`` builder (a whole classifier, timm's head included) instead of a trunk.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ from typing import Callable
 
 from biasprobe.errors import BiasprobeError
 
-FAMILIES = ("cnn", "vit", "swin", "hybrid", "other")
+FAMILIES = ("cnn", "vit", "swin", "hybrid", "timm", "other")
+TIMM_PREFIX = "timm:"  # timm:NAME, registered on first lookup by biasprobe.timm_adapter
 STANDARD_ARGS = ("in_chans", "out_chans", "img_size")  # what the factory passes every builder that names it
 CONV_KWARGS = ("conv_width", "conv_norm", "stem_norm")  # the hybrid conv layers' settings, kept from the backbone
 
@@ -61,6 +65,7 @@ class Builders:
     trunk: Callable | None
     size_multiple: Callable | int = 1
     min_size: Callable | int = 1
+    classifier: Callable | None = None  # a whole classifier (in_chans, img_size, num_classes, **kw), used over trunk
 
 
 @dataclass(frozen=True)
@@ -126,14 +131,14 @@ _HYBRID = re.compile(r"^(?:(\d+)c\+)?(.+?)(?:\+(\d+)c)?$")
 
 def register_arch(name: str, *, family: str, description: str, trunk: Callable | None = None,
                   size_multiple: Callable | int = 1, min_size: Callable | int = 1,
-                  hybrids: tuple[str, ...] = ()) -> Callable:
+                  hybrids: tuple[str, ...] = (), classifier: Callable | None = None) -> Callable:
     """Decorator on an architecture's generator (a class or function): register it under ``name`` with its
     classifier trunk and size requirements (see the module docstring)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
 
     def wrap(obj):
-        builders = Builders(obj, trunk, size_multiple, min_size)
+        builders = Builders(obj, trunk, size_multiple, min_size, classifier)
         _REGISTRY[name] = ArchSpec(name=name, family=family, description=description, module=obj.__module__,
                                    builders=builders, hybrids=tuple(hybrids))
         return obj
@@ -147,6 +152,11 @@ def get_arch(name: str) -> ArchSpec:
     if name in _REGISTRY:
         return _REGISTRY[name]
     m = _HYBRID.match(name)
+    base_name = m.group(2) if m else name
+    if base_name.startswith(TIMM_PREFIX) and base_name not in _REGISTRY:
+        importlib.import_module("biasprobe.timm_adapter").register(base_name)  # one line if timm has no such model
+        if name == base_name:
+            return _REGISTRY[name]
     if m and (m.group(1) or m.group(3)) and m.group(2) in _REGISTRY:
         base = _REGISTRY[m.group(2)]
         before, after = int(m.group(1) or 0), int(m.group(3) or 0)

@@ -21,7 +21,7 @@ def run(args) -> None:
     from biasprobe.registry import get_arch, list_archs
 
     load_arch_modules(args)
-    args.arch = list_archs(args.pattern)
+    args.arch = list_archs(args.pattern) or _timm_names(args.pattern)
     if not args.arch:
         print(f"no architecture matches {args.pattern!r}")
         return
@@ -36,7 +36,23 @@ def run(args) -> None:
     print(_table(rows))
     note = (f"; generator params at {args.size}x{args.size} with 32 input channels, classifier params at 32x32 "
             f"with 10 classes" if args.params else " (--params for parameter counts)")
-    print(f"\n{len(rows)} architecture{'s' * (len(rows) != 1)}{note}. Hybrids: kc+NAME / NAME+kc for any NAME.")
+    print(f"\n{len(rows)} architecture{'s' * (len(rows) != 1)}{note}. Hybrids: kc+NAME / NAME+kc for any NAME; "
+          f"any timm model as timm:NAME (random init; `biasprobe archs 'timm:resnet*'`, or timm.list_models()).")
+
+
+def _timm_names(pattern: str) -> list[str]:
+    """timm:NAME for a pattern starting with timm: (a plain name is checked: unknown -> one line with close names);
+    timm is imported only then."""
+    from biasprobe.registry import TIMM_PREFIX, get_arch
+
+    if not pattern.startswith(TIMM_PREFIX):
+        return []
+    if not any(c in pattern for c in "*?["):
+        get_arch(pattern)
+        return [pattern]
+    import timm
+
+    return [TIMM_PREFIX + n for n in timm.list_models(pattern[len(TIMM_PREFIX):])]
 
 
 def _params(name: str, size: int, kw: dict) -> dict:
