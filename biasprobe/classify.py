@@ -134,7 +134,8 @@ class ClassifyConfig:
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     def run_name(self) -> str:
-        return f"{self.arch}-n{self.n_train}-s{self.seed}-{self.short_hash()}"
+        arch = self.arch.replace("/", "_").replace(":", "_")  # timm:NAME: a folder name on any OS
+        return f"{arch}-n{self.n_train}-s{self.seed}-{self.short_hash()}"
 
 
 STEP_FIELDS = ("steps", "warmup_frac", "eval_every_steps", "plateau_tol")  # used in step mode only

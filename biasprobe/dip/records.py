@@ -107,7 +107,7 @@ def run_dir(cfg: DIPConfig, seed: int, out_root) -> Path:
     single["seeds"] = [seed]
     single.pop("device")
     name = f"{cfg.arch}-{cfg.task}-{Path(str(cfg.image)).stem}-s{seed}-{run_id(single)[:10]}"
-    return Path(out_root) / name.replace("+", "p").replace("/", "_")
+    return Path(out_root) / name.replace("+", "p").replace("/", "_").replace(":", "_")
 
 
 def check_new(cfg: DIPConfig, out_root) -> list[Path]:
