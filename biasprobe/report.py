@@ -529,7 +529,10 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
                f"running, or stopped). Rerun the command without --report-only to finish them (finished runs are "
                f"reused).**", ""]
     wall = meta.get("wall_time_s", meta.get("wall_seconds"))
-    if isinstance(wall, (int, float)):
+    if meta.get("report_only"):
+        md += [f"Drawn with --report-only from the {meta.get('runs', '?')} stored runs; each run's own time is in "
+               f"`dip_runs.csv` (sec_per_step) and the store's index. Provenance at the end.", ""]
+    elif isinstance(wall, (int, float)):
         md += [f"Wall time of this command: {wall / 60:.1f} min ({meta.get('device', 'device ?')}); runs: "
                f"{meta.get('runs', '?')}. Provenance at the end.", ""]
     md += ["## Claims", "",

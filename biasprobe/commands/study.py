@@ -126,6 +126,7 @@ def run(args) -> None:
         "wall_seconds": tables.pop("wall_seconds"),
         **_run_stats_meta(tables.pop("run_stats", None)),
         "missing_runs": tables.pop("missing", 0),
+        "report_only": bool(args.report_only),
         **started,
     }
     if args.name == "conv_placement":
