@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,7 @@ class ClassifyConfig:
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     def run_name(self) -> str:
-        arch = self.arch.replace("/", "_").replace(":", "_")  # timm:NAME: a folder name on any OS
+        arch = re.sub(r"[^A-Za-z0-9._+-]", "_", self.arch)  # timm:NAME, NAME[k=v]: a folder name on any OS
         return f"{arch}-n{self.n_train}-s{self.seed}-{self.short_hash()}"
 
 

@@ -129,7 +129,7 @@ def check_arch_kwargs(name: str, **kw) -> None:
     spec = get_arch(name)
     accepted, open_ended = _accepted(spec)
     listed = ", ".join(accepted) or "none"
-    for key, value in kw.items():
+    for key, value in {**dict(spec.kwargs), **kw}.items():
         if key not in accepted and not open_ended:
             raise BiasprobeError(f"{name}: unknown keyword argument {key!r} (accepted: {listed})")
         want = _kind(accepted.get(key, inspect.Parameter.empty), value)
@@ -231,6 +231,7 @@ def create_generator(name: str, in_chans: int = 32, out_chans: int = 3, img_size
     """
     check_arch_kwargs(name, **kw)
     spec = get_arch(name)
+    kw = {**dict(spec.kwargs), **kw}
     backbone = _build(spec.base().builders.generator,
                       dict(in_chans=in_chans, out_chans=out_chans, img_size=as_hw(img_size)), kw)
     before, after = _convs(spec, in_chans, out_chans, kw)
@@ -241,6 +242,7 @@ def create_classifier(name: str, num_classes: int = 10, img_size=(32, 32), in_ch
     """Build the classifier counterpart of ``name``: its trunk, global pooling and a linear head."""
     check_arch_kwargs(name, **kw)
     spec = get_arch(name)
+    kw = {**dict(spec.kwargs), **kw}
     if spec.base().builders.classifier is not None:
         model = _build(spec.base().builders.classifier,
                        dict(in_chans=in_chans, img_size=as_hw(img_size), num_classes=num_classes), kw)

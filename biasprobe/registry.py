@@ -81,10 +81,11 @@ class ArchSpec:
     backbone: str | None = None  # for hybrids: the registered backbone name
     convs_before: int = 0
     convs_after: int = 0
+    kwargs: tuple = ()  # ((key, value), ...) given in the name: ``NAME[key=value,...]``
 
     def base(self) -> ArchSpec:
         """The registered (backbone) spec with its builders, importing its module on first use."""
-        name = self.backbone or self.name
+        name = split_kwargs(self.backbone or self.name)[0]
         spec = _REGISTRY[name]
         if spec.builders is None:
             importlib.import_module(spec.module)
@@ -109,7 +110,7 @@ class ArchSpec:
     def _call(self, fn, *args, **kw):
         if not callable(fn):
             return fn
-        backbone_kw = {k: v for k, v in kw.items() if k not in CONV_KWARGS}
+        backbone_kw = {k: v for k, v in {**dict(self.kwargs), **kw}.items() if k not in CONV_KWARGS}
         return fn(*args, **{**self.defaults(), **backbone_kw})
 
 
@@ -146,9 +147,67 @@ def register_arch(name: str, *, family: str, description: str, trunk: Callable |
     return wrap
 
 
+def _top_level(text: str, sep: str = ",") -> list[str]:
+    """``text`` split at ``sep`` outside brackets."""
+    parts, depth, start = [], 0, 0
+    for k, ch in enumerate(text):
+        depth += (ch in "[(") - (ch in "])")
+        if ch == sep and depth == 0:
+            parts.append(text[start:k])
+            start = k + 1
+    return parts + [text[start:]]
+
+
+def split_kwargs(name: str) -> tuple[str, dict]:
+    """``NAME[key=value,...]`` -> (NAME, {key: value}): keyword arguments written into an architecture's name, so
+    that one grid can hold the same backbone with different settings (``timm:resnet18[decoder=bilinear]+3c``,
+    ``timm:swin_tiny_patch4_window7_224[depths=[1,1,2,1]]``) and every table tells them apart by name. Values are
+    Python literals (numbers, True/False, lists) or else text. Keywords given apart (``--arch-kw``, a preset's
+    ``arch_kwargs``) win over the name's."""
+    start = name.find("[")
+    if start < 0:
+        return name, {}
+    depth = 0
+    for end in range(start, len(name)):
+        depth += (name[end] == "[") - (name[end] == "]")
+        if depth == 0:
+            break
+    else:
+        raise BiasprobeError(f"architecture {name!r}: unclosed '[' (write NAME[key=value,...])")
+    rest = name[:start] + name[end + 1:]
+    if "[" in rest:
+        raise BiasprobeError(f"architecture {name!r}: give its keyword arguments in one [key=value,...]")
+    kw = {}
+    for item in filter(None, (x.strip() for x in _top_level(name[start + 1:end]))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise BiasprobeError(f"architecture {name!r}: {item!r} is not key=value (write NAME[key=value,...])")
+        try:
+            kw[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            kw[key.strip()] = value.strip()
+    return rest, kw
+
+
+def with_kwargs(name: str, **kw) -> str:
+    """``name`` with ``kw`` written into it (merged over the keywords it has): the inverse of
+    :func:`split_kwargs`; on a hybrid name (``3c+NAME+1c``) they go on the backbone."""
+    plain, have = split_kwargs(name)
+    have.update(kw)
+    m = _HYBRID.match(plain)
+    before, base, after = (m.group(1), m.group(2), m.group(3)) if m else (None, plain, None)
+    inner = ",".join(f"{k}={v!r}" if not isinstance(v, str) else f"{k}={v}" for k, v in have.items())
+    inner = inner.replace(" ", "")
+    return f"{before + 'c+' if before else ''}{base}[{inner}]{'+' + after + 'c' if after else ''}"
+
+
 def get_arch(name: str) -> ArchSpec:
-    """The spec for ``name``, including hybrid names built on any registered backbone."""
+    """The spec for ``name``, including hybrid names built on any registered backbone and names carrying keyword
+    arguments (:func:`split_kwargs`; the spec's ``kwargs``)."""
     _declare_builtins()
+    plain, kw = split_kwargs(name)
+    if kw:
+        return replace(get_arch(plain), name=name, kwargs=tuple(kw.items()))
     if name in _REGISTRY:
         return _REGISTRY[name]
     m = _HYBRID.match(name)

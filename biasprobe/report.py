@@ -1,8 +1,8 @@
-"""The study report: figures (seaborn, Agg) and a Markdown file whose every number comes from the tables. It
-renders what it is given: the analysis (cross-tab, verdicts) is computed by :mod:`biasprobe.verdicts`.
+"""Report building blocks every study's report uses: figures (seaborn, Agg), Markdown tables, the claims table and
+its readings, the DIP run and classifier plateau sections, banners, provenance. Each study's ``write_report``
+(``biasprobe/studies/NAME.py``) assembles its report from them; every number comes from the tables.
 
-``write_report(out_dir, tables, analysis, meta)`` takes the study runner's tidy tables (a dict; any may be
-missing):
+The tables are the study runner's (a dict; any may be missing):
 
 * ``dip_summary`` (arch, task, image, seed, gain_db, gap_area, gap_negative_step, iters, n_params, ...),
 * ``dip_curves`` (arch, task, image, seed, step, metric, value; metrics psnr_gt, psnr_obs, gap, fbc_band{k},
@@ -12,15 +12,10 @@ missing):
 * ``calibration`` (arch, probe, lr, score) and ``choices`` (arch, probe, lr, score, second_lr, second_score),
 * ``failed`` (run_id, error);
 
-``analysis``: what :func:`biasprobe.verdicts.analyse` returns (cross_tab, verdicts, options; verdicts_second_lr
-and sensitivity when the runs at the second-best lr were analysed); and ``meta``: command, preset (name or the
-preset's dict), versions (dict), git_commit, device, device_name, wall_time_s or wall_seconds, any other entries
-(listed as they are), plus fbc_task (None: denoise if run, else the first task) and title.
-
-It writes report.md, cross_tab.csv, cross_tab.md, verdicts.csv (and verdicts_second_lr.csv, sensitivity.csv) and
-the PNGs next to them. The readings restate computed numbers only; no conclusion is written by hand.
-``write_conv_placement`` / ``conv_placement_figure`` do the same for the conv-placement study
-(:func:`biasprobe.verdicts.conv_placement_table`).
+and ``meta`` (:func:`provenance`): command, preset (name or the preset's dict), versions (dict), git_commit,
+device, device_name, wall_time_s or wall_seconds, any other entries (listed as they are), plus fbc_task (None:
+denoise if run, else the first task) and title. The readings restate computed numbers only; no conclusion is
+written by hand.
 """
 
 from __future__ import annotations
@@ -75,7 +70,7 @@ def markdown_table(df: pd.DataFrame, index: bool = False, formatter=fmt) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _with_ci(v, lo, hi) -> str:
+def with_ci(v, lo, hi) -> str:
     if v is None or not np.isfinite(v):
         return ""
     return f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else fmt(v)
@@ -92,7 +87,7 @@ def compact_cross_tab(cross: pd.DataFrame, period: int = 8) -> pd.DataFrame:
         header = m.header.format(n=fmt(n.iloc[0]) if len(n) else "?", period=period)
         col = m.column(period)
         if m.ci:
-            out[header + " [CI]"] = [_with_ci(*r) for r in cross[[col, f"{m.ci}_ci_low", f"{m.ci}_ci_high"]].values]
+            out[header + " [CI]"] = [with_ci(*r) for r in cross[[col, f"{m.ci}_ci_low", f"{m.ci}_ci_high"]].values]
         elif m.censored:
             out[header] = ["" if not np.isfinite(v) else f"{fmt(v)} ({c:.0%})"
                            for v, c in cross[[col, m.censored]].values]
@@ -112,7 +107,7 @@ def claimed(kind: str, margin) -> str:
     return {"greater": "> ", "less": "< "}.get(kind, "") + fmt(margin)
 
 
-def _verdict_word(r) -> str:
+def verdict_word(r) -> str:
     return r.verdict + (f" ({r.reason})" if r.verdict == "inconclusive" and r.reason else "")
 
 
@@ -121,7 +116,7 @@ def _row_sentence(r, ci: float) -> str:
     if not np.isfinite(r.effect):
         return f"{what}: not evaluated ({r.note or 'no data'})"
     s = (f"{what}: effect {fmt(r.effect)} ({ci:.0%} interval {fmt(r.ci_low)} to {fmt(r.ci_high)}, "
-         f"{fmt(r.n_units)} units), {_verdict_word(r)}{'' if r.decisive else ' (exploratory)'}")
+         f"{fmt(r.n_units)} units), {verdict_word(r)}{'' if r.decisive else ' (exploratory)'}")
     return s + (f" ({r.note})" if r.note else "")
 
 
@@ -140,7 +135,7 @@ def reading(verdict_table: pd.DataFrame, hypothesis: str, ci: float = 0.95) -> s
         parts.append(s)
     o = v[v.comparison == "overall"].iloc[0]
     return (f"**({hypothesis})** {o.claim}. " + "; ".join(parts)
-            + f". Overall: **{_verdict_word(o)}**.")
+            + f". Overall: **{verdict_word(o)}**.")
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -182,7 +177,7 @@ def fig_gen_vs_pred(cross: pd.DataFrame, path, ci: float = 0.95) -> Path | None:
     for r in d.itertuples(index=False):
         ax.annotate(r.arch, (r.gen_score, r.pred_acc), textcoords="offset points", xytext=(4, 4), fontsize=8)
     n = fmt(d.n_train.iloc[0])
-    ax.set(xlabel="generative score: max PSNR gain over the input (dB, mean over tasks)",
+    ax.set(xlabel="generative score: max PSNR gain over the input (dB, primary task)",
            ylabel=f"test accuracy at N={n}", title=f"generative vs predictive bias ({ci:.0%} CIs)")
     ax.legend(title="family")
     return _save(fig, path)
@@ -336,7 +331,7 @@ def fig_clf_curves(clf_curves: pd.DataFrame | None, path, n_train=None) -> Path 
     return _save(fig, path)
 
 
-def _plateau_md(clf: pd.DataFrame | None) -> list[str]:
+def plateau_md(clf: pd.DataFrame | None) -> list[str]:
     """Which classifier runs were still gaining in the last tenth of their budget."""
     if clf is None or "plateaued" not in clf:
         return []
@@ -379,20 +374,7 @@ def fig_calibration(calibration: pd.DataFrame, path, choices: pd.DataFrame | Non
 
 # ------------------------------------------------------------------------------------------------- report
 
-FIGURES = [
-    ("gen_vs_pred.png", "Generative score vs predictive accuracy per architecture"),
-    ("psnr_curves.png", "PSNR vs iteration (psnr_gt and psnr_obs) per architecture"),
-    ("gap_curves.png", "Gap psnr_gt - psnr_obs vs iteration"),
-    ("fbc_heatmaps.png", "Frequency-band correspondence with the clean image"),
-    ("grid_energy.png", "Grid energy and boundary jump of the final output"),
-    ("reconstructions.png", "Reconstructions at each architecture's best step"),
-    ("accuracy_vs_n.png", "Test accuracy vs training-set size"),
-    ("clf_curves.png", "Classifier accuracy vs optimisation step (plateau check)"),
-    ("calibration.png", "Learning-rate calibration"),
-]
-
-
-def _calibrated_note(choices) -> str:
+def calibrated_note(choices) -> str:
     if not isinstance(choices, pd.DataFrame) or "probe" not in choices or not len(choices):
         return ""
     probes = " and ".join(sorted(set(choices.probe)))
@@ -400,7 +382,7 @@ def _calibrated_note(choices) -> str:
             f"learning rate chosen on calibration data the evaluation never uses (see Calibrated learning rates).")
 
 
-def _provenance(meta: dict) -> str:
+def provenance(meta: dict) -> str:
     """Command, preset, commit, device, wall time, versions and any other ``meta`` entries, as Markdown.
     ``preset`` may be a name or the preset's dict (then its ``name`` is shown and the dict in a details block)."""
     import json
@@ -430,7 +412,7 @@ def _provenance(meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _verdict_md(v: pd.DataFrame, ci: float) -> str:
+def verdict_md(v: pd.DataFrame, ci: float) -> str:
     """The claims table: each hypothesis's overall verdict, then its rows (contrast, claim, effect [interval],
     Holm-corrected p-values, verdict)."""
     rows = []
@@ -438,7 +420,7 @@ def _verdict_md(v: pd.DataFrame, ci: float) -> str:
         o = g[g.comparison == "overall"].iloc[0]
         rows.append({"claim": f"**({h})**", "contrast": "**overall**", "metric": "", "claimed": "", "effect": "",
                      f"{ci:.0%} interval": "", "n": "", "method": "", "p support / refute (Holm)": "",
-                     "verdict": f"**{_verdict_word(o)}**"})
+                     "verdict": f"**{verdict_word(o)}**"})
         for r in g[g.comparison != "overall"].itertuples(index=False):
             rows.append({"claim": f"({h})", "contrast": r.comparison, "metric": r.metric,
                          "claimed": claimed(r.kind, r.margin), "effect": fmt(r.effect),
@@ -447,7 +429,7 @@ def _verdict_md(v: pd.DataFrame, ci: float) -> str:
                          "n": fmt(r.n_units), "method": r.method,
                          "p support / refute (Holm)": f"{_p(r.p_support)} / {_p(r.p_refute)}"
                          if np.isfinite(r.p_support) or np.isfinite(r.p_refute) else "",
-                         "verdict": _verdict_word(r) + ("" if r.decisive else " (exploratory)")})
+                         "verdict": verdict_word(r) + ("" if r.decisive else " (exploratory)")})
     return markdown_table(pd.DataFrame(rows))
 
 
@@ -455,7 +437,7 @@ def _p(p) -> str:
     return "" if not np.isfinite(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _runs_md(runs: pd.DataFrame) -> list[str]:
+def runs_md(runs: pd.DataFrame) -> list[str]:
     """Each DIP run's stop, peak and gap crossing; the truncated and failed runs by name; the steps saved by
     stopping after the peak."""
     if runs is None or not len(runs):
@@ -485,40 +467,10 @@ def _runs_md(runs: pd.DataFrame) -> list[str]:
     return md
 
 
-def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
-    """Write report.md, cross_tab.{csv,md}, verdicts.csv, verdicts_second_lr.csv and sensitivity.csv (when in
-    ``analysis``) and the figures into ``out_dir``; returns the path of report.md. See the module docstring."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    opt = analysis["options"]
-    t = {k: V.nonempty(v) if isinstance(v, pd.DataFrame) else v for k, v in tables.items()}
-    curves, clf = t.get("dip_curves"), t.get("clf_summary")
-    cross, verd, sens = analysis["cross_tab"], analysis["verdicts"], analysis.get("sensitivity")
-    ci, period = opt["ci"], opt["period"]
-    compact = compact_cross_tab(cross, period)
-    write_atomic(out / "cross_tab.csv", cross.to_csv(index=False))
-    write_atomic(out / "cross_tab.md", markdown_table(compact))
-    write_atomic(out / "verdicts.csv", verd.to_csv(index=False))
-    if analysis.get("verdicts_second_lr") is not None:
-        write_atomic(out / "verdicts_second_lr.csv", analysis["verdicts_second_lr"].to_csv(index=False))
-    if sens is not None:
-        write_atomic(out / "sensitivity.csv", sens.to_csv(index=False))
-
-    drawn = {
-        "gen_vs_pred.png": fig_gen_vs_pred(cross, out / "gen_vs_pred.png", ci),
-        "psnr_curves.png": fig_psnr_grid(curves, out / "psnr_curves.png"),
-        "gap_curves.png": fig_gap_curves(curves, out / "gap_curves.png"),
-        "fbc_heatmaps.png": fig_fbc_heatmaps(curves, out / "fbc_heatmaps.png", meta.get("fbc_task")),
-        "grid_energy.png": fig_grid_energy(curves, out / "grid_energy.png", period),
-        "reconstructions.png": fig_reconstructions(t.get("images"), out / "reconstructions.png"),
-        "accuracy_vs_n.png": fig_accuracy_vs_n(clf, out / "accuracy_vs_n.png", ci, seed=opt["seed"])
-        if clf is not None and clf.n_train.nunique() > 1 else None,
-        "clf_curves.png": fig_clf_curves(t.get("clf_epochs"), out / "clf_curves.png", opt.get("n_train") or 1000),
-        "calibration.png": fig_calibration(t.get("calibration"), out / "calibration.png", t.get("choices")),
-    }
-
-    md = [f"# {meta.get('title', 'Generative vs predictive inductive bias')}", ""]
-    runs = analysis.get("runs")
+def header(meta: dict, runs: pd.DataFrame | None) -> list[str]:
+    """A report's first lines after its title: the truncation banner (DIP fits stopped before their peak), the
+    partial banner (runs missing from the store), and the wall time or the --report-only note."""
+    md = []
     if runs is not None and "peak_reached" in runs and len(runs) and not runs.peak_reached.astype(bool).all():
         n_t = int((~runs.peak_reached.astype(bool)).sum())
         md += [f"**{n_t} of {len(runs)} DIP fits stopped before their peak (truncated): the generative scores they "
@@ -535,122 +487,36 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
     elif isinstance(wall, (int, float)):
         md += [f"Wall time of this command: {wall / 60:.1f} min ({meta.get('device', 'device ?')}); runs: "
                f"{meta.get('runs', '?')}. Provenance at the end.", ""]
-    md += ["## Claims", "",
-           f"Each claim is tested as stated contrasts on the {opt.get('primary_task') or 'DIP'} task (the seed's "
-           f"task): a weighted difference of architectures paired on the same (image, seed) units (DIP) or seeds "
-           f"(classification), claimed greater (> m) or less (< m) than a stated margin m, or equivalent "
-           f"(|.| < m). Intervals: {ci:.0%} t intervals with images as strata and seeds as replicates "
-           f"('stratified-t'), t over seeds for accuracy, bounds for censored gap times; within a claim the "
-           f"decisive rows' one-sided p-values are Holm-corrected: supported when p support < "
-           f"{opt.get('alpha', 0.025)}, refuted when p refute < {opt.get('alpha', 0.025)} (the interval on the "
-           f"wrong side of the margin), else inconclusive with the reason (truncated, not plateaued, missing "
-           f"runs, underpowered, power). Exploratory rows never decide. Full table: `verdicts.csv`"
-           + (" (every task: `verdicts_by_task.csv`)." if analysis.get("verdicts_by_task") is not None else ".")
-           + _calibrated_note(t.get("choices")), "", _verdict_md(verd, ci)]
-    by_task = analysis.get("verdicts_by_task")
-    if by_task is not None and by_task.task.nunique() > 1:
-        write_atomic(out / "verdicts_by_task.csv", by_task.to_csv(index=False))
-        md += ["## Verdicts on the other tasks", "",
-               "Each task on its own (never averaged into the primary task's scores).", ""]
-        for task, g in by_task[by_task.task != opt.get("primary_task")].groupby("task", sort=True):
-            md += [f"### {task}", "", _verdict_md(g, ci)]
-    md += ["## Cross-tab", "",
-           f"One row per architecture, {opt.get('primary_task') or 'DIP'} task. Generative score: max psnr_gt gain "
-           f"over the corrupted input, mean over (image, seed) units; predictive: final test accuracy at fixed N, "
-           f"mean over seeds. Brackets: {ci:.0%} t intervals (images as strata). gap<0 step: first step where "
-           f"psnr_gt < psnr_obs; a run where it never happens counts at its stop (share censored in brackets). "
-           f"Full table: `cross_tab.csv`.", "", markdown_table(compact)]
-    md += _runs_md(runs)
-    md += _plateau_md(clf)
-    if runs is not None and len(runs):
-        write_atomic(out / "dip_runs.csv", runs.to_csv(index=False))
-    md += ["## Readings", ""]
-    for h in sorted(verd.hypothesis.unique()):
-        md += [reading(verd, h, ci), ""]
-    not_supported = [(h, v) for h, v in V.overall(verd).items() if v != "supported"]
-    md += ["**What the data do not support:** "
-           + ("; ".join(f"({h}) {v}" for h, v in not_supported) if not_supported
-              else "nothing: every hypothesis's overall verdict is supported") + ".", ""]
-    if sens is not None:
-        md += ["## Sensitivity to the learning rate", "",
-               "Overall verdicts with each architecture at its best and at its second-best calibrated learning "
-               "rate: robust if they agree.", "", markdown_table(sens)]
-    if t.get("choices") is not None:
-        md += ["## Calibrated learning rates", "", markdown_table(t["choices"])]
-    failed = t.get("failed")
-    if isinstance(failed, pd.DataFrame) and len(failed):
-        md += [f"## Failed runs ({len(failed)})", "", "These runs raised an error and are left out of every number "
-               "above.", "", markdown_table(failed)]
-    md += [_provenance(meta), "## Figures", ""]
-    for name, caption in FIGURES:
+    return md
+
+
+def claims_intro(opt: dict, ci: float) -> str:
+    """How the claims table below it was computed (contrasts, intervals, Holm, the verdict rule)."""
+    return (f"Each claim is tested as stated contrasts on the {opt.get('primary_task') or 'DIP'} task: a weighted "
+            f"difference of architectures paired on the same (image, seed) units (DIP) or seeds (classification), "
+            f"claimed greater (> m) or less (< m) than a stated margin m, or equivalent (|.| < m). Intervals: "
+            f"{ci:.0%} t intervals with images as strata and seeds as replicates ('stratified-t'), t over seeds for "
+            f"accuracy, bounds for censored gap times; within a claim the decisive rows' one-sided p-values are "
+            f"Holm-corrected: supported when p support < {opt.get('alpha', 0.025)}, refuted when p refute < "
+            f"{opt.get('alpha', 0.025)} (the interval on the wrong side of the margin), else inconclusive with the "
+            f"reason (truncated, not plateaued, missing runs, underpowered, power). Exploratory rows never decide.")
+
+
+def failed_section(failed) -> list[str]:
+    """The runs that raised an error, when there are any."""
+    if not isinstance(failed, pd.DataFrame) or not len(failed):
+        return []
+    return [f"## Failed runs ({len(failed)})", "", "These runs raised an error and are left out of every number "
+            "above.", "", markdown_table(failed)]
+
+
+def figures_section(drawn: dict, figures: list[tuple[str, str]]) -> list[str]:
+    """'## Figures': each drawn figure with its caption, then the names of those not drawn (no data)."""
+    md = ["## Figures", ""]
+    for name, caption in figures:
         if drawn.get(name) is not None:
             md += [f"### {caption}", "", f"![{caption}]({name})", ""]
-    missing = [name for name, _ in FIGURES if drawn.get(name) is None]
+    missing = [name for name, _ in figures if drawn.get(name) is None]
     if missing:
         md += [f"Not drawn (no data): {', '.join(missing)}.", ""]
-    path = out / "report.md"
-    write_atomic(path, "\n".join(md))
-    return path
-
-
-# -------------------------------------------------------------------------------------- conv placement
-
-def conv_placement_figure(dip_curves: pd.DataFrame, table: pd.DataFrame, out_dir,
-                          transformers=V.TRANSFORMERS) -> dict:
-    """The conv-placement study's figure: for each transformer T with runs, PSNR vs iteration (psnr_gt solid,
-    psnr_obs dashed) of T, 3c+T, T+1c, T+3c per task (top row) and their gap (bottom row), as
-    ``conv_placement_{T}.png``; plus the max-PSNR ``table`` (:func:`biasprobe.verdicts.conv_placement_table`) as
-    conv_placement.csv and conv_placement.md. Returns dict(figures=[paths], csv=path, md=path, table=table)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    curves = V.nonempty(dip_curves)
-    figures = []
-    for t in transformers:
-        variants = [v for v in V.conv_variants(t) if curves is not None and v in set(curves.arch)]
-        if len(variants) < 2:  # T alone, or a hybrid without its base: nothing to compare
-            continue
-        d = curves[curves.arch.isin(variants)]
-        tasks = sorted(d.task.unique())
-        pal = dict(zip(variants, sns.color_palette("tab10", len(variants))))
-        fig = Figure(figsize=(5.5 * len(tasks), 7.0), layout="constrained")
-        axes = fig.subplots(2, len(tasks), squeeze=False)
-        for j, task in enumerate(tasks):
-            p = d[(d.task == task) & d.metric.isin(["psnr_gt", "psnr_obs"])]
-            sns.lineplot(p, x="step", y="value", hue="arch", hue_order=variants, palette=pal, style="metric",
-                         style_order=["psnr_gt", "psnr_obs"], errorbar=None, ax=axes[0, j], legend=j == 0)
-            axes[0, j].set(title=f"{task}: PSNR (mean over images and seeds)", xlabel="iteration",
-                           ylabel="PSNR (dB)")
-            g = d[(d.task == task) & (d.metric == "gap")]
-            if len(g):
-                sns.lineplot(g, x="step", y="value", hue="arch", hue_order=variants, palette=pal, errorbar="sd",
-                             ax=axes[1, j], legend=False)
-            axes[1, j].axhline(0, color="k", lw=0.8)
-            axes[1, j].set(title=f"{task}: gap = psnr_gt - psnr_obs (band = sd)", xlabel="iteration",
-                           ylabel="gap (dB)")
-        fig.suptitle(f"conv placement around {t}: {', '.join(variants)}")
-        figures.append(_save(fig, out / f"conv_placement_{t}.png"))
-    csv = out / "conv_placement.csv"
-    write_atomic(csv, table.to_csv(index=False))
-    md = ["# Conv placement: conv layers before (3c+T) or after (T+1c, T+3c) a transformer", "",
-          "Max psnr_gt over the run, mean (sd) over images and seeds; gain = max psnr_gt - psnr of the input.", ""]
-    md += [markdown_table(table) if len(table) else "No runs of vit, swin or their hybrids.\n", ""]
-    md += [f"![conv placement]({p.name})\n" for p in figures]
-    mdp = out / "conv_placement.md"
-    write_atomic(mdp, "\n".join(md))
-    return dict(figures=figures, csv=csv, md=mdp, table=table)
-
-
-def write_conv_placement(out_dir, tables: dict, table: pd.DataFrame, meta: dict) -> Path:
-    """The conv-placement study's report: :func:`conv_placement_figure` plus report.md with the provenance
-    (see :func:`write_report` for ``meta``) and the max-PSNR ``table``. Returns the path of report.md."""
-    out = Path(out_dir)
-    res = conv_placement_figure(tables.get("dip_curves"), table, out)
-    body = res["md"].read_text()
-    title, rest = body.split("\n", 1)
-    md = [meta.get("title") and f"# {meta['title']}" or title, "", _provenance(meta), rest]
-    failed = tables.get("failed")
-    if isinstance(failed, pd.DataFrame) and len(failed):
-        md += [f"## Failed runs ({len(failed)})", "", markdown_table(failed)]
-    path = out / "report.md"
-    write_atomic(path, "\n".join(md))
-    return path
+    return md

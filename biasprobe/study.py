@@ -37,6 +37,7 @@ class DipPlan:
     spectral: bool = True
     arch_kwargs: dict = field(default_factory=dict)  # per arch name: {"swin": {"embed_dim": 192}}
     extra: dict = field(default_factory=dict)  # other DIPConfig fields, e.g. {"es_patience": 300}
+    extra_archs: list[str] = field(default_factory=list)  # run by DIP only, after the preset's archs
 
     def calibration_base(self, base: dict) -> dict:
         """The calibration preset's base under this plan's protocol; only the image differs (and must)."""
@@ -90,6 +91,7 @@ class StudyPreset:
     threads_per_job: int | None = None
     slurm: dict | None = None  # submitit/Slurm options for executor "slurm", e.g. {"partition": "gpu"}
     device: str = "auto"
+    study: dict = field(default_factory=dict)  # the study module's own options (see its docstring)
 
     def plans(self) -> dict:
         """{probe name: its plan} for the probes this preset runs."""
@@ -142,7 +144,10 @@ def _check_types(p: StudyPreset, where: str) -> None:
     need(p.executor in ("local", "pool", "slurm", "slurm-local", "slurm-debug"), "executor",
          "local, pool, slurm, slurm-local or slurm-debug")
     need(isinstance(p.jobs, int) and p.jobs >= 1, "jobs", "a positive integer")
+    need(isinstance(p.study, dict), "study", "an object (the study's own options)")
     d = p.dip
+    need(isinstance(d.extra_archs, list) and all(isinstance(a, str) for a in d.extra_archs), "dip.extra_archs",
+         "a list of architecture names")
     need(isinstance(d.tasks, list) and d.tasks and all(isinstance(t, dict) and "task" in t for t in d.tasks),
          "dip.tasks", 'a list of {"task": ..., "task_params": {...}} objects')
     for t in d.tasks:
@@ -162,7 +167,7 @@ def _check_types(p: StudyPreset, where: str) -> None:
     need(d.lr is None or d.lr == "calibrated" or isinstance(d.lr, (int, float)) or isinstance(d.lr, dict) and all(
         isinstance(v, (int, float)) and v > 0 for v in d.lr.values()), "dip.lr",
          'null, a number, "calibrated" or {"arch pattern": lr, ...}')
-    for arch in p.archs if isinstance(d.lr, dict) else ():
+    for arch in p.archs + d.extra_archs if isinstance(d.lr, dict) else ():
         _lr(d.lr, None, arch)
     c = p.classify
     if c is not None:
@@ -187,7 +192,7 @@ def dip_configs(p: StudyPreset, lrs: dict[str, float] | None = None) -> list[dic
     from biasprobe.dip import DIPConfig
 
     out = []
-    for arch in p.archs:
+    for arch in p.archs + [a for a in p.dip.extra_archs if a not in p.archs]:
         for t in p.dip.tasks:
             for image in t.get("images", p.dip.images):
                 cfg = DIPConfig(

@@ -10,7 +10,11 @@ plus ``img_size`` where the model takes it (ViT-like models build their position
 feature map is the last of ``forward_intermediates`` (timm >= 1.0; NCHW, ``stop_early``, without the final norm,
 whose layers and the head are pruned), a (B, D, h, w) grid with h = H / s, w = W / s. The decoder is the same for
 every backbone, SimMIM's (as ``swin``'s): a 1x1 conv D -> s*s*out_chans and ``PixelShuffle(s)``, no spatial
-kernel; the factory adds the sigmoid, as for every generator. The rule for sizes: H and W must be multiples of s
+kernel; the factory adds the sigmoid, as for every generator. ``decoder=`` makes the decoder a controlled factor,
+the same for every backbone: ``pixelshuffle`` (default), ``bilinear`` (x2 bilinear upsampling + 1x1 conv +
+LeakyReLU per stage) or ``transposed`` (4x4 stride-2 transposed conv + LeakyReLU per stage), both progressive
+ones of width ``decoder_width`` (64). Written into a name, ``timm:resnet18[decoder=bilinear]``, so a grid can
+hold several (see ``registry.split_kwargs``); ``+1c`` / ``+3c`` after it add 3x3 convs on the image. The rule for sizes: H and W must be multiples of s
 (timm's ``feature_info`` reduction: 32 for ResNets and ConvNeXts, the patch for ViTs) and the grid at least
 ``MIN_GRID`` = 4 cells per side, i.e. s <= H / 4 (a 1x1-conv cell then paints at most a quarter of the side):
 ``timm:convnext_atto`` and ``timm:resnet18`` need 128 px, a patch-16 ViT 64 px. A coarser grid is refused with
@@ -33,8 +37,10 @@ import difflib
 
 import timm
 import torch
+from timm.layers import PatchEmbed
 from torch import nn
 
+from biasprobe import decoders
 from biasprobe.errors import BiasprobeError
 from biasprobe.registry import as_hw, register_arch
 
@@ -55,17 +61,17 @@ def register(name: str) -> None:
         hint = f"; close names: {', '.join(PREFIX + c for c in close)}" if close else ""
         raise BiasprobeError(f"unknown timm model {model!r}{hint} (list them with timm.list_models())")
 
-    def generator(in_chans, out_chans, img_size, **kw):
-        return TimmGenerator(model, in_chans, out_chans, img_size, **kw)
+    def generator(in_chans, out_chans, img_size, decoder="pixelshuffle", decoder_width=decoders.WIDTH, **kw):
+        return TimmGenerator(model, in_chans, out_chans, img_size, decoder=decoder, decoder_width=decoder_width, **kw)
 
-    def classifier(in_chans, img_size, num_classes, **kw):
+    def classifier(in_chans, img_size, num_classes, decoder=None, decoder_width=None, **kw):  # no decoder there
         return create_classifier(model, in_chans, img_size, num_classes, **kw)
 
     register_arch(name, family="timm",
                   description=f"timm {model} (random init), 1x1 conv + pixel-shuffle decoder on its last features",
                   classifier=classifier,
-                  size_multiple=lambda img_size, **kw: reduction(model, **kw),
-                  min_size=lambda **kw: MIN_GRID * reduction(model, **kw))(generator)
+                  size_multiple=lambda img_size, decoder=None, decoder_width=None, **kw: reduction(model, **kw),
+                  min_size=lambda decoder=None, decoder_width=None, **kw: MIN_GRID * reduction(model, **kw))(generator)
 
 
 def create_model(model: str, **kw) -> nn.Module:
@@ -131,19 +137,12 @@ def feature_grid(model: str, net: nn.Module, in_chans: int, hw: tuple[int, int],
     return _GRIDS[key]
 
 
-class PixelShuffleHead(nn.Sequential):
-    """The decoder of every timm generator (SimMIM's): 1x1 conv D -> s*s*C_out, PixelShuffle(s)."""
-
-    def __init__(self, dim: int, out_chans: int, scale: int):
-        super().__init__(nn.Conv2d(dim, scale * scale * out_chans, kernel_size=1), nn.PixelShuffle(scale))
-        self.scale = scale
-
-
 class TimmGenerator(nn.Module):
-    """timm backbone's last feature map -> :class:`PixelShuffleHead`: (B, C_in, H, W) -> (B, C_out, H, W),
-    pre-sigmoid. ``grid`` is the feature map's (h, w)."""
+    """timm backbone's last feature map -> a decoder (``biasprobe.decoders``; default pixel shuffle):
+    (B, C_in, H, W) -> (B, C_out, H, W), pre-sigmoid. ``grid`` is the feature map's (h, w)."""
 
-    def __init__(self, model: str, in_chans: int, out_chans: int, img_size, **kw):
+    def __init__(self, model: str, in_chans: int, out_chans: int, img_size, decoder: str = "pixelshuffle",
+                 decoder_width: int = decoders.WIDTH, **kw):
         super().__init__()
         h, w = as_hw(img_size)
         self.backbone = create_backbone(model, in_chans, (h, w), **kw)
@@ -162,7 +161,7 @@ class TimmGenerator(nn.Module):
             raise BiasprobeError(f"{PREFIX}{model} at {h}x{w} gives a {gh}x{gw} feature grid (stride {s}), coarser "
                                  f"than the {MIN_GRID}x{MIN_GRID} a generator needs: use --size {MIN_GRID * s} or "
                                  f"more, or a smaller stride/patch via --arch-kw (e.g. patch_size=8 for a ViT)")
-        self.head = PixelShuffleHead(dim, out_chans, s)
+        self.head = decoders.build(decoder, dim, out_chans, s, decoder_width, where=f"{PREFIX}{model}")
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(last_features(self.backbone, z))
@@ -176,7 +175,15 @@ def create_classifier(model: str, in_chans: int, img_size, num_classes: int, **k
         net = timm.create_model(model, pretrained=False, img_size=as_hw(img_size), **base)
     except TypeError:  # no img_size (a CNN), or a keyword of the user's that the next call reports
         return create_model(model, **base)
-    patch = getattr(getattr(net, "patch_embed", None), "patch_size", None)
+    embed = next((m for m in net.modules() if isinstance(m, PatchEmbed)), None)  # ViTs' patch_embed, mixers' stem
+    patch = getattr(embed, "patch_size", None)
     if patch is not None and "patch_size" not in kw and max(as_hw(patch)) > CIFAR_PATCH:
-        net = create_model(model, img_size=as_hw(img_size), patch_size=CIFAR_PATCH, **base)
+        try:
+            net = timm.create_model(model, pretrained=False, img_size=as_hw(img_size), patch_size=CIFAR_PATCH,
+                                    **base)
+        except (TypeError, KeyError) as exc:  # the builder fixes its patch (resmlp_*, gmlp_*, mixer_*)
+            raise BiasprobeError(f"{PREFIX}{model}: its {max(as_hw(patch))}-pixel patch gives a 32x32 image "
+                                 f"{32 // max(as_hw(patch))}x{32 // max(as_hw(patch))} tokens and its builder "
+                                 f"does not take patch_size={CIFAR_PATCH} ({str(exc).splitlines()[0]}); pick a "
+                                 f"model whose builder takes patch_size (e.g. the mixer_* models)") from exc
     return net

@@ -1,8 +1,9 @@
-"""The generative-vs-predictive study's analysis: its claims as testable contrasts, the scores they read, the
-cross-tab and the verdicts (pandas, numpy, scipy; the generic statistics are in ``stats.py``, the metrics' names
-and labels in ``metrics.METRICS``).
+"""The decision layer every study shares: the scores a claim reads, contrasts with a stated direction and margin,
+their verdicts, and the cross-tab (pandas, numpy, scipy; the generic statistics are in ``stats.py``, the metrics'
+names and labels in ``metrics.METRICS``). A study's own claims live in its module
+(``biasprobe/studies/NAME.py``), which hands them to :func:`verdict_table`.
 
-Inputs are the study runner's tidy tables (see ``report.py`` for the full list):
+Inputs are the study runner's tidy tables:
 
 * ``dip_summary``: one row per (arch, task, image, seed) DIP run: gain_db (= max psnr_gt - psnr of the corrupted
   input), peak_reached, gap_negative_step (NaN when censored: the gap never turned negative before the stop),
@@ -20,19 +21,19 @@ Scores and units
 * Predictive: final test accuracy at the fixed N (1000 if run), one unit per seed (the same subset and data order
   for every architecture); AUC over log N where several N ran.
 
-Claims and decisions
---------------------
-Each claim (``claims()``) is a few contrasts: a weighted sum of architectures' unit values (``A - B``, or
+Decisions
+---------
+A claim is a few :class:`Contrast` rows: a weighted sum of architectures' unit values (``A - B``, or
 ``r * skipnet - T`` for "far less"), a kind (greater / less / equivalent, ``stats.KINDS``) and a margin, stated in
 its row. Intervals and tests are ``stats.stratified_interval`` (t, images as strata) for generative contrasts,
 ``stats.censored_interval`` for gap times and a t interval over seeds for predictive ones; within a hypothesis
-(and task) the decisive rows are Holm-corrected and decided by ``stats.verdict``. A row is ``inconclusive`` with a
-``reason`` when its runs did not reach their peak (``truncated``), when a classifier had not plateaued (``not
-plateaued``), when an architecture has no runs (``missing runs``) or when the interval is too wide (``power``: the
-note gives about how many units would decide). A hypothesis is supported when every decisive row is, refuted
-when one is, else inconclusive. Exploratory rows are shown but never decide. (c) is Spearman's rho across
-architectures with a percentile bootstrap interval (units resampled within each arch), decided only with at least
-``MIN_ARCHS_RHO`` architectures (``inconclusive (underpowered)`` below).
+(and task) the decisive rows are Holm-corrected and decided by ``stats.verdict`` at ``ALPHA``. A row is
+``inconclusive`` with a ``reason`` when its runs did not reach their peak (``truncated``), when a classifier had not
+plateaued (``not plateaued``), when an architecture has no runs (``missing runs``) or when the interval is too wide
+(``power``: the note gives about how many units would decide). A hypothesis is supported when every decisive row
+is, refuted when one is, else inconclusive. Exploratory rows are shown but never decide. A :class:`RhoClaim` is
+Spearman's rho across architectures with a percentile bootstrap interval (units resampled within each arch),
+decided only with at least its ``min_archs`` architectures (``inconclusive (underpowered)`` below).
 """
 
 from __future__ import annotations
@@ -50,41 +51,13 @@ from biasprobe.metrics import METRICS, declared
 from biasprobe.registry import get_arch
 
 VERDICTS = ("supported", "refuted", "inconclusive")
-TRANSFORMERS = ("vit", "swin")
 UNIT_GEN = ["image", "seed"]
 PRIMARY_TASK = "denoise"  # the seed study's task: the claims table reads it; other tasks get their own tables
-
-# The stated margins (see each claim's text)
-FAR_LESS_RATIO = 0.5  # (a) "far less": a transformer's gain is below this share of skipnet's
-NO_BETTER_DB = 1.0  # (b), (d), (e): "no better" / "does not add" = less than this many dB above the other
-RHO_THRESHOLD = 0.5  # (c): rankings "differ" when rho < this
-MIN_ARCHS_RHO = 10  # (c): below this many architectures rho's interval cannot decide (about +-0.6 at 9)
 ALPHA = 0.025  # one-sided level per family after Holm: one row alone = its 95% two-sided interval
 
-CLAIMS = {
-    "a": f"transformers have far less generative bias than the CNN skipnet: a transformer's gain over the noisy "
-         f"input is below {FAR_LESS_RATIO:g} x skipnet's ({FAR_LESS_RATIO:g}*skipnet - T > 0 dB)",
-    "b": f"swin's generative bias is no better than vit's: swin - vit < {NO_BETTER_DB:g} dB on the gain "
-         f"(non-superiority; a tie can be supported)",
-    "c": f"generative and predictive biases differ: Spearman rho across archs between the generative gain and "
-         f"the predictive accuracy is below {RHO_THRESHOLD:g} (decided with >= {MIN_ARCHS_RHO} archs)",
-    "d": f"swin has more predictive bias than vit (swin - vit > 0 on accuracy) but not more generative bias "
-         f"(swin - vit < {NO_BETTER_DB:g} dB on the gain)",
-    "e": f"conv layers after a transformer add generative bias, before it they do not: T+kc - kc+T > 0 and "
-         f"T+kc - T > 0 on the gain and on how long the gap stays positive (censored times); kc+T - T < "
-         f"{NO_BETTER_DB:g} dB on the gain",
-}
 VERDICT_COLUMNS = ["hypothesis", "task", "claim", "comparison", "metric", "kind", "margin", "decisive", "effect",
                    "ci_low", "ci_high", "n_units", "method", "p_support", "p_refute", "verdict", "reason", "note",
                    "rho", "rho_ci_low", "rho_ci_high"]
-
-
-def conv_variants(t: str) -> list[str]:
-    """Transformer ``t`` and its conv-placement hybrids: t, 3c+t (convs before), t+1c, t+3c (convs after)."""
-    return [t, f"3c+{t}", f"{t}+1c", f"{t}+3c"]
-
-
-CONV_PLACEMENT_ARCHS = tuple(a for t in TRANSFORMERS for a in conv_variants(t))
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -241,7 +214,6 @@ def rank_correlation(gen_units: pd.DataFrame, pred_units: pd.DataFrame, gen_col:
     return out
 
 
-
 # ----------------------------------------------------------------------------------------------- cross tab
 
 def last_logged(dip_curves: pd.DataFrame | None, metric: str) -> pd.DataFrame:
@@ -316,7 +288,7 @@ def _unit_cells(m, units: pd.DataFrame, ci: float) -> dict:
     return cells
 
 
-# ------------------------------------------------------------------------------------------------ claims
+# ------------------------------------------------------------------------------------------------ contrasts
 
 @dataclass(frozen=True)
 class Contrast:
@@ -345,40 +317,15 @@ class Contrast:
         return " ".join(parts)
 
 
-def _diff(hyp, a, b, metric, kind, margin=0.0, decisive=True) -> Contrast:
+def diff(hyp, a, b, metric, kind, margin=0.0, decisive=True) -> Contrast:
+    """The contrast ``a - b`` of ``metric`` (see :class:`Contrast`)."""
     return Contrast(hyp, ((a, 1.0), (b, -1.0)), metric, kind, margin, decisive)
-
-
-def claims(archs) -> list[Contrast]:
-    """The claims' contrasts that these architectures allow (a contrast needs all its archs; rows whose archs did
-    not run are kept by :func:`verdicts` as 'missing runs')."""
-    out = [Contrast("a", (("skipnet", FAR_LESS_RATIO), (t, -1.0)), "gain_db", "greater") for t in TRANSFORMERS]
-    out += [_diff("b", "swin", "vit", "gain_db", "less", NO_BETTER_DB)]
-    out += [_diff("d", "swin", "vit", "pred_acc", "greater"), _diff("d", "swin", "vit", "gain_db", "less", NO_BETTER_DB),
-            _diff("d", "swin", "vit", "auc", "greater", decisive=False)]
-    for t in TRANSFORMERS:
-        if t not in archs:
-            continue
-        for k in (1, 3):
-            after, before = f"{t}+{k}c", f"{k}c+{t}"
-            if after in archs:
-                out += [_diff("e", after, t, "gain_db", "greater"), _diff("e", after, t, "gap_time", "greater")]
-            if after in archs and before in archs:
-                out += [_diff("e", after, before, "gain_db", "greater"),
-                        _diff("e", after, before, "gap_time", "greater")]
-            if before in archs:
-                out += [_diff("e", before, t, "gain_db", "less", NO_BETTER_DB)]
-                # the predictive "reverse pattern": exploratory, never decides (e)
-                out += [_diff("e", before, t, "pred_acc", "greater", decisive=False)]
-            if after in archs:
-                out += [_diff("e", after, t, "pred_acc", "less", decisive=False)]
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ verdicts
 
-def _row_base(c: Contrast, task: str | None) -> dict:
-    return dict(hypothesis=c.hypothesis, task=task, claim=CLAIMS[c.hypothesis], comparison=c.label, metric=c.metric,
+def _row_base(c: Contrast, task: str | None, claim: str = "") -> dict:
+    return dict(hypothesis=c.hypothesis, task=task, claim=claim, comparison=c.label, metric=c.metric,
                 kind=c.kind, margin=c.margin, decisive=c.decisive, effect=np.nan, ci_low=np.nan, ci_high=np.nan,
                 n_units=0, method="", p_support=np.nan, p_refute=np.nan, verdict="inconclusive", reason="",
                 note="")
@@ -485,7 +432,7 @@ def _decide(rows: list[dict], ci: float) -> None:
         r.pop("_res", None)
 
 
-def _overall(hyp: str, task, rows: list[dict]) -> dict:
+def _overall(hyp: str, task, rows: list[dict], claim: str = "") -> dict:
     """A hypothesis's overall row: supported when every decisive row is, refuted when one is, else inconclusive
     with the rows' reasons."""
     dec = [r for r in rows if r["decisive"]]
@@ -493,7 +440,7 @@ def _overall(hyp: str, task, rows: list[dict]) -> dict:
     verdict = ("refuted" if "refuted" in v else "supported" if dec and all(x == "supported" for x in v)
                else "inconclusive")
     reasons = sorted({r["reason"] for r in dec if r["verdict"] == "inconclusive" and r["reason"]})
-    out = _row_base(Contrast(hyp, (), "", ""), task)
+    out = _row_base(Contrast(hyp, (), "", ""), task, claim)
     out.update(comparison="overall", metric="", kind="", margin=np.nan, decisive=True, verdict=verdict,
                reason=", ".join(reasons) if verdict == "inconclusive" else "",
                note=f"{len(dec)} decisive row(s): " + ", ".join(f"{r['comparison']} on {r['metric']}: {r['verdict']}"
@@ -501,39 +448,58 @@ def _overall(hyp: str, task, rows: list[dict]) -> dict:
     return out
 
 
-def _rho_rows(dip_summary, clf_summary, task, n_train, n_boot, ci, seed) -> list[dict]:
-    c = _row_base(Contrast("c", (), "rho", "less", RHO_THRESHOLD), task)
-    c.update(comparison="spearman(gain_db, pred_acc) across archs", metric="rho", margin=RHO_THRESHOLD,
+@dataclass(frozen=True)
+class RhoClaim:
+    """A claim on Spearman's rho across architectures between the generative gain and the predictive accuracy:
+    rho ``kind`` ("less" or "greater") than ``threshold``, decided only with at least ``min_archs`` archs."""
+
+    threshold: float
+    min_archs: int
+    kind: str = "less"
+
+
+def rho_rows(hyp: str, claim: str, rc: RhoClaim, dip_summary, clf_summary, task, n_train=None, n_boot=2000,
+             ci=0.95, seed=0) -> list[dict]:
+    """The row of a :class:`RhoClaim` (rho with its percentile-bootstrap interval, :func:`rank_correlation`) and
+    its overall row: supported when the interval lies on the claimed side of the threshold, refuted when on the
+    other, else inconclusive (power); underpowered below ``min_archs`` archs; truncated / not plateaued when an
+    arch's runs are."""
+    c = _row_base(Contrast(hyp, (), "rho", rc.kind, rc.threshold), task, claim)
+    c.update(comparison="spearman(gain_db, pred_acc) across archs", metric="rho", margin=rc.threshold,
              method="percentile bootstrap (units resampled within each arch)")
     if dip_summary is None or clf_summary is None:
         c.update(reason="missing runs", note="needs both probes' tables")
     else:
         gen, pred = gen_scores(dip_summary, task), pred_scores(clf_summary, n_train)
-        rc = rank_correlation(gen, pred, n_boot=n_boot, ci=ci, seed=seed)
-        c.update(rho=rc["rho"], rho_ci_low=rc["ci_low"], rho_ci_high=rc["ci_high"], effect=rc["rho"],
-                 ci_low=rc["ci_low"], ci_high=rc["ci_high"], n_units=rc["n_archs"],
-                 note=f"archs: {', '.join(rc['archs'])}")
-        short = sorted(set(gen.arch[~gen.peak_reached.astype(bool)]) & set(rc["archs"]))
-        flat = sorted(set(pred.arch[~pred.plateaued.astype(bool)]) & set(rc["archs"]))
-        if rc["n_archs"] < MIN_ARCHS_RHO:
-            c.update(reason="underpowered", note=c["note"] + f"; {rc['n_archs']} archs < {MIN_ARCHS_RHO}")
+        r = rank_correlation(gen, pred, n_boot=n_boot, ci=ci, seed=seed)
+        c.update(rho=r["rho"], rho_ci_low=r["ci_low"], rho_ci_high=r["ci_high"], effect=r["rho"],
+                 ci_low=r["ci_low"], ci_high=r["ci_high"], n_units=r["n_archs"],
+                 note=f"archs: {_names(r['archs'], 12)}")
+        short = sorted(set(gen.arch[~gen.peak_reached.astype(bool)]) & set(r["archs"]))
+        flat = sorted(set(pred.arch[~pred.plateaued.astype(bool)]) & set(r["archs"]))
+        below, above = r["ci_high"] < rc.threshold, r["ci_low"] > rc.threshold
+        if r["n_archs"] < rc.min_archs:
+            c.update(reason="underpowered", note=c["note"] + f"; {r['n_archs']} archs < {rc.min_archs}")
         elif short or flat:
             c.update(reason="truncated" if short else "not plateaued",
                      note=c["note"] + f"; runs short of their peak: {', '.join(short) or 'none'}; classifiers "
                                       f"still rising: {', '.join(flat) or 'none'}")
-        elif np.isfinite(rc["ci_high"]):
-            c["verdict"] = "supported" if rc["ci_high"] < RHO_THRESHOLD else (
-                "refuted" if rc["ci_low"] > RHO_THRESHOLD else "inconclusive")
+        elif np.isfinite(r["ci_high"]):
+            good, bad = (below, above) if rc.kind == "less" else (above, below)
+            c["verdict"] = "supported" if good else "refuted" if bad else "inconclusive"
             if c["verdict"] == "inconclusive":
                 c["reason"] = "power"
-    o = _overall("c", task, [c])
-    return [c, o]
+    return [c, _overall(hyp, task, [c], claim)]
 
 
-def verdicts(dip_summary: pd.DataFrame | None, clf_summary: pd.DataFrame | None, n_train: int | None = None,
-             n_boot: int = 2000, ci: float = 0.95, seed: int = 0, task: str | None = None) -> pd.DataFrame:
-    """The claims' rows for one DIP task (default :func:`primary_task`) plus one ``overall`` row per hypothesis
-    (columns ``VERDICT_COLUMNS``); see the module docstring and ``CLAIMS``."""
+def verdict_table(contrasts: list[Contrast], texts: dict[str, str], dip_summary: pd.DataFrame | None,
+                  clf_summary: pd.DataFrame | None, task: str | None = None, n_train: int | None = None,
+                  rho: dict[str, RhoClaim] | None = None, n_boot: int = 2000, ci: float = 0.95,
+                  seed: int = 0) -> pd.DataFrame:
+    """A study's verdicts on one DIP task (default :func:`primary_task`): for each hypothesis in ``texts`` (its
+    claim's text), in order, the rows of its ``contrasts`` (:func:`evaluate`, Holm-corrected by :func:`_decide`)
+    or, for a hypothesis in ``rho``, its rho row (:func:`rho_rows`), then its ``overall`` row. Columns
+    ``VERDICT_COLUMNS``."""
     dip_summary, clf_summary = nonempty(dip_summary), nonempty(clf_summary)
     task = task or primary_task(dip_summary)
     runs = None
@@ -541,17 +507,16 @@ def verdicts(dip_summary: pd.DataFrame | None, clf_summary: pd.DataFrame | None,
         runs = gen_run_table(dip_summary)
         runs = runs[runs.task == task]
     pred = pred_scores(clf_summary, n_train) if clf_summary is not None else None
-    archs = set(runs.arch if runs is not None else []) | set(pred.arch if pred is not None else [])
     out: list[dict] = []
-    for hyp in "abcde":
-        if hyp == "c":
-            out += _rho_rows(dip_summary, clf_summary, task, n_train, n_boot, ci, seed)
+    for hyp, text in texts.items():
+        if rho and hyp in rho:
+            out += rho_rows(hyp, text, rho[hyp], dip_summary, clf_summary, task, n_train, n_boot, ci, seed)
             continue
-        rows = [evaluate(c, runs, pred, ci) for c in claims(archs) if c.hypothesis == hyp]
+        rows = [evaluate(c, runs, pred, ci) for c in contrasts if c.hypothesis == hyp]
         for r in rows:
-            r["task"] = task
+            r.update(task=task, claim=text)
         _decide(rows, ci)
-        out += rows + [_overall(hyp, task, rows)]
+        out += rows + [_overall(hyp, task, rows, text)]
     df = pd.DataFrame(out)
     for col in VERDICT_COLUMNS:
         if col not in df:
@@ -561,21 +526,13 @@ def verdicts(dip_summary: pd.DataFrame | None, clf_summary: pd.DataFrame | None,
     return df[VERDICT_COLUMNS].reset_index(drop=True)
 
 
-def verdicts_by_task(dip_summary, clf_summary, n_train=None, n_boot=2000, ci=0.95, seed=0) -> pd.DataFrame:
-    """:func:`verdicts` for every DIP task that ran (the primary task first)."""
+def tasks_in_order(dip_summary: pd.DataFrame | None) -> list[str | None]:
+    """The DIP tasks that ran, :func:`primary_task` first ([None] without DIP runs)."""
     dip_summary = nonempty(dip_summary)
+    if dip_summary is None:
+        return [None]
     first = primary_task(dip_summary)
-    tasks = [first] + sorted(set(dip_summary["task"]) - {first}) if dip_summary is not None else [None]
-    return pd.concat([verdicts(dip_summary, clf_summary, n_train, n_boot, ci, seed, task=t) for t in tasks],
-                     ignore_index=True)
-
-
-def overall(verdict_table: pd.DataFrame) -> pd.Series:
-    """hypothesis -> overall verdict (of the table's first task when it holds several)."""
-    o = verdict_table[verdict_table.comparison == "overall"]
-    if "task" in o and o["task"].notna().any():
-        o = o[o.task == o.task.dropna().iloc[0]]
-    return o.set_index("hypothesis")["verdict"]
+    return [first] + sorted(set(dip_summary["task"]) - {first})
 
 
 def sensitivity(verdicts_at_best_lr: pd.DataFrame, verdicts_at_second_lr: pd.DataFrame) -> pd.DataFrame:
@@ -590,37 +547,15 @@ def sensitivity(verdicts_at_best_lr: pd.DataFrame, verdicts_at_second_lr: pd.Dat
     return pd.DataFrame(rows, columns=["hypothesis", "verdict_best_lr", "verdict_second_lr", "status"])
 
 
+def overall(verdict_table: pd.DataFrame) -> pd.Series:
+    """hypothesis -> overall verdict (of the table's first task when it holds several)."""
+    o = verdict_table[verdict_table.comparison == "overall"]
+    if "task" in o and o["task"].notna().any():
+        o = o[o.task == o.task.dropna().iloc[0]]
+    return o.set_index("hypothesis")["verdict"]
+
+
 # ------------------------------------------------------------------------------------------------ analyses
-
-def analyse(tables: dict, n_boot: int = 2000, ci: float = 0.95, seed: int = 0, n_train: int | None = None,
-            period: int = 8) -> dict:
-    """The generative-vs-predictive study's analysis of the runner's tables (dip_summary, clf_summary,
-    dip_curves; ``second``: the same tables at each arch's second-best lr): ``cross_tab`` (primary task),
-    ``verdicts`` (primary task), ``verdicts_by_task`` (every task), ``runs`` (each DIP run's stop, peak and gap
-    crossing), and, when ``second`` has runs, ``verdicts_second_lr`` and ``sensitivity``; ``options``: the
-    settings used."""
-    options = dict(n_boot=int(n_boot), ci=float(ci), seed=int(seed), n_train=n_train, period=int(period),
-                   alpha=ALPHA, far_less_ratio=FAR_LESS_RATIO, no_better_db=NO_BETTER_DB,
-                   rho_threshold=RHO_THRESHOLD, min_archs_rho=MIN_ARCHS_RHO)
-    boot = dict(n_boot=options["n_boot"], ci=options["ci"], seed=options["seed"])
-    dip, clf = nonempty(tables.get("dip_summary")), nonempty(tables.get("clf_summary"))
-    task = primary_task(dip)
-    options["primary_task"] = task
-    by_task = verdicts_by_task(dip, clf, n_train=n_train, **boot)
-    out = {"options": options,
-           "cross_tab": cross_tab(dip, clf, nonempty(tables.get("dip_curves")), n_train=n_train,
-                                  period=options["period"], task=task, **boot),
-           "verdicts": by_task[by_task.task == task].reset_index(drop=True) if task else by_task,
-           "verdicts_by_task": by_task,
-           "runs": run_table(dip)}
-    second = tables.get("second")
-    if isinstance(second, dict):
-        dip2, clf2 = nonempty(second.get("dip_summary")), nonempty(second.get("clf_summary"))
-        if dip2 is not None or clf2 is not None:
-            out["verdicts_second_lr"] = verdicts(dip2, clf2, n_train=n_train, task=task, **boot)
-            out["sensitivity"] = sensitivity(out["verdicts"], out["verdicts_second_lr"])
-    return out
-
 
 RUN_COLUMNS = ["arch", "task", "image", "seed", "lr", "iters", "patience", "steps_run", "stop_step", "max_psnr_gt", "max_psnr_gt_step",
                "peak_reached", "gain_db", "gap_negative_step", "gap_censored", "es_step", "backtracks", "failed",
@@ -635,23 +570,3 @@ def run_table(dip_summary: pd.DataFrame | None) -> pd.DataFrame:
     return dip_summary[cols].sort_values(["task", "arch", "image", "seed"]).reset_index(drop=True)
 
 
-def conv_placement_table(dip_summary: pd.DataFrame | None, transformers=TRANSFORMERS) -> pd.DataFrame:
-    """The conv-placement study's analysis: max psnr_gt per (transformer, variant, task), mean and sd over images
-    and seeds, gain, step of the max; for each transformer T run with at least one of its hybrids
-    (:func:`conv_variants`)."""
-    dip_summary = nonempty(dip_summary)
-    rows = []
-    for t in transformers if dip_summary is not None else ():
-        variants = [v for v in conv_variants(t) if v in set(dip_summary.arch)]
-        if len(variants) < 2:  # T alone, or one hybrid alone: nothing to compare
-            continue
-        for variant in variants:
-            d = dip_summary[dip_summary.arch == variant]
-            for task, g in d.groupby("task", sort=True):
-                rows.append(dict(transformer=t, arch=variant, task=task, max_psnr_gt=g.max_psnr_gt.mean(),
-                                 max_psnr_gt_sd=g.max_psnr_gt.std(ddof=1) if len(g) > 1 else np.nan,
-                                 gain_db=g.gain_db.mean(), max_psnr_gt_step=g.max_psnr_gt_step.mean(), n_runs=len(g),
-                                 share_peak_reached=g.peak_reached.astype(bool).mean() if "peak_reached" in g
-                                 else np.nan))
-    return pd.DataFrame(rows, columns=["transformer", "arch", "task", "max_psnr_gt", "max_psnr_gt_sd", "gain_db",
-                                       "max_psnr_gt_step", "n_runs", "share_peak_reached"])

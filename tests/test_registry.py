@@ -33,7 +33,7 @@ def test_the_registry_holds_no_factory():
 
 @pytest.mark.parametrize("name, kw, words", [
     ("vit", {"nonsense": 3}, "vit: unknown keyword argument 'nonsense' (accepted: patch_size, embed_dim, depth, "
-                             "num_heads, mlp_ratio)"),
+                             "num_heads, mlp_ratio, decoder, decoder_width)"),
     ("vit", {"embed_dim": "abc"}, "embed_dim='abc' must be an integer like its default 192"),
     ("swin", {"mlp_ratio": "x"}, "mlp_ratio='x' must be a number"),
     ("swin", {"depths": 2}, "depths=2 must be a list"),

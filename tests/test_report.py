@@ -1,4 +1,4 @@
-"""write_report / conv_placement_figure on small synthetic study tables (analysed by verdicts.analyse /
+"""The studies' write_report / conv_placement.figure on small synthetic study tables (analysed by their analyse /
 conv_placement_table); the Markdown table helper; labels and headers from the metric declarations."""
 
 import re
@@ -9,6 +9,8 @@ import pytest
 
 from biasprobe import report as R
 from biasprobe import verdicts as V
+from biasprobe.studies import conv_placement as CP
+from biasprobe.studies import generative_vs_predictive as G
 from test_verdicts import make_tables
 
 GEN = {"skipnet": 6.0, "vit": 2.0, "swin": 2.2, "vit+1c": 4.0, "vit+3c": 5.0, "3c+vit": 1.0}
@@ -82,7 +84,7 @@ def test_decode_image_roundtrip():
 @pytest.fixture(scope="module")
 def full_report(tables, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    return out, R.write_report(out, tables, V.analyse(tables, n_boot=100), META).read_text()
+    return out, G.write_report(out, tables, G.analyse(tables, n_boot=100), META).read_text()
 
 
 def test_write_report(full_report, tables):
@@ -92,7 +94,7 @@ def test_write_report(full_report, tables):
         assert re.search(rf"\| \*\*\({h}\)\*\* \| \*\*overall\*\* \|", text)
     assert META["command"] in text and "abc123" in text and "torch 2.x" in text and "12 s" in text
     assert "What the data do not support" in text
-    for name, _ in R.FIGURES:
+    for name, _ in G.FIGURES:
         assert (tmp_path / name).stat().st_size > 1000, name
         assert f"]({name})" in text
     for name in ("cross_tab.csv", "cross_tab.md", "verdicts.csv"):
@@ -114,9 +116,9 @@ def test_report_lists_unsupported_and_sensitivity(tmp_path, tables):
     second = dict(dip_summary=tables["dip_summary"].assign(gain_db=-tables["dip_summary"].gain_db),
                   clf_summary=tables["clf_summary"])
     t = dict(dip_summary=tables["dip_summary"], clf_summary=tables["clf_summary"], second=second)
-    text = R.write_report(tmp_path, t, V.analyse(t, n_boot=100), META).read_text()
+    text = G.write_report(tmp_path, t, G.analyse(t, n_boot=100), META).read_text()
     # regenerating gives the same report and tables
-    assert R.write_report(tmp_path / "again", t, V.analyse(t, n_boot=100), META).read_text() == text
+    assert G.write_report(tmp_path / "again", t, G.analyse(t, n_boot=100), META).read_text() == text
     assert (tmp_path / "again" / "verdicts.csv").read_text() == (tmp_path / "verdicts.csv").read_text()
     assert "## Sensitivity to the learning rate" in text and (tmp_path / "sensitivity.csv").exists()
     sens = pd.read_csv(tmp_path / "sensitivity.csv")
@@ -135,7 +137,7 @@ def test_report_with_runner_meta_and_second_lr_tables(tmp_path, tables):
     t = dict(dip_summary=tables["dip_summary"], clf_summary=tables["clf_summary"], second=second, failed=failed)
     meta = dict(command="biasprobe study generative_vs_predictive --preset smoke", wall_seconds=61.0,
                 preset=dict(name="smoke", archs=["skipnet", "vit"]), n_boot=50, study="generative_vs_predictive")
-    text = R.write_report(tmp_path, t, V.analyse(t, n_boot=50), meta).read_text()
+    text = G.write_report(tmp_path, t, G.analyse(t, n_boot=50), meta).read_text()
     assert "- preset: smoke" in text and '"archs"' in text and "61 s" in text
     assert "study: generative_vs_predictive" in text
     assert "## Failed runs (1)" in text and "RuntimeError: boom" in text
@@ -146,13 +148,13 @@ def test_report_with_runner_meta_and_second_lr_tables(tmp_path, tables):
 
 def test_report_with_missing_tables(tmp_path, tables):
     t = dict(dip_summary=tables["dip_summary"][tables["dip_summary"].arch.isin(["skipnet", "unet"])])
-    text = R.write_report(tmp_path, t, V.analyse(t, n_boot=50), {}).read_text()
+    text = G.write_report(tmp_path, t, G.analyse(t, n_boot=50), {}).read_text()
     assert "Not drawn (no data)" in text and "inconclusive" in text
     assert not (tmp_path / "accuracy_vs_n.png").exists()
 
 
 def test_conv_placement_figure(tmp_path, tables):
-    res = R.conv_placement_figure(tables["dip_curves"], V.conv_placement_table(tables["dip_summary"]), tmp_path)
+    res = CP.figure(tables["dip_curves"], CP.table(tables["dip_summary"]), tmp_path)
     assert [p.name for p in res["figures"]] == ["conv_placement_vit.png"]  # no swin hybrids in the tables
     assert res["figures"][0].stat().st_size > 1000
     tab = pd.read_csv(res["csv"])
@@ -162,9 +164,9 @@ def test_conv_placement_figure(tmp_path, tables):
     assert tab[(tab.arch == "vit+3c") & (tab.task == "denoise")].max_psnr_gt.iloc[0] == pytest.approx(want)
     assert "conv_placement_vit.png" in res["md"].read_text()
     skipnet = tables["dip_summary"][tables["dip_summary"].arch == "skipnet"]
-    empty = R.conv_placement_figure(None, V.conv_placement_table(skipnet), tmp_path / "none")
+    empty = CP.figure(None, CP.table(skipnet), tmp_path / "none")
     assert empty["figures"] == [] and "No runs" in empty["md"].read_text()
-    path = R.write_conv_placement(tmp_path / "study", tables, V.conv_placement_table(tables["dip_summary"]),
+    path = CP.write_report(tmp_path / "study", tables, {"table": CP.table(tables["dip_summary"])},
                                   dict(META, n_boot=None))
     text = path.read_text()
     assert text.startswith("# Conv placement") and META["command"] in text and "| vit+3c |" in text
@@ -185,7 +187,7 @@ def test_headers_and_labels_come_from_the_declarations(tables, monkeypatch):
     assert "acc @N=1000 [CI]" in compact.columns and "grid energy p8" in compact.columns
     headers = [m.header.format(n="1000", period=8) for m in METRICS.values() if m.header]
     assert [c.removesuffix(" [CI]") for c in compact.columns[2:-2]] == headers
-    verdicts = V.verdicts(tables["dip_summary"], tables["clf_summary"], n_boot=20)
+    verdicts = G.verdicts(tables["dip_summary"], tables["clf_summary"], n_boot=20)
     row = verdicts[verdicts.metric == "gap_time"].iloc[0]
     assert "gap_time (claimed > 0)" in R._row_sentence(row, 0.95)
 
@@ -194,7 +196,7 @@ def test_report_says_first_that_fits_were_truncated(tmp_path, tables):
     dip = tables["dip_summary"].copy()
     dip.loc[dip.arch == "vit", "peak_reached"] = False
     t = dict(tables, dip_summary=dip)
-    text = R.write_report(tmp_path, t, V.analyse(t, n_boot=20), META).read_text()
+    text = G.write_report(tmp_path, t, G.analyse(t, n_boot=20), META).read_text()
     first = text.split("## Claims")[0]
     n = int((dip.peak_reached == False).sum())  # noqa: E712
     assert f"{n} of {len(dip)} DIP fits stopped before their peak (truncated)" in first

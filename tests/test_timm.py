@@ -89,3 +89,49 @@ def test_hybrids_parse_and_build():
 def test_registry_import_does_not_import_timm():
     code = "import sys, biasprobe.registry as r; r.list_archs(); assert 'timm' not in sys.modules; print('ok')"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("decoder", ["pixelshuffle", "bilinear", "transposed"])
+def test_decoder_is_a_factor_the_same_for_every_backbone(decoder):
+    """The decoder named in the arch name (NAME[decoder=...]) is built from the same class for a CNN and a ViT, maps
+    the last grid to the image, and the backbone gets gradient through it."""
+    heads = []
+    for name, size, kw, grid in GENERATORS[::2]:  # a ResNet and a ViT
+        torch.manual_seed(0)
+        gen = create_generator(f"{name}[decoder={decoder}]", in_chans=8, out_chans=3, img_size=(size, size), **kw)
+        out = gen(torch.rand(1, 8, size, size))
+        assert out.shape == (1, 3, size, size)
+        out.mean().backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in gen.backbone.backbone.parameters())
+        head = gen.backbone.head
+        heads.append(head)
+        convs = [m for m in head.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        if decoder == "pixelshuffle":
+            assert [m.kernel_size for m in convs] == [(1, 1)]
+        elif decoder == "bilinear":  # only 1x1 kernels: the interpolation is the only spatial mixing
+            assert all(m.kernel_size == (1, 1) for m in convs)
+            assert sum(isinstance(m, nn.Upsample) for m in head.modules()) == (size // grid[0]).bit_length() - 1
+        else:
+            assert sum(isinstance(m, nn.ConvTranspose2d) for m in convs) == (size // grid[0]).bit_length() - 1
+    assert type(heads[0]) is type(heads[1])
+
+
+def test_name_keywords_label_variants_and_reach_only_the_generator():
+    spec = registry.get_arch("timm:resnet10t[decoder=bilinear,decoder_width=16]+3c")
+    assert spec.family == "hybrid" and dict(spec.kwargs) == {"decoder": "bilinear", "decoder_width": 16}
+    gen = create_generator("timm:resnet10t[decoder=bilinear,decoder_width=16]+3c", in_chans=3, img_size=(128, 128))
+    assert gen.backbone.head[0].out_channels == 16
+    clf = create_classifier("timm:resnet10t[decoder=bilinear]")  # the classifier has no decoder: ignored there
+    assert clf(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert dict(registry.get_arch("vit[depth=2]").kwargs) == {"depth": 2}
+    assert len(create_generator("vit[depth=2]", in_chans=3, img_size=(64, 64)).backbone.body.blocks) == 2
+    with pytest.raises(BiasprobeError, match="unknown decoder 'foo'"):
+        create_generator("timm:resnet10t[decoder=foo]", in_chans=3, img_size=(128, 128))
+    with pytest.raises(BiasprobeError, match="not key=value"):
+        registry.get_arch("vit[depth]")
+
+
+def test_classifier_whose_builder_fixes_a_large_patch_is_refused_in_one_line():
+    """resmlp_12_224's builder fixes patch 16 (a 2x2 token grid at 32x32): refused, not silently kept."""
+    with pytest.raises(BiasprobeError, match="16-pixel patch gives a 32x32 image 2x2 tokens"):
+        create_classifier("timm:resmlp_12_224")

@@ -7,6 +7,7 @@ from scipy import stats
 
 from biasprobe import BiasprobeError
 from biasprobe import verdicts as V
+from biasprobe.studies import generative_vs_predictive as G
 
 TASKS = ("denoise", "inpaint")
 IMAGES = ("im0", "im1", "im2")
@@ -67,7 +68,7 @@ def row(df, hyp, comparison, metric):
 
 def test_hypothesis_a_far_less_as_a_ratio():
     dip, clf = make_tables({"skipnet": 6.0, "vit": 2.0, "swin": 2.5})
-    v = V.verdicts(dip, clf)
+    v = G.verdicts(dip, clf)
     a = rows(v, "a")
     assert list(a.comparison) == ["0.5*skipnet - vit", "0.5*skipnet - swin"]
     assert list(a.verdict) == ["supported", "supported"] and overall(v)["a"] == "supported"
@@ -77,17 +78,17 @@ def test_hypothesis_a_far_less_as_a_ratio():
     assert r.ci_low < 0.75 < r.ci_high
 
     dip, clf = make_tables({"skipnet": 1.0, "vit": 5.0, "swin": 2.0})
-    assert overall(V.verdicts(dip, clf))["a"] == "refuted"
+    assert overall(G.verdicts(dip, clf))["a"] == "refuted"
     # a transformer at 60% of skipnet's gain: less, but not "far less" (< 50%): refuted, not supported
     dip, clf = make_tables({"skipnet": 5.0, "vit": 3.0, "swin": 3.0}, noise=0.05)
-    assert overall(V.verdicts(dip, clf))["a"] == "refuted"
+    assert overall(G.verdicts(dip, clf))["a"] == "refuted"
 
 
 def test_a_truncated_run_makes_its_rows_inconclusive_and_is_named():
     dip, clf = make_tables({"skipnet": 6.0, "vit": 2.0, "swin": 2.5})
     short = (dip.arch == "vit") & (dip.image == "im1") & (dip.seed == 2) & (dip.task == "denoise")
     dip.loc[short, "peak_reached"] = False
-    v = V.verdicts(dip, clf)
+    v = G.verdicts(dip, clf)
     r = row(v, "a", "0.5*skipnet - vit", "gain_db")
     assert r.verdict == "inconclusive" and r.reason == "truncated" and "vit/im1/s2" in r.note
     assert row(v, "a", "0.5*skipnet - swin", "gain_db").verdict == "supported"
@@ -97,7 +98,7 @@ def test_a_truncated_run_makes_its_rows_inconclusive_and_is_named():
     dip.loc[short, "peak_reached"] = True
     dip.loc[short.index[short] if False else (dip.arch == "vit") & (dip.task == "inpaint") & (dip.seed == 2),
             "peak_reached"] = False
-    by_task = V.verdicts_by_task(dip, clf)
+    by_task = G.verdicts_by_task(dip, clf)
     assert set(by_task.task) == {"denoise", "inpaint"}
     assert overall(by_task[by_task.task == "denoise"])["a"] == "supported"
     assert overall(by_task[by_task.task == "inpaint"])["a"] == "inconclusive"
@@ -107,20 +108,20 @@ def test_failed_runs_are_left_out_and_listed():
     dip, clf = make_tables({"skipnet": 6.0, "vit": 2.0, "swin": 2.5})
     bad = (dip.arch == "vit") & (dip.image == "im0") & (dip.seed == 1)
     dip.loc[bad, ["failed", "gain_db"]] = [True, 99.0]  # a failed run's number must not count
-    r = row(V.verdicts(dip, clf), "a", "0.5*skipnet - vit", "gain_db")
+    r = row(G.verdicts(dip, clf), "a", "0.5*skipnet - vit", "gain_db")
     assert r.n_units == len(IMAGES) * len(SEEDS) - 1 and "failed runs left out: vit/im0/s1" in r.note
     assert r.verdict == "supported"
 
 
 def test_hypothesis_b_non_superiority_supports_a_tie():
     dip, clf = make_tables({"vit": 3.0, "swin": 3.0})  # a tie: "no better (by 1 dB)" is supported
-    v = V.verdicts(dip, clf)
+    v = G.verdicts(dip, clf)
     r = row(v, "b", "swin - vit", "gain_db")
     assert r.kind == "less" and r.margin == 1.0 and r.verdict == "supported" and overall(v)["b"] == "supported"
     dip, clf = make_tables({"vit": 2.0, "swin": 4.0})  # swin 2 dB better: refuted
-    assert overall(V.verdicts(dip, clf))["b"] == "refuted"
+    assert overall(G.verdicts(dip, clf))["b"] == "refuted"
     dip, clf = make_tables({"vit": 2.0, "swin": 3.0}, noise=1.0)  # at the margin, noisy: inconclusive
-    v = V.verdicts(dip, clf)
+    v = G.verdicts(dip, clf)
     assert overall(v)["b"] == "inconclusive" and row(v, "b", "swin - vit", "gain_db").reason == "power"
 
 
@@ -131,17 +132,17 @@ def test_hypothesis_c_rank_agreement_and_power():
     gen = {a: 10.0 - i for i, a in enumerate(ARCHS10)}
     opposite = {a: 0.3 + 0.04 * i for i, a in enumerate(ARCHS10)}
     dip, clf = make_tables(gen, opposite)
-    v = V.verdicts(dip, clf)
+    v = G.verdicts(dip, clf)
     c = rows(v, "c").iloc[0]
     assert c.rho == pytest.approx(-1.0) and c.verdict == "supported" and overall(v)["c"] == "supported"
     same = {a: 0.7 - 0.04 * i for i, a in enumerate(ARCHS10)}
     dip, clf = make_tables(gen, same)
-    v = V.verdicts(dip, clf)
+    v = G.verdicts(dip, clf)
     assert rows(v, "c").iloc[0].rho == pytest.approx(1.0) and overall(v)["c"] == "refuted"
     # five archs: rho is reported with its interval but cannot decide
     five = ARCHS10[:5]
     dip, clf = make_tables({a: gen[a] for a in five}, {a: opposite[a] for a in five})
-    v = V.verdicts(dip, clf)
+    v = G.verdicts(dip, clf)
     c = rows(v, "c").iloc[0]
     assert np.isfinite(c.rho) and c.verdict == "inconclusive" and c.reason == "underpowered"
     assert "5 archs < 10" in c.note
@@ -149,19 +150,19 @@ def test_hypothesis_c_rank_agreement_and_power():
 
 def test_hypothesis_d():
     dip, clf = make_tables({"vit": 3.0, "swin": 3.0}, {"vit": 0.4, "swin": 0.5})
-    v = V.verdicts(dip, clf)
+    v = G.verdicts(dip, clf)
     d = rows(v, "d")
     assert list(d.metric) == ["pred_acc", "gain_db", "auc"] and list(d.decisive) == [True, True, False]
     assert list(d.verdict) == ["supported", "supported", "supported"] and overall(v)["d"] == "supported"
     assert d.effect.iloc[0] == pytest.approx(0.1, abs=0.01)
     dip, clf = make_tables({"vit": 3.0, "swin": 3.0}, {"vit": 0.5, "swin": 0.4})
-    assert overall(V.verdicts(dip, clf))["d"] == "refuted"
+    assert overall(G.verdicts(dip, clf))["d"] == "refuted"
     dip, clf = make_tables({"vit": 2.0, "swin": 5.0}, {"vit": 0.4, "swin": 0.5})  # swin generatively better
-    assert overall(V.verdicts(dip, clf))["d"] == "refuted"
+    assert overall(G.verdicts(dip, clf))["d"] == "refuted"
     # a classifier still rising at the end of its budget: its rows cannot decide
     dip, clf = make_tables({"vit": 3.0, "swin": 3.0}, {"vit": 0.4, "swin": 0.5})
     clf.loc[(clf.arch == "swin") & (clf.seed == 0) & (clf.n_train == 1000), "plateaued"] = False
-    v = V.verdicts(dip, clf)
+    v = G.verdicts(dip, clf)
     r = row(v, "d", "swin - vit", "pred_acc")
     assert r.verdict == "inconclusive" and r.reason == "not plateaued" and "swin/s0" in r.note
 
@@ -171,7 +172,7 @@ def test_hypothesis_e_conv_placement_with_censored_gap_times():
     pred = {"vit": 0.40, "vit+1c": 0.35, "vit+3c": 0.30, "3c+vit": 0.50}
     neg = {"vit": 40.0, "vit+1c": 90.0, "vit+3c": None, "3c+vit": 30.0}
     dip, clf = make_tables(gen, pred, neg)
-    v = V.verdicts(dip, clf)
+    v = G.verdicts(dip, clf)
     e = rows(v, "e")
     dec = e[e.decisive]
     assert set(dec.comparison) == {"vit+1c - vit", "vit+3c - vit", "vit+3c - 3c+vit", "3c+vit - vit"}
@@ -182,34 +183,34 @@ def test_hypothesis_e_conv_placement_with_censored_gap_times():
     assert g.ci_low > 0 and np.isinf(g.ci_high) and "censored" in g.note and g.method.startswith("censored")
     # the predictive "reverse pattern" is exploratory: flipping it does not change (e)
     dip, clf = make_tables(gen, dict(pred, **{"3c+vit": 0.30}), neg)
-    v = V.verdicts(dip, clf)
+    v = G.verdicts(dip, clf)
     assert overall(v)["e"] == "supported" and not row(v, "e", "3c+vit - vit", "pred_acc").decisive
     # conv layers after that do not help: refuted
     dip, clf = make_tables(dict(gen, **{"vit+3c": 1.0}), pred, neg)
-    assert overall(V.verdicts(dip, clf))["e"] == "refuted"
+    assert overall(G.verdicts(dip, clf))["e"] == "refuted"
     # the other way round: conv *before* never crosses, conv after crosses early: a refutation, from bounds alone
     dip, clf = make_tables(gen, pred, dict(neg, **{"vit+3c": 20.0, "3c+vit": None}))
-    r = row(V.verdicts(dip, clf), "e", "vit+3c - 3c+vit", "gap_time")
+    r = row(G.verdicts(dip, clf), "e", "vit+3c - 3c+vit", "gap_time")
     assert r.verdict == "refuted" and np.isinf(r.ci_low)
     # both censored: no bound either way, inconclusive
     dip, clf = make_tables(gen, pred, dict(neg, **{"3c+vit": None}))
-    assert row(V.verdicts(dip, clf), "e", "vit+3c - 3c+vit", "gap_time").verdict == "inconclusive"
+    assert row(G.verdicts(dip, clf), "e", "vit+3c - 3c+vit", "gap_time").verdict == "inconclusive"
 
 
 def test_missing_archs_never_crash():
     dip, clf = make_tables({"skipnet": 5.0, "unet": 4.0}, {"skipnet": 0.5})
-    v = V.verdicts(dip, clf)
+    v = G.verdicts(dip, clf)
     assert set(overall(v)) == set("abcde")
     assert set(overall(v).values()) == {"inconclusive"}
     a = rows(v, "a")
     assert (a.reason == "missing runs").all() and a.note.str.startswith("no DIP runs for").all()
     gen = {"skipnet": 8.0, "vit": 2.0, "vit+3c": 5.0}
     dip, clf = make_tables(gen, {"vit": 0.4, "vit+3c": 0.3})
-    v = V.verdicts(dip, clf)
+    v = G.verdicts(dip, clf)
     assert not rows(v, "e").comparison.str.contains("swin").any()
     oa = v[(v.hypothesis == "a") & (v.comparison == "overall")].iloc[0]
     assert oa.verdict == "inconclusive" and oa.reason == "missing runs"
-    v = V.verdicts(dip, None)
+    v = G.verdicts(dip, None)
     assert overall(v)["c"] == "inconclusive" and overall(v)["d"] == "inconclusive"
 
 
@@ -284,9 +285,9 @@ def test_cross_tab():
 
 def test_sensitivity():
     dip, clf = make_tables({"skipnet": 6.0, "vit": 2.0, "swin": 2.5})
-    best = V.verdicts(dip, clf)
+    best = G.verdicts(dip, clf)
     dip2, clf2 = make_tables({"skipnet": 1.0, "vit": 5.0, "swin": 2.5})
-    second = V.verdicts(dip2, clf2)
+    second = G.verdicts(dip2, clf2)
     s = V.sensitivity(best, second).set_index("hypothesis")
     assert s.loc["a", "status"] == "sensitive" and s.loc["c", "status"] == "robust"
     assert (V.sensitivity(best, best).status == "robust").all()
@@ -299,7 +300,7 @@ def test_every_metric_the_analysis_uses_is_declared():
 
     dip, clf = make_tables({"skipnet": 6.0, "vit": 2.0, "swin": 2.5, "vit+1c": 3.0},
                            {"skipnet": 0.5, "vit": 0.4, "swin": 0.45, "vit+1c": 0.4})
-    used = set(V.verdicts(dip, clf).metric) - {"", "rho"}
+    used = set(G.verdicts(dip, clf).metric) - {"", "rho"}
     source = {"gain_db": "gen_score", "gap_time": "gap_negative_step"}  # the claims' names for the unit metrics
     assert used and {source.get(m, m) for m in used} <= set(METRICS)
     cross = V.cross_tab(dip, clf)

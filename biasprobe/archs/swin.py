@@ -46,6 +46,7 @@ from timm.models.swin_transformer import SwinTransformerStage
 from timm.models.vision_transformer import get_init_weights_vit
 from torch import nn
 
+from biasprobe import decoders
 from biasprobe.errors import BiasprobeError
 from biasprobe.registry import register_arch
 
@@ -130,17 +131,22 @@ class SwinTrunk(nn.Module):
                trunk=SwinTrunk, size_multiple=lambda img_size, **kw: reduction(**kw), min_size=reduction,
                hybrids=("3c+swin", "swin+1c", "swin+3c"))
 class SwinGenerator(nn.Module):
-    """Swin encoder + SimMIM head (1x1 conv to s*s*C_out, PixelShuffle(s)); pre-sigmoid output."""
+    """Swin encoder + SimMIM head (1x1 conv to s*s*C_out, PixelShuffle(s)), or the shared ``decoder`` given
+    (``biasprobe.decoders``); pre-sigmoid output."""
 
     def __init__(self, in_chans, out_chans, img_size, patch_size=4, embed_dim=64, depths=(2, 2, 6, 2), num_heads=None,
-                 window_size=4, mlp_ratio=1.0, final_norm=True):
+                 window_size=4, mlp_ratio=1.0, final_norm=True, decoder=None, decoder_width=decoders.WIDTH):
         super().__init__()
         self.encoder = SwinEncoder(in_chans, img_size, patch_size=patch_size, embed_dim=embed_dim, depths=depths,
                                    num_heads=num_heads, window_size=window_size, mlp_ratio=mlp_ratio,
                                    final_norm=final_norm)
         s = self.encoder.reduction
-        self.head = nn.Conv2d(self.encoder.dims[-1], s * s * out_chans, kernel_size=1)
-        self.shuffle = nn.PixelShuffle(s)
+        if decoder is None:  # the seed's (SimMIM) head
+            self.head = nn.Conv2d(self.encoder.dims[-1], s * s * out_chans, kernel_size=1)
+            self.shuffle = nn.PixelShuffle(s)
+        else:  # a shared decoder (biasprobe.decoders), as for every backbone that takes one
+            self.head = decoders.build(decoder, self.encoder.dims[-1], out_chans, s, decoder_width, where="swin")
+            self.shuffle = nn.Identity()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         f = self.encoder(z).permute(0, 3, 1, 2)

@@ -16,6 +16,9 @@ The original study used patch 32, width 192, depth 5, 8 heads, MLP ratio 1 on 51
 token grid. To keep that grid at CPU sizes the default patch is ``min(H, W) // 16`` (8 at 128 px, 4 at
 64 px); width, depth, heads and MLP ratio keep the original values.
 
+``decoder=`` (pixelshuffle, bilinear, transposed; see ``biasprobe.decoders``) replaces the linear head with the
+decoder every backbone shares, on the (D, gh, gw) token grid; None (the default) keeps the seed's head.
+
 Classifier trunk: the same blocks on a 32x32 image with patch ``min(H, W) // 8`` (4 on CIFAR, an 8x8 grid),
 final LayerNorm, returning the token grid as a (B, D, 8, 8) map (the factory's Classifier mean-pools it).
 """
@@ -28,6 +31,7 @@ from timm.models._manipulate import named_apply
 from timm.models.vision_transformer import Block, get_init_weights_vit, init_weights_vit_timm
 from torch import nn
 
+from biasprobe import decoders
 from biasprobe.errors import BiasprobeError
 from biasprobe.registry import register_arch
 
@@ -103,15 +107,21 @@ class ViTGenerator(nn.Module):
     """ViT body + linear unpatchify head: (B, C_in, H, W) -> (B, C_out, H, W), pre-sigmoid."""
 
     def __init__(self, in_chans, out_chans, img_size, patch_size=None, embed_dim=192, depth=5, num_heads=8,
-                 mlp_ratio=1.0):
+                 mlp_ratio=1.0, decoder=None, decoder_width=decoders.WIDTH):
         super().__init__()
         p = default_patch(img_size, patch_size, 16)
         self.out_chans = out_chans
         self.body = ViTBody(in_chans, img_size, p, embed_dim, depth, num_heads, mlp_ratio)
-        self.head = nn.Linear(embed_dim, p * p * out_chans)
-        init_weights_vit_timm(self.head)
+        if decoder is None:  # the seed's head
+            self.head = nn.Linear(embed_dim, p * p * out_chans)
+            init_weights_vit_timm(self.head)
+        else:  # a shared decoder on the token grid (biasprobe.decoders), as for every backbone that takes one
+            self.head = decoders.build(decoder, embed_dim, out_chans, p, decoder_width, where="vit")
+        self.decoder = decoder
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.decoder is not None:
+            return self.head(self.body(z).permute(0, 3, 1, 2))
         t = self.head(self.body(z))  # (B, gh, gw, p*p*C)
         b, gh, gw, _ = t.shape
         p, c = self.body.patch_size, self.out_chans

@@ -1,9 +1,10 @@
 """`biasprobe study NAME --preset P`: run (or resume) a study and write its report.
 
-Studies: ``generative_vs_predictive`` (both probes on the preset's architectures, cross-tab, verdicts on the five
-hypotheses) and ``conv_placement`` (DIP only: T, 3c+T, T+1c, T+3c for T in vit and swin — the original study's
-figure). Runs go to a results store (``--store``); a run already there is never repeated, so an interrupted
-study resumes, and the two studies share the runs they have in common.
+Studies (one module each in ``biasprobe/studies``): ``generative_vs_predictive`` (both probes on the preset's
+architectures, cross-tab, verdicts on the five hypotheses), ``conv_placement`` (DIP only: T, 3c+T, T+1c, T+3c for T
+in vit and swin — the original study's figure) and ``zoo`` (timm architectures from several families through both
+probes: leaderboard, rho, the decoder ablation). Runs go to a results store (``--store``); a run already there is
+never repeated, so an interrupted study resumes, and studies share the runs they have in common.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 from biasprobe.commands import add_arch_module_arg, load_arch_modules, out_dir
 from biasprobe.errors import BiasprobeError
 
-STUDIES = ("generative_vs_predictive", "conv_placement")
 
 
 def add_parser(sub) -> None:
@@ -29,11 +29,17 @@ def add_parser(sub) -> None:
 
 def add_study_args(p: argparse.ArgumentParser, name: str | None = None) -> None:
     if name is None:
-        p.add_argument("name", choices=STUDIES)
+        from biasprobe import studies
+
+        p.add_argument("name", choices=studies.names(), help="; ".join(
+            f"{n}: {studies.describe(n)}" for n in studies.names()))
     else:
         p.set_defaults(name=name)
+    from biasprobe.presets import PRESET_DIR
+
     p.add_argument("--preset", default="standard",
-                   help="standard, preview, paper, smoke, or a preset JSON file (default standard)")
+                   help=f"{', '.join(sorted(x.stem for x in PRESET_DIR.glob('*.json')))}, or a preset JSON file "
+                        f"(default standard)")
     p.add_argument("--out", help="report folder (default reports/<study>-<preset>)")
     p.add_argument("--store", help="results store folder (default <report folder>/store: the run tables are kept "
                                    "beside the report, so a committed report's runs are reused, not recomputed)")
@@ -78,14 +84,6 @@ def _apply_overrides(preset, args):
     return preset
 
 
-def conv_placement_preset(preset):
-    """The preset restricted to DIP runs of T, 3c+T, T+1c, T+3c for each transformer T in vit and swin (the
-    runs it shares with the preset's generative-vs-predictive study are reused from the store)."""
-    from biasprobe.verdicts import CONV_PLACEMENT_ARCHS
-
-    return dataclasses.replace(preset, archs=list(CONV_PLACEMENT_ARCHS), classify=None)
-
-
 def _run_stats_meta(stats: dict | None) -> dict:
     if not stats:
         return {}
@@ -103,14 +101,13 @@ def _command_line() -> str:
 
 
 def run(args) -> None:
-    from biasprobe import report, verdicts
+    from biasprobe import studies
     from biasprobe.runinfo import provenance, resolve_device
     from biasprobe.study import load_preset, run_study
 
     load_arch_modules(args)
-    preset = _apply_overrides(load_preset(args.preset), args)
-    if args.name == "conv_placement":
-        preset = conv_placement_preset(preset)
+    study = studies.get(args.name)
+    preset = study.prepare(_apply_overrides(load_preset(args.preset), args))
     out = out_dir(args.out or f"reports/{args.name}-{preset.name}")
     store = out_dir(args.store or str(Path(out) / "store"), "--store")
     started = provenance(resolve_device(preset.device))  # the code and machine the runs start from
@@ -129,9 +126,5 @@ def run(args) -> None:
         "report_only": bool(args.report_only),
         **started,
     }
-    if args.name == "conv_placement":
-        path = report.write_conv_placement(out, tables, verdicts.conv_placement_table(tables.get("dip_summary")),
-                                           meta)
-    else:
-        path = report.write_report(out, tables, verdicts.analyse(tables), meta)
+    path = study.write_report(out, tables, study.analyse(tables, preset), meta)
     print(f"wrote {path}")

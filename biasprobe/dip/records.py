@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -97,6 +98,12 @@ def summarise(cfg, curves, hist_psnr_gt, hist_var, base_psnr, backtracks, second
     return pd.DataFrame(out)
 
 
+def folder_name(name: str) -> str:
+    """A run name as a folder name on any OS: '+' -> 'p', any other character outside [A-Za-z0-9._-] -> '_'
+    (timm:NAME, NAME[key=value])."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name.replace("+", "p"))
+
+
 def run_dir(cfg: DIPConfig, seed: int, out_root) -> Path:
     """Seed ``seed``'s run directory: ``ARCH-TASK-IMAGE-sSEED-HASH``, HASH = 10 hex digits of the whole config of
     that seed (device left out: it does not change what was asked). Two runs that differ in anything (lr,
@@ -107,7 +114,7 @@ def run_dir(cfg: DIPConfig, seed: int, out_root) -> Path:
     single["seeds"] = [seed]
     single.pop("device")
     name = f"{cfg.arch}-{cfg.task}-{Path(str(cfg.image)).stem}-s{seed}-{run_id(single)[:10]}"
-    return Path(out_root) / name.replace("+", "p").replace("/", "_").replace(":", "_")
+    return Path(out_root) / folder_name(name)
 
 
 def check_new(cfg: DIPConfig, out_root) -> list[Path]:

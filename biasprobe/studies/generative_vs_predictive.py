@@ -1,0 +1,217 @@
+"""The main study: generative (DIP) vs predictive (small-data CIFAR-10) inductive bias on the same architectures,
+and the seed study's five claims (a)-(e) as testable contrasts.
+
+Grid: the preset's architectures through both probes. Claims (``CLAIMS``, contrasts in :func:`claims`, margins
+below), decided per DIP task by ``verdicts.verdict_table`` (denoising, the seed's task, is the primary one; tasks
+are never averaged). Report: the claims table first, per-task tables, the cross-tab, each DIP run's peak and gap
+crossing, the classifiers' plateau check, readings, figures, provenance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from biasprobe import report as R
+from biasprobe import verdicts as V
+from biasprobe.runinfo import write_atomic
+from biasprobe.verdicts import Contrast, RhoClaim, diff
+
+
+TRANSFORMERS = ("vit", "swin")
+
+# The stated margins (see each claim's text)
+FAR_LESS_RATIO = 0.5  # (a) "far less": a transformer's gain is below this share of skipnet's
+NO_BETTER_DB = 1.0  # (b), (d), (e): "no better" / "does not add" = less than this many dB above the other
+RHO_THRESHOLD = 0.5  # (c): rankings "differ" when rho < this
+MIN_ARCHS_RHO = 10  # (c): below this many architectures rho's interval cannot decide (about +-0.6 at 9)
+RHO = {"c": RhoClaim(RHO_THRESHOLD, MIN_ARCHS_RHO, "less")}
+
+CLAIMS = {
+    "a": f"transformers have far less generative bias than the CNN skipnet: a transformer's gain over the noisy "
+         f"input is below {FAR_LESS_RATIO:g} x skipnet's ({FAR_LESS_RATIO:g}*skipnet - T > 0 dB)",
+    "b": f"swin's generative bias is no better than vit's: swin - vit < {NO_BETTER_DB:g} dB on the gain "
+         f"(non-superiority; a tie can be supported)",
+    "c": f"generative and predictive biases differ: Spearman rho across archs between the generative gain and "
+         f"the predictive accuracy is below {RHO_THRESHOLD:g} (decided with >= {MIN_ARCHS_RHO} archs)",
+    "d": f"swin has more predictive bias than vit (swin - vit > 0 on accuracy) but not more generative bias "
+         f"(swin - vit < {NO_BETTER_DB:g} dB on the gain)",
+    "e": f"conv layers after a transformer add generative bias, before it they do not: T+kc - kc+T > 0 and "
+         f"T+kc - T > 0 on the gain and on how long the gap stays positive (censored times); kc+T - T < "
+         f"{NO_BETTER_DB:g} dB on the gain",
+}
+
+FIGURES = [
+    ("gen_vs_pred.png", "Generative score vs predictive accuracy per architecture"),
+    ("psnr_curves.png", "PSNR vs iteration (psnr_gt and psnr_obs) per architecture"),
+    ("gap_curves.png", "Gap psnr_gt - psnr_obs vs iteration"),
+    ("fbc_heatmaps.png", "Frequency-band correspondence with the clean image"),
+    ("grid_energy.png", "Grid energy and boundary jump of the final output"),
+    ("reconstructions.png", "Reconstructions at each architecture's best step"),
+    ("accuracy_vs_n.png", "Test accuracy vs training-set size"),
+    ("clf_curves.png", "Classifier accuracy vs optimisation step (plateau check)"),
+    ("calibration.png", "Learning-rate calibration"),
+]
+
+
+def prepare(preset):
+    """Both probes on the preset's architectures, as the preset says."""
+    return preset
+
+
+def conv_after_claims(t: str, archs, hyp: str = "e", suffix: str = "") -> list[Contrast]:
+    """Claim (e)'s contrasts around transformer ``t`` for the hybrids in ``archs``: T+kc - T and T+kc - kc+T > 0 on
+    the gain and the gap time, kc+T - T < NO_BETTER_DB on the gain, and the predictive "reverse pattern" as
+    exploratory rows. ``suffix`` is appended to every hybrid's name (the zoo's ``[decoder=...]`` variants use the
+    base name with it)."""
+    out = []
+    for k in (1, 3):
+        after, before = f"{t}+{k}c", f"{k}c+{t}"
+        if after in archs:
+            out += [diff(hyp, after, t, "gain_db", "greater"), diff(hyp, after, t, "gap_time", "greater")]
+        if after in archs and before in archs:
+            out += [diff(hyp, after, before, "gain_db", "greater"), diff(hyp, after, before, "gap_time", "greater")]
+        if before in archs:
+            out += [diff(hyp, before, t, "gain_db", "less", NO_BETTER_DB)]
+            out += [diff(hyp, before, t, "pred_acc", "greater", decisive=False)]  # never decides (e)
+        if after in archs:
+            out += [diff(hyp, after, t, "pred_acc", "less", decisive=False)]
+    return out
+
+
+def claims(archs) -> list[Contrast]:
+    """The claims' contrasts that these architectures allow (a contrast needs all its archs; rows whose archs did
+    not run are kept by :func:`verdicts` as 'missing runs')."""
+    out = [Contrast("a", (("skipnet", FAR_LESS_RATIO), (t, -1.0)), "gain_db", "greater") for t in TRANSFORMERS]
+    out += [diff("b", "swin", "vit", "gain_db", "less", NO_BETTER_DB)]
+    out += [diff("d", "swin", "vit", "pred_acc", "greater"), diff("d", "swin", "vit", "gain_db", "less", NO_BETTER_DB),
+            diff("d", "swin", "vit", "auc", "greater", decisive=False)]
+    for t in TRANSFORMERS:
+        if t in archs:
+            out += conv_after_claims(t, archs)
+    return out
+
+
+def verdicts(dip_summary: pd.DataFrame | None, clf_summary: pd.DataFrame | None, n_train: int | None = None,
+             n_boot: int = 2000, ci: float = 0.95, seed: int = 0, task: str | None = None) -> pd.DataFrame:
+    """The claims' rows for one DIP task (default ``verdicts.primary_task``) plus one ``overall`` row per
+    hypothesis (columns ``verdicts.VERDICT_COLUMNS``)."""
+    archs = set()
+    for df in (V.nonempty(dip_summary), V.nonempty(clf_summary)):
+        if df is not None:
+            archs |= set(df["arch"])
+    return V.verdict_table(claims(archs), CLAIMS, dip_summary, clf_summary, task=task, n_train=n_train, rho=RHO,
+                           n_boot=n_boot, ci=ci, seed=seed)
+
+
+def verdicts_by_task(dip_summary, clf_summary, n_train=None, n_boot=2000, ci=0.95, seed=0) -> pd.DataFrame:
+    """:func:`verdicts` for every DIP task that ran (the primary task first)."""
+    return pd.concat([verdicts(dip_summary, clf_summary, n_train, n_boot, ci, seed, task=t)
+                      for t in V.tasks_in_order(dip_summary)], ignore_index=True)
+
+
+def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, seed: int = 0,
+            n_train: int | None = None, period: int = 8) -> dict:
+    """The study's analysis of the runner's tables (dip_summary, clf_summary, dip_curves; ``second``: the same
+    tables at each arch's second-best lr): ``cross_tab`` (primary task), ``verdicts`` (primary task),
+    ``verdicts_by_task`` (every task), ``runs`` (each DIP run's stop, peak and gap crossing), and, when ``second``
+    has runs, ``verdicts_second_lr`` and ``sensitivity``; ``options``: the settings used."""
+    options = dict(n_boot=int(n_boot), ci=float(ci), seed=int(seed), n_train=n_train, period=int(period),
+                   alpha=V.ALPHA, far_less_ratio=FAR_LESS_RATIO, no_better_db=NO_BETTER_DB,
+                   rho_threshold=RHO_THRESHOLD, min_archs_rho=MIN_ARCHS_RHO)
+    boot = dict(n_boot=options["n_boot"], ci=options["ci"], seed=options["seed"])
+    dip, clf = V.nonempty(tables.get("dip_summary")), V.nonempty(tables.get("clf_summary"))
+    task = V.primary_task(dip)
+    options["primary_task"] = task
+    by_task = verdicts_by_task(dip, clf, n_train=n_train, **boot)
+    out = {"options": options,
+           "cross_tab": V.cross_tab(dip, clf, V.nonempty(tables.get("dip_curves")), n_train=n_train,
+                                    period=options["period"], task=task, **boot),
+           "verdicts": by_task[by_task.task == task].reset_index(drop=True) if task else by_task,
+           "verdicts_by_task": by_task,
+           "runs": V.run_table(dip)}
+    second = tables.get("second")
+    if isinstance(second, dict):
+        dip2, clf2 = V.nonempty(second.get("dip_summary")), V.nonempty(second.get("clf_summary"))
+        if dip2 is not None or clf2 is not None:
+            out["verdicts_second_lr"] = verdicts(dip2, clf2, n_train=n_train, task=task, **boot)
+            out["sensitivity"] = V.sensitivity(out["verdicts"], out["verdicts_second_lr"])
+    return out
+
+
+def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
+    """Write report.md, cross_tab.{csv,md}, verdicts.csv, verdicts_by_task.csv, dip_runs.csv,
+    verdicts_second_lr.csv and sensitivity.csv (when in ``analysis``) and the figures into ``out_dir``; returns
+    the path of report.md. ``tables``: the runner's tables; ``meta``: see ``report.provenance``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    opt = analysis["options"]
+    t = {k: V.nonempty(v) if isinstance(v, pd.DataFrame) else v for k, v in tables.items()}
+    curves, clf = t.get("dip_curves"), t.get("clf_summary")
+    cross, verd, sens = analysis["cross_tab"], analysis["verdicts"], analysis.get("sensitivity")
+    ci, period = opt["ci"], opt["period"]
+    compact = R.compact_cross_tab(cross, period)
+    write_atomic(out / "cross_tab.csv", cross.to_csv(index=False))
+    write_atomic(out / "cross_tab.md", R.markdown_table(compact))
+    write_atomic(out / "verdicts.csv", verd.to_csv(index=False))
+    if analysis.get("verdicts_second_lr") is not None:
+        write_atomic(out / "verdicts_second_lr.csv", analysis["verdicts_second_lr"].to_csv(index=False))
+    if sens is not None:
+        write_atomic(out / "sensitivity.csv", sens.to_csv(index=False))
+
+    drawn = {
+        "gen_vs_pred.png": R.fig_gen_vs_pred(cross, out / "gen_vs_pred.png", ci),
+        "psnr_curves.png": R.fig_psnr_grid(curves, out / "psnr_curves.png"),
+        "gap_curves.png": R.fig_gap_curves(curves, out / "gap_curves.png"),
+        "fbc_heatmaps.png": R.fig_fbc_heatmaps(curves, out / "fbc_heatmaps.png", meta.get("fbc_task")),
+        "grid_energy.png": R.fig_grid_energy(curves, out / "grid_energy.png", period),
+        "reconstructions.png": R.fig_reconstructions(t.get("images"), out / "reconstructions.png"),
+        "accuracy_vs_n.png": R.fig_accuracy_vs_n(clf, out / "accuracy_vs_n.png", ci, seed=opt["seed"])
+        if clf is not None and clf.n_train.nunique() > 1 else None,
+        "clf_curves.png": R.fig_clf_curves(t.get("clf_epochs"), out / "clf_curves.png", opt.get("n_train") or 1000),
+        "calibration.png": R.fig_calibration(t.get("calibration"), out / "calibration.png", t.get("choices")),
+    }
+
+    runs = analysis.get("runs")
+    md = [f"# {meta.get('title', 'Generative vs predictive inductive bias')}", ""]
+    md += R.header(meta, runs)
+    md += ["## Claims", "",
+           R.claims_intro(opt, ci) + " Full table: `verdicts.csv`"
+           + (" (every task: `verdicts_by_task.csv`)." if analysis.get("verdicts_by_task") is not None else ".")
+           + R.calibrated_note(t.get("choices")), "", R.verdict_md(verd, ci)]
+    by_task = analysis.get("verdicts_by_task")
+    if by_task is not None and by_task.task.nunique() > 1:
+        write_atomic(out / "verdicts_by_task.csv", by_task.to_csv(index=False))
+        md += ["## Verdicts on the other tasks", "",
+               "Each task on its own (never averaged into the primary task's scores).", ""]
+        for task, g in by_task[by_task.task != opt.get("primary_task")].groupby("task", sort=True):
+            md += [f"### {task}", "", R.verdict_md(g, ci)]
+    md += ["## Cross-tab", "",
+           f"One row per architecture, {opt.get('primary_task') or 'DIP'} task. Generative score: max psnr_gt gain "
+           f"over the corrupted input, mean over (image, seed) units; predictive: final test accuracy at fixed N, "
+           f"mean over seeds. Brackets: {ci:.0%} t intervals (images as strata). gap<0 step: first step where "
+           f"psnr_gt < psnr_obs; a run where it never happens counts at its stop (share censored in brackets). "
+           f"Full table: `cross_tab.csv`.", "", R.markdown_table(compact)]
+    md += R.runs_md(runs)
+    md += R.plateau_md(clf)
+    if runs is not None and len(runs):
+        write_atomic(out / "dip_runs.csv", runs.to_csv(index=False))
+    md += ["## Readings", ""]
+    for h in sorted(verd.hypothesis.unique()):
+        md += [R.reading(verd, h, ci), ""]
+    not_supported = [(h, v) for h, v in V.overall(verd).items() if v != "supported"]
+    md += ["**What the data do not support:** "
+           + ("; ".join(f"({h}) {v}" for h, v in not_supported) if not_supported
+              else "nothing: every hypothesis's overall verdict is supported") + ".", ""]
+    if sens is not None:
+        md += ["## Sensitivity to the learning rate", "",
+               "Overall verdicts with each architecture at its best and at its second-best calibrated learning "
+               "rate: robust if they agree.", "", R.markdown_table(sens)]
+    if t.get("choices") is not None:
+        md += ["## Calibrated learning rates", "", R.markdown_table(t["choices"])]
+    md += R.failed_section(t.get("failed"))
+    md += [R.provenance(meta)] + R.figures_section(drawn, FIGURES)
+    path = out / "report.md"
+    write_atomic(path, "\n".join(md))
+    return path

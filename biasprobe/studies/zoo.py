@@ -1,0 +1,242 @@
+"""The zoo study: many architectures (timm models by name, and the built-ins) from several families through both
+probes, to decide claim (c) -- generative and predictive bias are different things -- over enough architectures
+for Spearman's rho to decide, and the decoder as a controlled factor for claim (e).
+
+Preset options (``"study"`` in the preset JSON):
+
+* ``families``: {arch: family label} for the leaderboard and the scatter (default: the registry's family);
+* ``decoder_ablation``: {"backbones": [...], "decoders": ["pixelshuffle", "bilinear", "transposed"],
+  "convs_after": [1, 3], "convs_before": [3], "transformers": [...]}: each backbone with each decoder written into
+  its name (``vit[decoder=bilinear]``, ``registry.with_kwargs``), alone, with k convs after (``+kc``) and before
+  (``kc+``); DIP only (the decoder is the generator's). ``transformers`` (default: the backbones of registry family
+  vit or swin) get claim (e)'s contrasts once per decoder (hypotheses ``e|DECODER``).
+
+Claims: (c) over the zoo's archs (the preset's ``archs``; the ablation's variants are left out), with the main
+study's threshold and minimum count; (e) per decoder, with the main study's contrasts and margins. Report: the
+claims table, the leaderboard (generative and predictive score with intervals, ranks, per-arch step times, peak
+and plateau status), the scatter per family, the decoder-ablation table (how far each backbone's score moves with
+its decoder), the DIP runs and the classifiers' plateau check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from biasprobe import report as R
+from biasprobe import stats
+from biasprobe import verdicts as V
+from biasprobe.registry import get_arch, split_kwargs, with_kwargs
+from biasprobe.runinfo import write_atomic
+from biasprobe.studies import generative_vs_predictive as G
+
+
+DECODERS = ("pixelshuffle", "bilinear", "transposed")
+
+FIGURES = [
+    ("gen_vs_pred.png", "Generative score vs predictive accuracy per architecture, by family"),
+    ("psnr_curves.png", "PSNR vs iteration (psnr_gt and psnr_obs) per architecture"),
+    ("clf_curves.png", "Classifier accuracy vs optimisation step (plateau check)"),
+]
+
+
+def ablation(spec: dict | None) -> list[dict]:
+    """The decoder ablation's variants: one dict per (backbone, decoder, variant) with its arch name; variant is
+    "T", "T+kc" or "kc+T" (see the module docstring)."""
+    if not spec:
+        return []
+    out = []
+    for backbone in spec.get("backbones", []):
+        for decoder in spec.get("decoders", DECODERS):
+            base = with_kwargs(backbone, decoder=decoder)
+            out.append(dict(backbone=backbone, decoder=decoder, variant="T", arch=base))
+            out += [dict(backbone=backbone, decoder=decoder, variant=f"T+{k}c", arch=f"{base}+{k}c")
+                    for k in spec.get("convs_after", [1, 3])]
+            out += [dict(backbone=backbone, decoder=decoder, variant=f"{k}c+T", arch=f"{k}c+{base}")
+                    for k in spec.get("convs_before", [3])]
+    return out
+
+
+def transformers(spec: dict | None) -> list[str]:
+    """The ablation backbones that get claim (e)'s contrasts."""
+    if not spec:
+        return []
+    if "transformers" in spec:
+        return list(spec["transformers"])
+    return [b for b in spec.get("backbones", []) if get_arch(b).family in ("vit", "swin")]
+
+
+def prepare(preset):
+    """Both probes on the preset's archs; the decoder ablation's variants added as DIP-only archs."""
+    extra = [v["arch"] for v in ablation(preset.study.get("decoder_ablation"))]
+    extra = [a for a in dict.fromkeys(preset.dip.extra_archs + extra) if a not in preset.archs]
+    return dataclasses.replace(preset, dip=dataclasses.replace(preset.dip, extra_archs=extra))
+
+
+def family(arch: str, families: dict) -> str:
+    """The family label of ``arch``: the preset's, else the registry's."""
+    return families.get(arch) or V.family_of(split_kwargs(arch)[0])
+
+
+def claims(spec: dict | None, archs) -> tuple[list, dict]:
+    """(contrasts, claim texts): claim (e) once per decoder of the ablation (hypothesis ``e|DECODER``); claim (c)
+    is the rho row."""
+    texts = {"c": G.CLAIMS["c"] + " (over the zoo's architectures)"}
+    contrasts = []
+    for decoder in (spec or {}).get("decoders", DECODERS) if spec else ():
+        hyp = f"e|{decoder}"
+        texts[hyp] = G.CLAIMS["e"] + f", with every generator ending in the {decoder} decoder"
+        for t in transformers(spec):
+            contrasts += G.conv_after_claims(with_kwargs(t, decoder=decoder), archs, hyp=hyp)
+    return contrasts, texts
+
+
+def leaderboard(cross: pd.DataFrame, dip: pd.DataFrame | None, clf: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per arch: family, generative score and predictive accuracy with their intervals and ranks (1 =
+    best), the share of DIP fits that reached their peak and of classifiers that plateaued, DIP seconds per step
+    (all seeds of a run together) and classifier training images per second, and the parameter counts."""
+    cols = ["arch", "family", "gen_score", "gen_ci_low", "gen_ci_high", "pred_acc", "pred_ci_low", "pred_ci_high",
+            "n_params_gen", "n_params_clf"]
+    lb = cross[[c for c in cols if c in cross]].copy()
+    lb["gen_rank"] = lb["gen_score"].rank(ascending=False, method="min")
+    lb["pred_rank"] = lb["pred_acc"].rank(ascending=False, method="min")
+    if dip is not None:
+        g = dip.groupby("arch")
+        lb["share_peak_reached"] = lb.arch.map(g["peak_reached"].mean() if "peak_reached" in dip else {})
+        lb["dip_sec_per_step"] = lb.arch.map(g["sec_per_step"].mean() if "sec_per_step" in dip else {})
+    if clf is not None:
+        c = clf.groupby("arch")
+        lb["share_plateaued"] = lb.arch.map(c["plateaued"].mean() if "plateaued" in clf else {})
+        lb["clf_images_per_s"] = lb.arch.map(c["train_images_per_s"].mean() if "train_images_per_s" in clf else {})
+    return lb.sort_values(["gen_rank", "arch"]).reset_index(drop=True)
+
+
+def decoder_table(dip: pd.DataFrame | None, spec: dict | None, task: str | None, ci: float = 0.95) -> pd.DataFrame:
+    """Per (backbone, variant, decoder): the gain (mean and t interval over (image, seed) units), the gap-crossing
+    step (censored at the stop) and the share of fits that reached their peak; then, per (backbone, variant),
+    ``decoder_range``: the largest minus the smallest mean gain over the decoders (how much of the score moves
+    with the decoder)."""
+    rows = []
+    variants = ablation(spec)
+    if dip is None or not variants:
+        return pd.DataFrame()
+    units = V.gen_scores(dip, task)
+    for v in variants:
+        u = units[units.arch == v["arch"]]
+        iv = stats.stratified_interval(u["gen_score"], u["image"], ci) if len(u) else dict(
+            effect=np.nan, ci_low=np.nan, ci_high=np.nan, n_units=0)
+        rows.append(dict(backbone=v["backbone"], variant=v["variant"], decoder=v["decoder"], arch=v["arch"],
+                         gain_db=iv["effect"], ci_low=iv["ci_low"], ci_high=iv["ci_high"], n_units=iv["n_units"],
+                         gap_negative_step=u["gap_negative_step"].mean() if len(u) else np.nan,
+                         gap_censored_share=u["gap_negative_censored"].mean() if len(u) else np.nan,
+                         share_peak_reached=u["peak_reached"].astype(float).mean() if len(u) else np.nan))
+    t = pd.DataFrame(rows)
+    spread = t.groupby(["backbone", "variant"])["gain_db"].agg(lambda x: x.max() - x.min() if x.notna().sum() > 1
+                                                                 else np.nan)
+    t["decoder_range"] = [spread[(b, v)] for b, v in zip(t.backbone, t.variant)]
+    return t
+
+
+def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> dict:
+    """Leaderboard and rho over the zoo's archs; decoder-ablation table and claim (e) per decoder; the DIP runs.
+    ``preset``: the study's (for its archs and options)."""
+    opts = preset.study if preset is not None else {}
+    fams = opts.get("families", {})
+    spec = opts.get("decoder_ablation")
+    dip, clf = V.nonempty(tables.get("dip_summary")), V.nonempty(tables.get("clf_summary"))
+    zoo = list(preset.archs) if preset is not None else sorted(
+        set(dip.arch if dip is not None else []) | set(clf.arch if clf is not None else []))
+    task = V.primary_task(dip)
+    dip_zoo = dip[dip.arch.isin(zoo)] if dip is not None else None
+    clf_zoo = clf[clf.arch.isin(zoo)] if clf is not None else None
+    boot = dict(n_boot=int(n_boot), ci=float(ci), seed=int(seed))
+    cross = V.cross_tab(dip_zoo, clf_zoo, None, task=task, families={a: family(a, fams) for a in zoo}, **boot)
+    rho = V.verdict_table([], {"c": G.CLAIMS["c"] + " (over the zoo's architectures)"}, dip_zoo, clf_zoo, task=task,
+                          rho=G.RHO, **boot)
+    contrasts, texts = claims(spec, set(dip.arch) if dip is not None else set())
+    texts.pop("c")
+    e_rows = V.verdict_table(contrasts, texts, dip, clf, task=task, **boot) if texts else pd.DataFrame()
+    verdicts = pd.concat([rho, e_rows], ignore_index=True)
+    options = dict(**boot, alpha=V.ALPHA, primary_task=task, rho_threshold=G.RHO_THRESHOLD,
+                   min_archs_rho=G.MIN_ARCHS_RHO, no_better_db=G.NO_BETTER_DB, period=8, n_train=None)
+    return {"options": options, "cross_tab": cross, "verdicts": verdicts,
+            "leaderboard": leaderboard(cross, dip_zoo, clf_zoo),
+            "decoders": decoder_table(dip, spec, task, ci), "runs": V.run_table(dip)}
+
+
+def _leaderboard_md(lb: pd.DataFrame, ci: float) -> str:
+    t = pd.DataFrame({
+        "arch": lb.arch, "family": lb.family,
+        f"gain dB [{ci:.0%} CI]": [R.with_ci(v, lo, hi) for v, lo, hi in zip(lb.gen_score, lb.gen_ci_low,
+                                                                              lb.gen_ci_high)],
+        "gen rank": lb.gen_rank,
+        f"acc [{ci:.0%} CI]": [R.with_ci(v, lo, hi) for v, lo, hi in zip(lb.pred_acc, lb.pred_ci_low,
+                                                                          lb.pred_ci_high)],
+        "pred rank": lb.pred_rank})
+    for col, head in (("share_peak_reached", "peak reached"), ("share_plateaued", "plateaued"),
+                      ("dip_sec_per_step", "DIP s/step"), ("clf_images_per_s", "clf img/s"),
+                      ("n_params_gen", "params gen"), ("n_params_clf", "params clf")):
+        if col in lb:
+            t[head] = lb[col]
+    return R.markdown_table(t)
+
+
+def _decoders_md(d: pd.DataFrame, ci: float) -> str:
+    if d.empty:
+        return "No decoder ablation in this preset.\n"
+    t = d.assign(**{f"gain dB [{ci:.0%} CI]": [R.with_ci(v, lo, hi) for v, lo, hi in zip(d.gain_db, d.ci_low,
+                                                                                          d.ci_high)]})
+    return R.markdown_table(t[["backbone", "variant", "decoder", f"gain dB [{ci:.0%} CI]", "n_units",
+                               "gap_negative_step", "gap_censored_share", "share_peak_reached", "decoder_range"]])
+
+
+def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
+    """report.md, leaderboard.csv, decoders.csv, verdicts.csv, dip_runs.csv and the figures into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    opt, ci = analysis["options"], analysis["options"]["ci"]
+    t = {k: V.nonempty(v) if isinstance(v, pd.DataFrame) else v for k, v in tables.items()}
+    lb, dec, verd, runs = analysis["leaderboard"], analysis["decoders"], analysis["verdicts"], analysis["runs"]
+    write_atomic(out / "leaderboard.csv", lb.to_csv(index=False))
+    write_atomic(out / "decoders.csv", dec.to_csv(index=False))
+    write_atomic(out / "verdicts.csv", verd.to_csv(index=False))
+    if runs is not None and len(runs):
+        write_atomic(out / "dip_runs.csv", runs.to_csv(index=False))
+    curves = t.get("dip_curves")
+    zoo = set(lb.arch)
+    drawn = {
+        "gen_vs_pred.png": R.fig_gen_vs_pred(analysis["cross_tab"], out / "gen_vs_pred.png", ci),
+        "psnr_curves.png": R.fig_psnr_grid(curves[curves.arch.isin(zoo)] if curves is not None else None,
+                                           out / "psnr_curves.png"),
+        "clf_curves.png": R.fig_clf_curves(t.get("clf_epochs"), out / "clf_curves.png"),
+    }
+    rho = verd[(verd.hypothesis == "c") & (verd.comparison != "overall")]
+    md = [f"# {meta.get('title', 'The zoo: generative vs predictive bias across architectures')}", ""]
+    md += R.header(meta, runs)
+    if len(rho):
+        r = rho.iloc[0]
+        md += [f"Spearman rho (generative gain vs predictive accuracy) over {int(r.n_units)} architectures: "
+               f"{R.fmt(r.rho)} [{R.fmt(r.rho_ci_low)}, {R.fmt(r.rho_ci_high)}] ({ci:.0%} percentile bootstrap); "
+               f"claim (c), rho < {G.RHO_THRESHOLD:g}: **{R.verdict_word(r)}**.", ""]
+    md += ["## Claims", "", R.claims_intro(opt, ci) + " Claim (e) is tested once per decoder (`e|DECODER`), on "
+           "the ablation's generators. Full table: `verdicts.csv`.", "", R.verdict_md(verd, ci)]
+    md += ["## Leaderboard", "",
+           f"One row per architecture, {opt.get('primary_task') or 'DIP'} task, sorted by generative score. Gain: "
+           f"max psnr_gt over the corrupted input (mean over (image, seed) units); acc: final test accuracy at the "
+           f"fixed N (mean over seeds); ranks 1 = best. DIP s/step: one step of all the run's seeds together; clf "
+           f"img/s: training images per second. Full table: `leaderboard.csv`.", "", _leaderboard_md(lb, ci)]
+    md += ["## Decoder ablation", "",
+           "Each backbone with each decoder (`biasprobe.decoders`: pixelshuffle = linear 1x1 + pixel shuffle; "
+           "bilinear = x2 bilinear + 1x1 conv stages; transposed = 4x4 stride-2 transposed conv stages), alone (T), "
+           "with convs after (T+kc) or before (kc+T). decoder_range: the largest minus the smallest mean gain over "
+           "the decoders for that backbone and variant. Full table: `decoders.csv`.", "", _decoders_md(dec, ci)]
+    md += R.runs_md(runs)
+    md += R.plateau_md(t.get("clf_summary"))
+    md += R.failed_section(t.get("failed"))
+    md += [R.provenance(meta)] + R.figures_section(drawn, FIGURES)
+    path = out / "report.md"
+    write_atomic(path, "\n".join(md))
+    return path

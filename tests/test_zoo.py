@@ -1,0 +1,119 @@
+"""The zoo study (biasprobe/studies/zoo.py) on synthetic tables with known rankings, its presets, the decoder
+ablation's grid, names carrying keyword arguments, and the studies registry."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biasprobe import registry, studies
+from biasprobe.errors import BiasprobeError
+from biasprobe.study import dip_configs, classify_configs, load_preset
+from biasprobe.studies import zoo as Z
+from tests.test_verdicts import make_tables
+
+ZOO = [f"timm:net{i}" for i in range(12)]
+SPEC = {"backbones": ["vit"], "decoders": ["pixelshuffle", "bilinear"], "convs_after": [3], "convs_before": [3]}
+
+
+def _preset(archs=ZOO, spec=SPEC):
+    p = load_preset("zoo-preview")
+    return dataclasses.replace(p, archs=list(archs), study={"families": {a: "fam" + a[-1] for a in archs},
+                                                           "decoder_ablation": spec})
+
+
+def _tables(gen: dict, pred: dict, **kw):
+    dip, clf = make_tables(gen, pred, tasks=("denoise",), ns=(1000,), **kw)
+    clf["train_images_per_s"] = 100.0
+    return {"dip_summary": dip, "clf_summary": clf}
+
+
+def test_registry_lists_each_study_module_and_refuses_unknown_names_in_one_line():
+    assert studies.names() == ["conv_placement", "generative_vs_predictive", "zoo"]
+    assert "zoo study" in studies.describe("zoo")
+    with pytest.raises(BiasprobeError, match="no study 'nope': one of conv_placement, generative_vs_predictive, zoo"):
+        studies.get("nope")
+
+
+def test_presets_cover_20_archs_in_5_families_and_the_ablation_runs_dip_only():
+    for name, n_dip_only in (("zoo", 3 * 3 * 4), ("zoo-preview", 2 * 3 * 3)):
+        p = Z.prepare(load_preset(name))
+        fams = p.study["families"]
+        assert len(p.archs) >= 20 and set(p.archs) == set(fams) and len(set(fams.values())) >= 5
+        assert len(p.dip.extra_archs) == n_dip_only
+        dip_archs = {r["config"]["arch"] for r in dip_configs(p)}
+        clf_archs = {r["config"]["arch"] for r in classify_configs(p)}
+        assert clf_archs == set(p.archs) and dip_archs == set(p.archs) | set(p.dip.extra_archs)
+        assert "vit[decoder=bilinear]+3c" in dip_archs and "3c+vit[decoder=transposed]" in dip_archs
+    assert Z.prepare(load_preset("zoo")).dip.extra_archs[:3] == [
+        "vit[decoder=pixelshuffle]", "vit[decoder=pixelshuffle]+1c", "vit[decoder=pixelshuffle]+3c"]
+
+
+def test_name_keywords_round_trip():
+    for name, kw in (("3c+vit+1c", {"decoder": "bilinear"}),
+                     ("timm:swin_tiny_patch4_window7_224[depths=[1,1,2,1]]", {"decoder": "transposed"})):
+        named = registry.with_kwargs(name, **kw)
+        plain, got = registry.split_kwargs(named)
+        assert registry.split_kwargs(name)[0] == plain and got == {**registry.split_kwargs(name)[1], **kw}
+    assert registry.split_kwargs("timm:x[depths=[1,2],a=1.5,b=True,c=text]") == (
+        "timm:x", {"depths": [1, 2], "a": 1.5, "b": True, "c": "text"})
+    with pytest.raises(BiasprobeError, match="unclosed"):
+        registry.split_kwargs("vit[depth=2")
+
+
+def test_rho_is_decided_over_the_zoo_and_the_ablation_is_left_out_of_it():
+    rng = np.random.default_rng(0)
+    gen = {a: float(g) for a, g in zip(ZOO, rng.permutation(12))}
+    pred = {a: 0.3 + 0.02 * gen[a] for a in ZOO}  # the same ranking: rho = 1, clearly above 0.5
+    gen.update({a["arch"]: 1.0 for a in Z.ablation(SPEC)})
+    out = Z.analyse(_tables(gen, pred), _preset())
+    rho = out["verdicts"][(out["verdicts"].hypothesis == "c") & (out["verdicts"].comparison != "overall")].iloc[0]
+    assert rho.n_units == 12 and rho.rho == pytest.approx(1.0) and rho.verdict == "refuted"
+    lb = out["leaderboard"]
+    assert list(lb.arch) == sorted(ZOO, key=lambda a: -gen[a])  # ablation variants are not on the leaderboard
+    assert (lb.gen_rank == lb.pred_rank).all() and lb.family.str.startswith("fam").all()
+    assert {"dip_sec_per_step", "clf_images_per_s", "share_peak_reached", "share_plateaued"} <= set(lb.columns)
+
+    anti = {a: 0.6 - 0.02 * gen[a] for a in ZOO}  # the reversed ranking: rho = -1 < 0.5
+    v = Z.analyse(_tables(gen, anti), _preset())["verdicts"]
+    assert v[(v.hypothesis == "c") & (v.comparison == "overall")].verdict.item() == "supported"
+    few = Z.analyse(_tables({a: gen[a] for a in ZOO[:5]}, pred), _preset(ZOO[:5]))["verdicts"]
+    assert few[(few.hypothesis == "c") & (few.comparison == "overall")].reason.item() == "underpowered"
+
+
+def test_decoder_table_and_claim_e_per_decoder():
+    # pixelshuffle: convs after add 3 dB and convs before nothing (e holds); bilinear: convs after cost 2 dB
+    gen = {a: 0.0 for a in ZOO}
+    effect = {("pixelshuffle", "T+3c"): 3.0, ("bilinear", "T+3c"): -2.0}
+    for v in Z.ablation(SPEC):
+        gen[v["arch"]] = effect.get((v["decoder"], v["variant"]), 0.0)
+    neg = {a: (None if a == "vit[decoder=pixelshuffle]+3c" else 100.0) for a in gen}
+    pred = {a: 0.3 for a in ZOO}
+    t = _tables(gen, pred, neg=neg)
+    out = Z.analyse(t, _preset())
+    d = out["decoders"]
+    assert len(d) == len(Z.ablation(SPEC)) and set(d.decoder) == {"pixelshuffle", "bilinear"}
+    row = d[(d.variant == "T+3c") & (d.decoder == "pixelshuffle")].iloc[0]
+    # make_tables adds 0.5 dB per image index (mean +0.5); the range is over the two decoders: 3 - (-2)
+    assert row.gain_db == pytest.approx(3.5, abs=0.3) and row.decoder_range == pytest.approx(5.0, abs=0.5)
+    assert row.gap_censored_share == 1.0
+    v = out["verdicts"]
+    o = v[v.comparison == "overall"].set_index("hypothesis").verdict
+    assert o["e|pixelshuffle"] == "supported"
+    assert o["e|bilinear"] == "refuted"
+
+
+def test_zoo_report_from_synthetic_tables(tmp_path):
+    rng = np.random.default_rng(1)
+    gen = {a: float(g) for a, g in zip(ZOO, rng.permutation(12))}
+    gen.update({a["arch"]: 1.0 for a in Z.ablation(SPEC)})
+    t = _tables(gen, {a: 0.3 + 0.01 * rng.normal() for a in ZOO})
+    out = Z.analyse(t, _preset())
+    path = Z.write_report(tmp_path, t, out, {"wall_seconds": 60.0, "device": "cpu"})
+    text = path.read_text()
+    assert "Spearman rho (generative gain vs predictive accuracy) over 12 architectures" in text
+    assert "## Leaderboard" in text and "## Decoder ablation" in text and "(e\\|bilinear)" in text
+    for f in ("leaderboard.csv", "decoders.csv", "verdicts.csv", "gen_vs_pred.png"):
+        assert (tmp_path / f).is_file()
+    assert pd.read_csv(tmp_path / "leaderboard.csv").arch.nunique() == 12
