@@ -231,6 +231,14 @@ def classify_configs(p: StudyPreset, lrs: dict[str, float] | None = None) -> lis
     return out
 
 
+def by_arch(p: StudyPreset, runs: list[dict]) -> list[dict]:
+    """The runs ordered architecture by architecture (the preset's order, DIP-only extras last), each probe's runs
+    in their grid order within: a study stopped part-way has whole architectures (both probes), not one probe of
+    every architecture."""
+    order = {a: i for i, a in enumerate(p.archs + p.dip.extra_archs)}
+    return sorted(runs, key=lambda r: order.get(r["config"]["arch"], len(order)))  # stable: grid order within
+
+
 def _lr(value, lrs, arch):
     """The lr of ``arch`` under a plan's ``lr``: None, a number, "calibrated" (``lrs``), or a dict of fnmatch
     patterns -> lr whose first matching pattern wins (e.g. {"skipnet": 0.01, "*": 1e-4})."""
@@ -289,14 +297,14 @@ def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True, run:
     if p.calibration.enabled:
         lrs.update(_calibrate(p, Path(store_dir) / "calibration", tables, progress))
 
-    runs = dip_configs(p, lrs["dip"]) + classify_configs(p, lrs["classify"])
+    runs = by_arch(p, dip_configs(p, lrs["dip"]) + classify_configs(p, lrs["classify"]))
     sweep_kw = dict(executor=p.executor, jobs=p.jobs, threads_per_job=p.threads_per_job, slurm=p.slurm,
                     progress=progress)
     run_sweep(runs, study_job, store, desc=f"study {p.name}", **sweep_kw)
     tables.update(collect(store, runs))
 
     if p.calibration.enabled and p.calibration.sensitivity:
-        second = dip_configs(p, lrs["dip_second"]) + classify_configs(p, lrs["classify_second"])
+        second = by_arch(p, dip_configs(p, lrs["dip_second"]) + classify_configs(p, lrs["classify_second"]))
         run_sweep(second, study_job, store, desc=f"study {p.name} @ 2nd-best lr", **sweep_kw)
         tables["second"] = collect(store, second)
         runs = runs + second

@@ -117,3 +117,16 @@ def test_zoo_report_from_synthetic_tables(tmp_path):
     for f in ("leaderboard.csv", "decoders.csv", "verdicts.csv", "gen_vs_pred.png"):
         assert (tmp_path / f).is_file()
     assert pd.read_csv(tmp_path / "leaderboard.csv").arch.nunique() == 12
+
+
+def test_runs_go_architecture_by_architecture():
+    """A study stopped part-way has whole architectures: both probes of the first archs, the DIP-only extras last."""
+    from biasprobe.study import by_arch
+
+    p = Z.prepare(load_preset("zoo-preview"))
+    runs = by_arch(p, dip_configs(p) + classify_configs(p))
+    archs = [r["config"]["arch"] for r in runs]
+    first = [a for i, a in enumerate(archs) if a not in archs[:i]]
+    assert first == p.archs + p.dip.extra_archs
+    head = runs[:3]  # arch 1: its DIP run, then its classifiers
+    assert [r["probe"] for r in head] == ["dip", "classify", "classify"] and len({r["config"]["arch"] for r in head}) == 1

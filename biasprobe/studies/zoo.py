@@ -216,7 +216,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
     rho = verd[(verd.hypothesis == "c") & (verd.comparison != "overall")]
     md = [f"# {meta.get('title', 'The zoo: generative vs predictive bias across architectures')}", ""]
     md += R.header(meta, runs)
-    if len(rho):
+    if len(rho) and np.isfinite(rho.iloc[0].rho):
         r = rho.iloc[0]
         md += [f"Spearman rho (generative gain vs predictive accuracy) over {int(r.n_units)} architectures: "
                f"{R.fmt(r.rho)} [{R.fmt(r.rho_ci_low)}, {R.fmt(r.rho_ci_high)}] ({ci:.0%} percentile bootstrap); "
