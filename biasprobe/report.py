@@ -331,8 +331,22 @@ def fig_clf_curves(clf_curves: pd.DataFrame | None, path, n_train=None) -> Path 
     return _save(fig, path)
 
 
-def plateau_md(clf: pd.DataFrame | None) -> list[str]:
-    """Which classifier runs were still gaining in the last tenth of their budget."""
+def half_gain(curves: pd.DataFrame | None) -> pd.Series:
+    """Per arch: test accuracy at the end of the budget minus at its middle (the logged step nearest half of it),
+    mean over runs: what the second half of the budget, not only its last tenth, still added."""
+    if curves is None or not len(curves) or "test_acc" not in curves or "step" not in curves:
+        return pd.Series(dtype=float)
+    gains = {}
+    for keys, g in curves.dropna(subset=["test_acc"]).groupby(["arch", "n_train", "seed"]):
+        g = g.sort_values("step")
+        mid = g.iloc[(g.step - g.step.max() / 2).abs().argmin()]
+        gains.setdefault(keys[0], []).append(g.test_acc.iloc[-1] - mid.test_acc)
+    return pd.Series({a: float(np.mean(v)) for a, v in gains.items()})
+
+
+def plateau_md(clf: pd.DataFrame | None, curves: pd.DataFrame | None = None) -> list[str]:
+    """Which classifier runs were still gaining in the last tenth of their budget, and what the second half of
+    the budget added (from the accuracy-vs-step ``curves``, the runs' step tables)."""
     if clf is None or "plateaued" not in clf:
         return []
     flat = clf[clf.plateaued.notna()]
@@ -343,12 +357,16 @@ def plateau_md(clf: pd.DataFrame | None) -> list[str]:
     aggs = {k: v for k, v in dict(steps=("steps_run", "max"), plateau_gain=("plateau_gain", "mean"),
                                    plateaued=("plateaued", "mean")).items() if v[0] in flat}
     g = flat.assign(plateaued=flat.plateaued.astype(float)).groupby("arch").agg(**aggs).reset_index()
+    half = half_gain(curves)
+    if len(half):
+        g["second_half_gain"] = g.arch.map(half)
     return ["## Classifier budgets", "",
             f"Every classifier ran the same number of AdamW steps. plateau gain: accuracy at the end minus at 90% "
             f"of the budget (mean over runs); a run is flagged as still rising when it gains more than "
             f"{fmt(tol) if tol is not None else 'the tolerance'} there. With a cosine schedule the last tenth runs "
-            f"at a small learning rate, so a small gain there is necessary, not sufficient, for a plateau: the "
-            f"curves (figure below) show the rest.", "",
+            f"at a small learning rate, so a small gain there is necessary, not sufficient, for a plateau: "
+            f"second_half_gain (accuracy at the end minus at the middle of the budget) and the curves (figure "
+            f"below) show how much the budget's second half still added.", "",
             f"Still rising: **{', '.join(f'{r.arch}/n{r.n_train}/s{r.seed}' for r in rising.itertuples()) or 'none'}**.",
             "", markdown_table(g.rename(columns={"plateaued": "share plateaued"})), ""]
 

@@ -201,3 +201,14 @@ def test_report_says_first_that_fits_were_truncated(tmp_path, tables):
     n = int((dip.peak_reached == False).sum())  # noqa: E712
     assert f"{n} of {len(dip)} DIP fits stopped before their peak (truncated)" in first
     assert "inconclusive (truncated)" in text
+
+
+def test_second_half_gain_reads_the_curves(tables):
+    """Accuracy rising linearly to its final value at step 80 of 100: the middle (step 50) is at 5/8 of it, so
+    the second half adds 3/8 of the final accuracy; the report's budget table shows it."""
+    half = R.half_gain(tables["clf_epochs"])
+    final = tables["clf_summary"].groupby("arch").final_test_acc.mean()
+    assert half.sort_index().to_numpy() == pytest.approx((0.375 * final).sort_index().to_numpy())
+    md = "\n".join(R.plateau_md(tables["clf_summary"].assign(plateaued=True), tables["clf_epochs"]))
+    assert "second_half_gain" in md
+    assert R.half_gain(None).empty

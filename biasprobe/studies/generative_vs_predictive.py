@@ -194,7 +194,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
            f"psnr_gt < psnr_obs; a run where it never happens counts at its stop (share censored in brackets). "
            f"Full table: `cross_tab.csv`.", "", R.markdown_table(compact)]
     md += R.runs_md(runs)
-    md += R.plateau_md(clf)
+    md += R.plateau_md(clf, t.get("clf_epochs"))
     if runs is not None and len(runs):
         write_atomic(out / "dip_runs.csv", runs.to_csv(index=False))
     md += ["## Readings", ""]

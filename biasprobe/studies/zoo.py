@@ -234,7 +234,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
            "with convs after (T+kc) or before (kc+T). decoder_range: the largest minus the smallest mean gain over "
            "the decoders for that backbone and variant. Full table: `decoders.csv`.", "", _decoders_md(dec, ci)]
     md += R.runs_md(runs)
-    md += R.plateau_md(t.get("clf_summary"))
+    md += R.plateau_md(t.get("clf_summary"), t.get("clf_epochs"))
     md += R.failed_section(t.get("failed"))
     md += [R.provenance(meta)] + R.figures_section(drawn, FIGURES)
     path = out / "report.md"
