@@ -136,3 +136,16 @@ def test_report_only_runs_nothing_and_says_when_the_store_is_empty(tmp_path, cap
     assert len(err) == 1 and "none of this study's runs" in err[0]
     assert not (tmp_path / "store" / "results" / "runs").exists() or not any(
         (tmp_path / "store" / "results" / "runs").iterdir())
+
+
+def test_run_stores_beside_reports_are_not_git_ignored():
+    """A committed report's run tables (its store) must be committable: a fresh clone resumes from them."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    path = "reports/generative_vs_predictive-standard/store/results/runs/0123456789abcdef/summary.parquet"
+    assert subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 1  # 1: not ignored
