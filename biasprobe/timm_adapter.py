@@ -10,11 +10,9 @@ plus ``img_size`` where the model takes it (ViT-like models build their position
 feature map is the last of ``forward_intermediates`` (timm >= 1.0; NCHW, ``stop_early``, without the final norm,
 whose layers and the head are pruned), a (B, D, h, w) grid with h = H / s, w = W / s. The decoder is the same for
 every backbone, SimMIM's (as ``swin``'s): a 1x1 conv D -> s*s*out_chans and ``PixelShuffle(s)``, no spatial
-kernel; the factory adds the sigmoid, as for every generator. ``decoder=`` makes the decoder a controlled factor,
-the same for every backbone: ``pixelshuffle`` (default), ``bilinear`` (x2 bilinear upsampling + 1x1 conv +
-LeakyReLU per stage) or ``transposed`` (4x4 stride-2 transposed conv + LeakyReLU per stage), both progressive
-ones of width ``decoder_width`` (64). Written into a name, ``timm:resnet18[decoder=bilinear]``, so a grid can
-hold several (see ``registry.split_kwargs``); ``+1c`` / ``+3c`` after it add 3x3 convs on the image. The rule for sizes: H and W must be multiples of s
+kernel; the factory adds the sigmoid, as for every generator. ``decoder=`` (and ``decoder_width``) picks another
+of :mod:`biasprobe.decoders`, the same for every backbone, e.g. ``timm:resnet18[decoder=bilinear]`` (a name with
+keyword arguments, ``registry.split_kwargs``). The rule for sizes: H and W must be multiples of s
 (timm's ``feature_info`` reduction: 32 for ResNets and ConvNeXts, the patch for ViTs) and the grid at least
 ``MIN_GRID`` = 4 cells per side, i.e. s <= H / 4 (a 1x1-conv cell then paints at most a quarter of the side):
 ``timm:convnext_atto`` and ``timm:resnet18`` need 128 px, a patch-16 ViT 64 px. A coarser grid is refused with
@@ -64,14 +62,19 @@ def register(name: str) -> None:
     def generator(in_chans, out_chans, img_size, decoder="pixelshuffle", decoder_width=decoders.WIDTH, **kw):
         return TimmGenerator(model, in_chans, out_chans, img_size, decoder=decoder, decoder_width=decoder_width, **kw)
 
-    def classifier(in_chans, img_size, num_classes, decoder=None, decoder_width=None, **kw):  # no decoder there
-        return create_classifier(model, in_chans, img_size, num_classes, **kw)
+    def classifier(in_chans, img_size, num_classes, **kw):
+        return create_classifier(model, in_chans, img_size, num_classes, **backbone_kw(kw))
 
     register_arch(name, family="timm",
                   description=f"timm {model} (random init), 1x1 conv + pixel-shuffle decoder on its last features",
                   classifier=classifier,
-                  size_multiple=lambda img_size, decoder=None, decoder_width=None, **kw: reduction(model, **kw),
-                  min_size=lambda decoder=None, decoder_width=None, **kw: MIN_GRID * reduction(model, **kw))(generator)
+                  size_multiple=lambda img_size, **kw: reduction(model, **backbone_kw(kw)),
+                  min_size=lambda **kw: MIN_GRID * reduction(model, **backbone_kw(kw)))(generator)
+
+
+def backbone_kw(kw: dict) -> dict:
+    """The keyword arguments for ``timm.create_model``: all but the decoder's (the generator's alone)."""
+    return {k: v for k, v in kw.items() if k not in ("decoder", "decoder_width")}
 
 
 def create_model(model: str, **kw) -> nn.Module:
