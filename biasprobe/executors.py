@@ -14,7 +14,8 @@ The executors only differ in where that function runs:
     slurm-debug  the same, through submitit's DebugExecutor (in this process; for debugging)
 
 An exception raised by the task comes back as the result; KeyboardInterrupt is never swallowed: it stops the
-executor (pool workers are terminated, unfinished submitit jobs cancelled) and propagates. Pool workers also exit by
+executor (pool workers are terminated, unfinished submitit jobs cancelled) and propagates. A pool worker that dies
+(a native crash) costs only its own item: the pool restarts and retries the items it took down, one at a time. Pool workers also exit by
 themselves if the sweep process is killed. The pool and submitit executors import the task by name: a script that
 starts a pool must guard its work with ``if __name__ == "__main__":``. Slurm jobs write into the store themselves,
 so the store must be on a file system the compute nodes share; a sweep process that dies leaves its array running
@@ -31,7 +32,9 @@ import os
 import pickle
 import shutil
 import threading
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -140,27 +143,60 @@ def _mp_context():
     return mp.get_context("spawn")
 
 
+class WorkerDied(RuntimeError):
+    """The worker process running this item died (a native crash, out of memory, os._exit): no exception came back."""
+
+
 def _pool(task, items, jobs, threads):
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context(), initializer=_init_worker,
-                               initargs=(threads,))
+    """At most ``jobs`` items in flight. A worker that dies breaks a ``ProcessPoolExecutor`` and every item in
+    flight with it, so the pool is then restarted and those items are retried one at a time, alone in the pool:
+    the item that kills its worker when alone fails (with :class:`WorkerDied`), the others run, and the items not
+    yet started never see the crash."""
+    queue, suspects = deque(items), deque()
+    inflight: dict = {}  # future -> (item, ran alone)
+    pool = None
     finished = False
     try:
-        futures = {pool.submit(task, item): item for item in items}
-        for fut in as_completed(futures):
-            try:
-                result = fut.result()
-            except Exception as e:  # includes BrokenProcessPool when a worker dies
-                result = e
-            yield futures[fut], result
+        while queue or suspects or inflight:
+            if pool is None:
+                pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context(), initializer=_init_worker,
+                                           initargs=(threads,))
+            if suspects:  # isolate: one suspect, nothing beside it
+                if not inflight:
+                    item = suspects.popleft()
+                    inflight[pool.submit(task, item)] = (item, True)
+            else:
+                while queue and len(inflight) < jobs:
+                    item = queue.popleft()
+                    inflight[pool.submit(task, item)] = (item, False)
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                done = set(wait(inflight).done)  # the pool is broken: every future in flight ends now
+                pool.shutdown(wait=True)
+                pool = None
+            for fut in done:
+                item, alone = inflight.pop(fut)
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    if not alone:
+                        suspects.append(item)
+                        continue
+                    result = WorkerDied("the worker process died while running this item alone (a native crash "
+                                        "or running out of memory; run it with the local executor to see why)")
+                except Exception as e:
+                    result = e
+                yield item, result
         finished = True
     finally:
-        if finished:
-            pool.shutdown(wait=True)
-        else:  # interrupted or closed early: stop now, runs in flight are lost (their writes are atomic)
-            workers = list((pool._processes or {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in workers:
-                proc.terminate()
+        if pool is not None:
+            if finished:
+                pool.shutdown(wait=True)
+            else:  # interrupted or closed early: stop now, runs in flight are lost (their writes are atomic)
+                workers = list((pool._processes or {}).values())
+                pool.shutdown(wait=False, cancel_futures=True)
+                for proc in workers:
+                    proc.terminate()
 
 
 # ---------------------------------------------------------------------------------------------------- submitit

@@ -80,3 +80,18 @@ def test_presets_are_package_data(tmp_path):
     assert all(Path(p) == package_dir / f"{n}.json" for n, p in found.items())
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert all(any(p.match(g) for g in data["biasprobe.presets"]) for p in package_dir.glob("*.json"))
+
+
+def test_study_threads_override(capsys):
+    """--threads sets the torch threads of every run (the preset's threads_per_job); below 1 is a one-line error."""
+    import argparse
+
+    from biasprobe.commands.study import _apply_overrides
+    from biasprobe.study import load_preset
+
+    args = argparse.Namespace(executor="local", jobs=None, threads=2, device=None, partition=None, sensitivity=False,
+                              data=None, data_root=None, download=False)
+    preset = _apply_overrides(load_preset("standard"), args)
+    assert (preset.executor, preset.threads_per_job) == ("local", 2)
+    err = one_line_error(capsys, ["study", "generative_vs_predictive", "--preset", "smoke", "--threads", "0"])
+    assert "--threads must be at least 1" in err

@@ -235,6 +235,19 @@ def test_pool_records_failure_and_rejects_unpicklable(tmp_path, work):
         run_sweep(grid(1), lambda c: {}, tmp_path, executor="pool", progress=False)
 
 
+def test_pool_survives_a_worker_that_dies(tmp_path, work):
+    """A run that kills its worker process (a native crash) fails alone: the pool restarts, retries the run that
+    shared the pool with it, and every run not yet started runs once."""
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    configs = [{**c, "crash": 1} for c in grid(6, calls=calls)]
+    index = run_sweep(configs, work, tmp_path / "store", executor="pool", jobs=2, threads_per_job=1, progress=False)
+    assert list(index["status"]) == ["done", "failed", "done", "done", "done", "done"]
+    assert "worker process died" in index["error"][1]
+    assert n_calls(calls, 1) == 2  # once beside another run, once alone
+    assert all(n_calls(calls, i) <= 2 for i in (0, 2)) and all(n_calls(calls, i) == 1 for i in (3, 4, 5))
+
+
 def test_slurm_path_debug_and_local(tmp_path, work, monkeypatch):
     import submitit
 

@@ -46,6 +46,8 @@ def add_study_args(p: argparse.ArgumentParser, name: str | None = None) -> None:
     p.add_argument("--executor", choices=["local", "pool", "slurm", "slurm-local", "slurm-debug"],
                    help="override the preset's executor")
     p.add_argument("--jobs", type=int, help="parallel runs for the pool executor")
+    p.add_argument("--threads", type=int, help="torch threads per run (overrides the preset's threads_per_job; e.g. "
+                                               "--executor local --threads 2 gives one run both cores)")
     p.add_argument("--partition", help="Slurm partition (with --executor slurm)")
     p.add_argument("--data", help="CIFAR-10 ImageFolder (train/ test/) for the predictive probe")
     p.add_argument("--data-root", help="torchvision CIFAR-10 root (with --download to fetch it)")
@@ -66,6 +68,10 @@ def _apply_overrides(preset, args):
         preset.executor = args.executor
     if args.jobs:
         preset.jobs = args.jobs
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BiasprobeError(f"--threads must be at least 1 (got {args.threads})")
+        preset.threads_per_job = args.threads
     if args.device:
         preset.device = args.device
     if args.partition:

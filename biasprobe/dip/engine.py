@@ -105,9 +105,10 @@ def auto_batching(arch: str, device: torch.device, k: int) -> str:
 
 
 def channels_last(cfg: DIPConfig, device: torch.device) -> bool:
-    """Channels-last (NHWC) activations for conv nets: oneDNN's fast layout on a CPU (gains measured in
-    reports/bench_dip_options.md), and the tensor-core layout on CUDA."""
-    return _family(cfg.arch) == "cnn"
+    """Channels-last (NHWC) activations for conv nets on CUDA (the tensor-core layout). Not on a CPU: there it was
+    neutral on an Intel Xeon with AMX (reports/bench_dip_options.md, 1.01x) and slower on a 2-core AMD EPYC
+    (skip-net step at 128 px, one seed: 1.09 s vs 0.80 s contiguous on one thread, 0.69 vs 0.62 on two)."""
+    return _family(cfg.arch) == "cnn" and device.type == "cuda"
 
 
 def _family(arch: str) -> str:
