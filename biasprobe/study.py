@@ -28,7 +28,7 @@ class DipPlan:
     images: list[str] = field(default_factory=lambda: ["astronaut"])
     size: int = 64
     setting: str = "dip"
-    iters: int = 600
+    iters: int | dict = 600  # the cap (stop "peak") or count; a number, or {arch pattern: iters} like lr
     log_every: int = 25
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     lr: float | str | dict | None = None  # None: the setting's lr; a number; "calibrated"; or {arch pattern: lr}
@@ -41,7 +41,8 @@ class DipPlan:
 
     def calibration_base(self, base: dict) -> dict:
         """The calibration preset's base under this plan's protocol; only the image differs (and must)."""
-        base = dict(base, size=self.size, iters=self.iters, setting=self.setting, **{
+        iters = self.iters if isinstance(self.iters, int) else max(self.iters.values())  # a table: its longest
+        base = dict(base, size=self.size, iters=iters, setting=self.setting, **{
             k: getattr(self, k) for k in ("input_depth", "reg_noise_std") if getattr(self, k) is not None})
         if base["image"] in self.images or any(base["image"] in t.get("images", []) for t in self.tasks):
             raise BiasprobeError(f"the calibration image {base['image']!r} is one of the study's images")
@@ -160,15 +161,18 @@ def _check_types(p: StudyPreset, where: str) -> None:
         for key in plan.extra:
             need(key in known, f"{name}.extra.{key}",
                  f"a {probe.config_type.__name__} field ({', '.join(sorted(known))})")
-    need(isinstance(d.iters, int) and d.iters >= 1, "dip.iters", "a positive integer")
+    need(isinstance(d.iters, int) and d.iters >= 1 or isinstance(d.iters, dict) and d.iters and all(
+        isinstance(v, int) and v >= 1 for v in d.iters.values()), "dip.iters",
+        'a positive integer or {"arch pattern": iters, ...}')
     need(isinstance(d.size, int) and d.size >= 16, "dip.size", "an integer >= 16")
     need(isinstance(d.seeds, list) and d.seeds and all(isinstance(s, int) for s in d.seeds), "dip.seeds",
          "a non-empty list of integers")
     need(d.lr is None or d.lr == "calibrated" or isinstance(d.lr, (int, float)) or isinstance(d.lr, dict) and all(
         isinstance(v, (int, float)) and v > 0 for v in d.lr.values()), "dip.lr",
          'null, a number, "calibrated" or {"arch pattern": lr, ...}')
-    for arch in p.archs + d.extra_archs if isinstance(d.lr, dict) else ():
-        _lr(d.lr, None, arch)
+    for arch in p.archs + d.extra_archs:
+        _per_arch(d.lr, arch, "dip.lr")
+        _per_arch(d.iters, arch, "dip.iters")
     c = p.classify
     if c is not None:
         need(isinstance(c.n_train, list) and c.n_train and all(isinstance(n, int) and n > 0 for n in c.n_train),
@@ -198,7 +202,8 @@ def dip_configs(p: StudyPreset, lrs: dict[str, float] | None = None) -> list[dic
                 cfg = DIPConfig(
                     arch=arch, image=image, task=t["task"], task_params=dict(t.get("task_params", {})),
                     arch_kwargs=dict(p.dip.arch_kwargs.get(arch, {})), size=p.dip.size, setting=p.dip.setting,
-                    input_depth=p.dip.input_depth, reg_noise_std=p.dip.reg_noise_std, iters=p.dip.iters,
+                    input_depth=p.dip.input_depth, reg_noise_std=p.dip.reg_noise_std,
+                    iters=_per_arch(p.dip.iters, arch, "dip.iters"),
                     log_every=p.dip.log_every, seeds=list(p.dip.seeds), spectral=p.dip.spectral,
                     lr=_lr(p.dip.lr, lrs, arch), device=p.device, **p.dip.extra,
                 )
@@ -240,18 +245,25 @@ def by_arch(p: StudyPreset, runs: list[dict]) -> list[dict]:
 
 
 def _lr(value, lrs, arch):
-    """The lr of ``arch`` under a plan's ``lr``: None, a number, "calibrated" (``lrs``), or a dict of fnmatch
-    patterns -> lr whose first matching pattern wins (e.g. {"skipnet": 0.01, "*": 1e-4})."""
+    """The lr of ``arch`` under a plan's ``lr``: None, a number, "calibrated" (``lrs``), or a table (:func:`_per_arch`,
+    e.g. {"skipnet": 0.01, "*": 1e-4})."""
     if value == "calibrated":
         return float(lrs[arch])
-    if isinstance(value, dict):
-        import fnmatch
-
-        for pattern, lr in value.items():
-            if fnmatch.fnmatchcase(arch, pattern):
-                return float(lr)
-        raise BiasprobeError(f"no lr for {arch!r} in the preset's lr table {value}: add it or a '*' entry")
+    value = _per_arch(value, arch, "lr")
     return None if value is None else float(value)
+
+
+def _per_arch(value, arch: str, what: str):
+    """A preset value that may differ by architecture: a plain value, or a table {pattern: value} whose first
+    pattern equal to ``arch`` or matching it (fnmatch, e.g. "*") wins."""
+    if not isinstance(value, dict):
+        return value
+    import fnmatch
+
+    for pattern, v in value.items():
+        if pattern == arch or fnmatch.fnmatchcase(arch, pattern):
+            return v
+    raise BiasprobeError(f"no {what} for {arch!r} in the preset's table {value}: add it or a '*' entry")
 
 
 # ----------------------------------------------------------------------------------------------------------------

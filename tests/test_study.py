@@ -39,12 +39,34 @@ def test_an_lr_table_gives_each_arch_its_lr(tmp_path):
     assert [_lr(table, None, a) for a in ("skipnet", "vit+3c", "swin")] == [0.01, 3e-4, 1e-4]
     with pytest.raises(BiasprobeError, match="no lr for 'swin'"):
         _lr({"vit": 1e-4}, None, "swin")
+    # a name with brackets (timm kwargs) matches itself, not as an fnmatch character class
+    assert _lr({"timm:vit_tiny[depth=4]": 0.5, "*": 1e-4}, None, "timm:vit_tiny[depth=4]") == 0.5
+
+
+def test_an_iters_table_gives_each_arch_its_cap():
+    """dip.iters may be a table like lr: only the runs of the archs whose cap changes get new run ids."""
+    from biasprobe.study import dip_configs
+    from biasprobe.sweep import run_id
+
+    plain = load_preset("smoke")
+    table = load_preset("smoke")
+    table.dip.iters = {"vit*": plain.dip.iters + 100, "*": plain.dip.iters}
+    lrs = {arch: 1e-3 for arch in plain.archs + plain.dip.extra_archs}  # in case the preset calibrates
+    a, b = dip_configs(plain, lrs), dip_configs(table, lrs)
+    for x, y in zip(a, b):
+        longer = x["config"]["arch"].startswith("vit")
+        assert y["config"]["iters"] == plain.dip.iters + (100 if longer else 0)
+        assert (run_id(x) != run_id(y)) == longer
+    assert any(c["config"]["arch"].startswith("vit") for c in a) and not all(
+        c["config"]["arch"].startswith("vit") for c in a)
 
 
 @pytest.mark.parametrize("edit, words", [
     (lambda d: d.update(bogus=1), "unknown field 'bogus'"),
     (lambda d: d["dip"].update(itres=5), "unknown field 'itres'"),
     (lambda d: d["dip"].update(iters="many"), "'dip.iters'"),
+    (lambda d: d["dip"].update(iters={"vit": 0}), "'dip.iters'"),
+    (lambda d: d["dip"].update(iters={"nothing-matches": 10}), "no dip.iters for"),
     (lambda d: d["classify"].update(fixed_n=7), "'classify.fixed_n'"),
     (lambda d: d.update(archs=[]), "'archs'"),
     (lambda d: d["dip"]["extra"].update(bogus=1), "'dip.extra.bogus'"),
