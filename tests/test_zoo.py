@@ -37,7 +37,7 @@ def test_registry_lists_each_study_module_and_refuses_unknown_names_in_one_line(
 
 
 def test_presets_cover_20_archs_in_5_families_and_the_ablation_runs_dip_only():
-    for name, n_dip_only in (("zoo", 3 * 3 * 4), ("zoo-preview", 2 * 3 * 3)):
+    for name, n_dip_only in (("zoo", 3 * 3 * 4), ("zoo-gpu", 3 * 3 * 4), ("zoo-preview", 2 * 3 * 3)):
         p = Z.prepare(load_preset(name))
         fams = p.study["families"]
         assert len(p.archs) >= 20 and set(p.archs) == set(fams) and len(set(fams.values())) >= 5
@@ -46,6 +46,9 @@ def test_presets_cover_20_archs_in_5_families_and_the_ablation_runs_dip_only():
         clf_archs = {r["config"]["arch"] for r in classify_configs(p)}
         assert clf_archs == set(p.archs) and dip_archs == set(p.archs) | set(p.dip.extra_archs)
         assert "vit[decoder=bilinear]+3c" in dip_archs and "3c+vit[decoder=transposed]" in dip_archs
+    gpu, cpu = load_preset("zoo-gpu"), load_preset("zoo")
+    assert (gpu.dip.size, gpu.dip.iters, len(gpu.dip.seeds)) == (512, 5000, 5)  # the seed's sizes
+    assert gpu.archs == cpu.archs and gpu.study == cpu.study
     assert Z.prepare(load_preset("zoo")).dip.extra_archs[:3] == [
         "vit[decoder=pixelshuffle]", "vit[decoder=pixelshuffle]+1c", "vit[decoder=pixelshuffle]+3c"]
 
