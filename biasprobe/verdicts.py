@@ -413,6 +413,7 @@ def _decide(rows: list[dict], ci: float) -> None:
         return not r["reason"] and (np.isfinite(r["p_support"]) or np.isfinite(r["p_refute"]))
 
     live = [r for r in rows if r["decisive"] and testable(r)]
+    raw = {id(r): r["p_support"] for r in live}  # before the correction, for the notes
     for key in ("p_support", "p_refute"):
         adj = stats.holm([r[key] for r in live])
         for r, p in zip(live, adj):
@@ -424,10 +425,16 @@ def _decide(rows: list[dict], ci: float) -> None:
         r["verdict"] = stats.verdict(r["p_support"], r["p_refute"], ALPHA)
         res = r.pop("_res", None)
         if r["verdict"] == "inconclusive" and res is not None:
-            need = stats.units_needed(res, -abs(r["margin"]) if r["kind"] == "equivalent" else r["margin"], ci)
             r["reason"] = "power"
-            r["note"] = "; ".join(x for x in (r["note"], f"interval too wide to decide: about {need:g} units at this "
-                                  f"spread would decide" if np.isfinite(need) else "no effect beyond the margin") if x)
+            p_raw = raw.get(id(r), np.nan)
+            if np.isfinite(p_raw) and p_raw < ALPHA:  # its own interval decides; the correction does not let it
+                why = (f"its own interval is on the claimed side (one-sided p = {p_raw:.3f}), but not after Holm "
+                       f"correction over the claim's {len(live)} decisive rows (p = {r['p_support']:.3f})")
+            else:
+                need = stats.units_needed(res, -abs(r["margin"]) if r["kind"] == "equivalent" else r["margin"], ci)
+                why = (f"interval too wide to decide: about {need:g} units at this spread would decide"
+                       if np.isfinite(need) else "no effect beyond the margin")
+            r["note"] = "; ".join(x for x in (r["note"], why) if x)
     for r in rows:
         r.pop("_res", None)
 

@@ -317,3 +317,20 @@ def test_a_declared_dip_metric_reaches_scores_and_cross_tab(monkeypatch):
     dip.loc[dip.arch == "swin", "final_gap"] = 1.0
     assert "final_gap" in V.gen_scores(dip)
     assert V.cross_tab(dip, clf).set_index("arch").final_gap.to_dict() == {"swin": 1.0, "vit": -0.5}
+
+
+def test_a_row_decided_alone_but_not_after_holm_says_so():
+    """The power note of a row whose own interval is on the claimed side but whose Holm-corrected p is not below
+    alpha names the correction; a row whose own interval is too wide gives the units that would decide."""
+    def rows(p):
+        return [dict(decisive=True, reason="", p_support=p, p_refute=0.9, kind="greater", margin=0.0, note="",
+                     _res={"effect": 2.0, "se": 1.0, "n_units": 6}) for _ in range(2)]
+
+    alone = rows(0.02)
+    V._decide(alone, 0.95)
+    assert all(r["verdict"] == "inconclusive" and r["reason"] == "power" for r in alone)
+    assert "(one-sided p = 0.020), but not after Holm correction over the claim's 2 decisive rows (p = 0.040)" in \
+        alone[0]["note"]
+    wide = rows(0.2)
+    V._decide(wide, 0.95)
+    assert "about 6 units at this spread would decide" in wide[0]["note"] and "Holm" not in wide[0]["note"]
