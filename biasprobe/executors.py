@@ -15,12 +15,12 @@ The executors only differ in where that function runs:
 
 An exception raised by the task comes back as the result; KeyboardInterrupt is never swallowed: it stops the
 executor (pool workers are terminated, unfinished submitit jobs cancelled) and propagates. A pool worker that dies
-(a native crash) costs only its own item: the pool restarts and retries the items it took down, one at a time.
-Pool workers also exit by themselves if the sweep process is killed. The pool and submitit executors import the task by name: a script that
-starts a pool must guard its work with ``if __name__ == "__main__":``. Slurm jobs write into the store themselves,
-so the store must be on a file system the compute nodes share; a sweep process that dies leaves its array running
-(rerunning the sweep keeps what finished and resubmits the rest: a run still in flight may be computed twice, but
-is stored once).
+(a native crash) costs only its own item: the pool restarts and retries the items it took down, one at a time. Pool
+workers also exit by themselves if the sweep process is killed. The pool and submitit executors import the task by
+name: a script that starts a pool must guard its work with ``if __name__ == "__main__":``. Slurm jobs write into the
+store themselves, so the store must be on a file system the compute nodes share; a sweep process that dies leaves
+its array running (rerunning the sweep keeps what finished and resubmits the rest: a run still in flight may be
+computed twice, but is stored once).
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ draws and observation); with loop the numbers are the same at the same intra-op 
 is recorded as ``torch_threads_per_group``), with vmap they agree to float rounding (grouped convs sum in another
 order). Conv nets run channels-last on CUDA, contiguous on a CPU (:func:`engine.channels_last`); ``amp="bf16"``
 autocasts the forward pass (faster on CPUs with AMX/avx512_bf16, far slower on CPUs without bf16 hardware; its
-psnr_gt curves then differ from float32's by rounding, see reports/bench_dip.md). Throughput against a plain DIP loop: studies/bench_dip.py.
+psnr_gt curves then differ from float32's by rounding, see reports/bench_dip.md). Throughput against a plain DIP
+loop: studies/bench_dip.py.
 
 Every ``log_every`` steps (and at the last step) the loop fetches metrics to the host: psnr_obs, psnr_gt,
 psnr_gt_ema, gap = psnr_gt - psnr_obs, ssim_gt, loss, backtracks, and spectral measures (``spectral.py``).
