@@ -88,6 +88,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_has_bf16() -> bool:
+    """Whether the CPU has bfloat16 instructions (avx512_bf16 or amx_bf16 in /proc/cpuinfo); True where it cannot
+    tell. Without them bf16 autocast is emulated: a skip-net DIP step took 32 s instead of 0.8 s in float32 on such
+    a CPU (an AMD EPYC)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return True
+
+
 def write_atomic(path: str | Path, data: bytes | str) -> None:
     """Write via a temporary file in the same folder, then rename: readers never see half a file."""
     path = Path(path)
