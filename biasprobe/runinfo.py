@@ -75,31 +75,29 @@ def provenance(device: torch.device | str) -> dict:
     return info
 
 
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux): step times differ several-fold between the CPUs a
-    '2-core machine' may be (a float32 matmul ran at 360 GFLOP/s on one, 64 on another), so a time means little
-    without it."""
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field : value`` of /proc/cpuinfo (Linux), or None where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name: step times differ several-fold between the CPUs a '2-core machine' may be (a float32
+    matmul ran at 360 GFLOP/s on one, 64 on another), so a time means little without it."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_has_bf16() -> bool:
-    """Whether the CPU has bfloat16 instructions (avx512_bf16 or amx_bf16 in /proc/cpuinfo); True where it cannot
+    """Whether the CPU has bfloat16 instructions (avx512_bf16 or amx_bf16 among its flags); True where it cannot
     tell. Without them bf16 autocast is emulated: a skip-net DIP step took 32 s instead of 0.8 s in float32 on such
     a CPU (an AMD EPYC)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return True
+    flags = _cpuinfo("flags")
+    return flags is None or bool(set(flags.split()) & {"avx512_bf16", "amx_bf16"})
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> None:
