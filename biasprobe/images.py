@@ -7,7 +7,10 @@ Sources (``load_image(name_or_path)``):
   with scikit-image, so they work offline;
 - a Deep Image Prior test image by short name (``F16``, ``kate``, ``kate_mask``, ``vase``, ``zebra`` ...), read
   from the shared data folder: ``$BIASPROBE_DATA`` if set, else ``<repo root>/../shared/data``, sub-folder ``dip/``
-  (same file names as the official repository, github.com/DmitryUlyanov/deep-image-prior, ``data/``).
+  (same file names as the official repository, github.com/DmitryUlyanov/deep-image-prior, ``data/``);
+- an image of a standard colour denoising set as ``SET/STEM`` (``Kodak24/kodim05``, ``CBSD68/101085``), read from
+  the shared data folder's ``images/SET/STEM.png``: the population a study draws its images from
+  (:func:`population`, :func:`draw_images`).
 
 Conversion to [0, 1]: 8-bit / 255, 16-bit / 65535 (16-bit grayscale PNG and 16-bit TIFF keep full precision;
 Pillow reads 16-bit *colour* PNGs as 8-bit, i.e. the high byte, which is the right scale at 8-bit precision: a
@@ -59,6 +62,9 @@ SKIMAGE_IMAGES: tuple[str, ...] = (
 )
 
 _TIFF = {".tif", ".tiff"}
+
+# the standard colour denoising sets under <data>/images/ (see its README): the population studies draw from
+IMAGE_SETS: tuple[str, ...] = ("Kodak24", "CBSD68")
 
 
 def data_dir() -> Path:
@@ -177,6 +183,43 @@ def _dip_path(name: str) -> Path:
                          "the folder that holds dip/")
 
 
+def population(sets=IMAGE_SETS) -> list[str]:
+    """Every image of the named sets as ``SET/STEM`` names, sorted by set (in the order given) then file name."""
+    out = []
+    for name in sets:
+        if name not in IMAGE_SETS:
+            raise BiasprobeError(f"unknown image set {name!r}: choose from {', '.join(IMAGE_SETS)}")
+        folder = data_dir() / "images" / name
+        files = sorted(folder.glob("*.png"))
+        if not files:
+            raise BiasprobeError(f"image set {name!r} has no PNG files under {folder}; set BIASPROBE_DATA to the "
+                                 "folder that holds images/")
+        out += [f"{name}/{f.stem}" for f in files]
+    return out
+
+
+def draw_images(n: int, seed: int, sets=IMAGE_SETS) -> list[str]:
+    """A simple random sample (without replacement) of ``n`` images from :func:`population` (``sets``), drawn with
+    numpy's PCG64 seeded by ``seed``; returned in the order drawn. The same (n, seed, sets) always draws the same
+    images, so a study's plan fixes its sample by stating them."""
+    pool = population(sets)
+    if not isinstance(n, int) or not 1 <= n <= len(pool):
+        raise BiasprobeError(f"cannot draw {n!r} images from {len(pool)} ({', '.join(sets)}): ask for 1..{len(pool)}")
+    rng = np.random.default_rng(seed)
+    return [pool[i] for i in rng.choice(len(pool), size=n, replace=False)]
+
+
+def _set_image(name: str) -> Path | None:
+    """The file of a ``SET/STEM`` name of a standard set (None if ``name`` is not of that form)."""
+    head, _, stem = name.partition("/")
+    if head not in IMAGE_SETS or not stem or "/" in stem:
+        return None
+    path = data_dir() / "images" / head / f"{stem}.png"
+    if not path.is_file():
+        raise BiasprobeError(f"no image {stem!r} in set {head} ({path}); list the set's folder for its names")
+    return path
+
+
 def _resolve_name(name: str) -> str | None:
     """Case-insensitive lookup of a built-in name; None if unknown."""
     table = {n.lower(): n for n in list_builtin_images()}
@@ -195,6 +238,9 @@ def _load_raw(name_or_path: str | os.PathLike) -> torch.Tensor:
     path = Path(s).expanduser()
     if path.exists():
         return _read_file(path)
+    in_set = _set_image(s)
+    if in_set is not None:
+        return _read_file(in_set)
     builtin = _resolve_name(s)
     if builtin in DIP_IMAGES:
         return _read_file(_dip_path(builtin))

@@ -207,7 +207,7 @@ def dip_configs(p: StudyPreset, lrs: dict[str, float] | None = None) -> list[dic
                     log_every=p.dip.log_every, seeds=list(p.dip.seeds), spectral=p.dip.spectral,
                     lr=_lr(p.dip.lr, lrs, arch), device=p.device, **p.dip.extra,
                 )
-                out.append({"probe": "dip", "config": dataclasses.asdict(cfg)})
+                out.append({"probe": "dip", "config": cfg.identity()})
     return out
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
@@ -52,6 +52,23 @@ class DIPConfig:
     #                         "auto" (engine.auto_batching, measured in studies/bench_dip.py)
     device: str = "auto"
     rng_version: int = seeding.RNG_VERSION  # the random-stream scheme (seeding.py); part of the run's identity
+    # Added after runs were stored: left out of a run's identity at their default (``identity``), and their defaults
+    # are the behaviour those runs had, so every stored run keeps its id and its meaning.
+    gap_window: int = 1  # a gap crossing counts only when the gap stays below zero this many steps (1: one step)
+    stop_on_gap: bool = True  # stop="peak" also waits for the gap crossing; False: only for the peak (the gap time
+    #                           is then censored at the stop unless it crossed before)
+    collapse_db: float = 0.0  # > 0: a seed whose psnr_obs stays this many dB below its best for `patience` steps
+    #                           has collapsed: it is stopped, and its peak counts as reached only when it lay
+    #                           `patience` steps before the collapse (else "cut by divergence"); 0: no check
+
+    def identity(self) -> dict:
+        """The fields that name the run (``sweep.run_id`` hashes them): every field, less those of
+        ``IDENTITY_DEFAULTS`` that are at their default."""
+        out = asdict(self)
+        for key, default in IDENTITY_DEFAULTS.items():
+            if out.get(key) == default:
+                out.pop(key)
+        return out
 
     def resolved(self) -> "DIPConfig":
         """A copy with the setting's values filled in and everything checked (BiasprobeError on bad values)."""
@@ -89,8 +106,16 @@ class DIPConfig:
             raise BiasprobeError("give at least one seed")
         if len(set(cfg.seeds)) != len(cfg.seeds):
             raise BiasprobeError(f"seeds repeat: {cfg.seeds}")
+        if not isinstance(cfg.gap_window, int) or cfg.gap_window < 1:
+            raise BiasprobeError(f"gap_window must be a positive integer (got {cfg.gap_window!r})")
+        if not (isinstance(cfg.collapse_db, (int, float)) and cfg.collapse_db >= 0):
+            raise BiasprobeError(f"collapse_db must be >= 0 (got {cfg.collapse_db!r}; 0 turns the check off)")
         get_arch(cfg.arch)
         return cfg
+
+
+# fields added after runs were stored, at the default that keeps those runs' ids (see DIPConfig.identity)
+IDENTITY_DEFAULTS = {"gap_window": 1, "stop_on_gap": True, "collapse_db": 0.0}
 
 
 @dataclass

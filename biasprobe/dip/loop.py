@@ -16,9 +16,10 @@ the last good step; Adam's moments keep the bad step's gradient, so the next upd
 seed that backtracks on more than ``max_backtrack_share`` of its steps is marked ``failed`` in its summary. On CUDA
 the guard runs on the device with ``torch.where`` (no host sync per step); on a CPU it copies the seeds' tensors.
 
-Stopping (``stop``): ``"fixed"`` runs ``iters`` steps; ``"peak"`` stops once every seed's psnr_gt peak and its gap
-crossing (gap = psnr_gt - psnr_obs turning negative) lie ``patience`` steps back (``records.stop_state``, read at
-log steps), ``iters`` being the cap. Each seed's summary says whether its peak was reached (``peak_reached``) and
+Stopping (``stop``): ``"fixed"`` runs ``iters`` steps; ``"peak"`` stops once every seed's psnr_gt peak and (unless
+``stop_on_gap`` is false) its gap crossing (gap = psnr_gt - psnr_obs turning negative and staying so for
+``gap_window`` steps) lie ``patience`` steps back, or the seed has collapsed (``collapse_db``: psnr_obs stuck that
+far below its best for ``patience`` steps) (``records.stop_state``, read at log steps), ``iters`` being the cap. Each seed's summary says whether its peak was reached (``peak_reached``) and
 whether its gap crossing was observed or is censored at the stop (``gap_censored``).
 
 Batching seeds (:class:`engine.SeedBatch`): all K networks' parameters are updated by one fused Adam call; the nets
@@ -233,7 +234,7 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
             # stop="peak": read the rule at log steps (they sync with the host anyway); the stop step is logged
             stopping = cfg.stop == "peak" and step in log.steps and step < cfg.iters - 1 and bool(
                 stop_state(hist_psnr_gt[: step + 1].cpu().numpy(), hist_gap[: step + 1].cpu().numpy(),
-                           cfg.patience).done.all())
+                           cfg.patience, cfg.gap_window, cfg.stop_on_gap, cfg.collapse_db).done.all())
             if step in log.steps or stopping:
                 log(step, x, ema, per_seed, backtracks, hist_psnr_gt[step])
                 if step in log.snapshot_steps or stopping:

@@ -25,32 +25,71 @@ def hwc(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
 
 
-def stop_state(hist_psnr_gt: np.ndarray, hist_gap: np.ndarray, patience: int) -> pd.DataFrame:
+def sustained_crossing(steps, gap, window: int = 1) -> float:
+    """The step at which the gap psnr_gt - psnr_obs turns negative *and stays so*: the first step ``t``, after the
+    gap has first been >= 0, such that every recorded step in ``[t, t + window - 1]`` has a gap below zero (and the
+    record reaches ``t + window - 1``). ``steps``: the recorded steps (every step, or the log steps of a curve);
+    ``window``: in steps (1: the first negative step). 0 when the gap was never >= 0 (the net never resisted the
+    corruption); NaN when no such step was recorded (censored at the last recorded step)."""
+    steps, gap = np.asarray(steps, float), np.asarray(gap, float)
+    pos = np.flatnonzero(gap >= 0)
+    if not pos.size:
+        return 0.0
+    neg = gap < 0
+    end = np.searchsorted(steps, steps + window - 1, side="right")  # recorded steps [i, end) lie in the window
+    c = np.concatenate([[0], np.cumsum(neg)])
+    ok = neg & (np.arange(gap.size) > pos[0]) & (steps + window - 1 <= steps[-1]) & (c[end] - c[:-1] == end - np.arange(gap.size))
+    hit = np.flatnonzero(ok)
+    return float(steps[hit[0]]) if hit.size else math.nan
+
+
+def collapse_step(psnr_obs, patience: int, collapse_db: float) -> float:
+    """The first step from which psnr_obs (one value per step) stays more than ``collapse_db`` below its running
+    best for ``patience`` steps: the fit has collapsed (a net whose loss jumps and stays up, or freezes, after a
+    divergence); NaN when it never does (or ``collapse_db`` is 0)."""
+    p = np.asarray(psnr_obs, float)
+    if collapse_db <= 0 or p.size < patience:
+        return math.nan
+    best = np.fmax.accumulate(np.where(np.isfinite(p), p, -np.inf))
+    low = ~(p >= best - collapse_db)  # NaN counts as low
+    c = np.concatenate([[0], np.cumsum(low)])
+    full = np.flatnonzero(c[patience:] - c[:-patience] == patience)
+    return float(full[0]) if full.size else math.nan
+
+
+def stop_state(hist_psnr_gt: np.ndarray, hist_gap: np.ndarray, patience: int, gap_window: int = 1,
+               stop_on_gap: bool = True, collapse_db: float = 0.0) -> pd.DataFrame:
     """Where each seed stands after the steps recorded so far (arrays (T, K), one row per step, per-step values).
 
-    * ``best_step``: the step of the highest psnr_gt (the first one on ties);
-    * ``gap_negative_step``: the first step at which the gap psnr_gt - psnr_obs is below zero after having been
-      >= 0 (the net starts fitting the corruption); 0 if it was never >= 0; NaN while it has stayed >= 0 (the
-      crossing is not observed: censored at the last step);
-    * ``peak_reached``: the best step lies at least ``patience`` steps before the last step;
-    * ``done``: the peak is reached and the gap crossing lies at least ``patience`` steps back too, so both have
-      been observed: the ``stop="peak"`` rule stops a seed batch when every seed is done.
+    * ``collapse_step``: :func:`collapse_step` of psnr_obs = psnr_gt - gap (NaN: no collapse; never with
+      ``collapse_db`` 0); the steps from it on are not read below;
+    * ``best_step``: the step of the highest psnr_gt before any collapse (the first one on ties);
+    * ``gap_negative_step``: :func:`sustained_crossing` over ``gap_window`` steps, before any collapse (0 if the gap
+      was never >= 0; NaN while not observed: censored at the last step, or at the collapse);
+    * ``peak_status``: ``reached`` (the best step lies at least ``patience`` steps before the last step, or before
+      the collapse), ``cut by divergence`` (a collapse came sooner), ``not reached`` (the fit is still within
+      ``patience`` of its best); ``peak_reached`` is ``peak_status == "reached"``;
+    * ``done``: the ``stop="peak"`` rule's word for the seed: it collapsed, or its peak is reached and (when
+      ``stop_on_gap``) its gap crossing lies at least ``patience`` steps back too. A seed batch stops when every
+      seed is done.
     """
     last = hist_psnr_gt.shape[0] - 1
     rows = []
     for k in range(hist_psnr_gt.shape[1]):
         h, gap = hist_psnr_gt[:, k], hist_gap[:, k]
-        best = int(np.nanargmax(h)) if np.isfinite(h).any() else -1
-        pos = gap >= 0
-        if not pos.any():
-            neg = 0.0
+        cut = collapse_step(h - gap, patience, collapse_db)
+        end = int(cut) if math.isfinite(cut) else last + 1  # steps [0, end) are read
+        hh = h[:end]
+        best = int(np.nanargmax(hh)) if np.isfinite(hh).any() else -1
+        neg = sustained_crossing(np.arange(end), gap[:end], gap_window) if end else math.nan
+        if math.isfinite(cut):
+            status = "reached" if best >= 0 and cut - best >= patience else "cut by divergence"
         else:
-            after = np.flatnonzero((gap < 0) & (np.arange(gap.size) > np.argmax(pos)))
-            neg = float(after[0]) if after.size else math.nan
-        reached = best >= 0 and last - best >= patience
+            status = "reached" if best >= 0 and last - best >= patience else "not reached"
         crossed = math.isfinite(neg) and last - neg >= patience
-        rows.append(dict(best_step=best, gap_negative_step=neg, peak_reached=bool(reached),
-                         done=bool(reached and crossed)))
+        done = math.isfinite(cut) or (status == "reached" and (crossed or not stop_on_gap))
+        rows.append(dict(best_step=best, gap_negative_step=neg, peak_reached=status == "reached",
+                         peak_status=status, collapse_step=cut, done=bool(done)))
     return pd.DataFrame(rows)
 
 
@@ -59,7 +98,8 @@ def summarise(cfg, curves, hist_psnr_gt, hist_var, base_psnr, backtracks, second
     """One row per seed; ``base_psnr``: the corrupted input's PSNR per seed (None without ground truth). The
     histories (``hist_*``, (steps run, K)) hold one row per step run, so ``steps_run`` is their length."""
     steps_run = hist_var.shape[0]
-    state = stop_state(hist_psnr_gt, hist_gap, cfg.patience) if base_psnr is not None else None
+    state = stop_state(hist_psnr_gt, hist_gap, cfg.patience, cfg.gap_window, cfg.stop_on_gap,
+                       cfg.collapse_db) if base_psnr is not None else None
     out = []
     for k, seed in enumerate(cfg.seeds):
         c = curves[curves.seed == seed].pivot(index="step", columns="metric", values="value")
@@ -82,6 +122,10 @@ def summarise(cfg, curves, hist_psnr_gt, hist_var, base_psnr, backtracks, second
                 max_psnr_gt=float(h[best]),
                 max_psnr_gt_step=best,
                 peak_reached=bool(st.peak_reached),
+                peak_status=str(st.peak_status),
+                collapsed=bool(np.isfinite(st.collapse_step)),
+                collapse_step=float(st.collapse_step),
+                gap_window=int(cfg.gap_window),
                 gain_db=float(h[best] - base_psnr[k]),
                 final_psnr_gt=float(c["psnr_gt"].iloc[-1]),
                 final_psnr_gt_ema=float(c["psnr_gt_ema"].iloc[-1]),
@@ -89,6 +133,7 @@ def summarise(cfg, curves, hist_psnr_gt, hist_var, base_psnr, backtracks, second
                 final_gap=float(gap.iloc[-1]),
                 gap_negative_step=float(st.gap_negative_step),  # per step; NaN: censored at stop_step
                 gap_censored=bool(np.isnan(st.gap_negative_step)),
+                gap_censor_step=float(st.collapse_step if np.isfinite(st.collapse_step) else steps_run - 1),
                 gap_area=float(trapezoid(gap.clip(lower=0).to_numpy(), gap.index.to_numpy()))
                 if len(gap) > 1 else 0.0,
                 es_psnr_gt=float(h[es]) if es >= 0 else math.nan,
@@ -110,7 +155,7 @@ def run_dir(cfg: DIPConfig, seed: int, out_root) -> Path:
     iterations, size, setting, ...) never share a directory."""
     from biasprobe.sweep import run_id
 
-    single = asdict(cfg)
+    single = cfg.identity()
     single["seeds"] = [seed]
     single.pop("device")
     name = f"{cfg.arch}-{cfg.task}-{Path(str(cfg.image)).stem}-s{seed}-{run_id(single)[:10]}"
