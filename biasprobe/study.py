@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from biasprobe.errors import BiasprobeError
@@ -25,7 +26,8 @@ from biasprobe.probes import PROBES, get_probe
 @dataclass
 class DipPlan:
     tasks: list[dict] = field(default_factory=lambda: [{"task": "denoise", "task_params": {"sigma": 25}}])
-    images: list[str] = field(default_factory=lambda: ["astronaut"])
+    images: list[str] | dict = field(default_factory=lambda: ["astronaut"])  # names, or {"draw": {"n": N,
+    #   "seed": S, "sets": ["Kodak24", "CBSD68"]}}: a random sample of the standard colour sets (images.draw_images)
     size: int = 64
     setting: str = "dip"
     iters: int | dict = 600  # the cap (stop "peak") or count; a number, or {arch pattern: iters} like lr
@@ -38,13 +40,35 @@ class DipPlan:
     arch_kwargs: dict = field(default_factory=dict)  # per arch name: {"swin": {"embed_dim": 192}}
     extra: dict = field(default_factory=dict)  # other DIPConfig fields, e.g. {"es_patience": 300}
     extra_archs: list[str] = field(default_factory=list)  # run by DIP only, after the preset's archs
+    replicate: dict = field(default_factory=dict)  # {"images": n, "seeds": [1]}: the first n images also run
+    #   these seeds (one run each), to estimate the seed-to-seed spread
+
+    def image_names(self) -> list[str]:
+        """The plan's images: the list given, or the images its draw picks (in the order drawn)."""
+        if isinstance(self.images, dict):
+            from biasprobe.images import IMAGE_SETS, draw_images
+
+            d = self.images.get("draw")
+            if not isinstance(d, dict) or set(d) - {"n", "seed", "sets"} or not {"n", "seed"} <= set(d):
+                raise BiasprobeError('dip.images: give a list of images or {"draw": {"n": N, "seed": S, '
+                                     '"sets": [...]}}')
+            return draw_images(d["n"], d["seed"], tuple(d.get("sets", IMAGE_SETS)))
+        return list(self.images)
+
+    def seed_lists(self, image: str, images: list[str]) -> list[list[int]]:
+        """The seed batches run on ``image``: the plan's seeds, then each replicate seed on its own for the first
+        ``replicate["images"]`` images."""
+        out = [list(self.seeds)]
+        if self.replicate and image in images[: int(self.replicate.get("images", 0))]:
+            out += [[s] for s in self.replicate.get("seeds", []) if s not in self.seeds]
+        return out
 
     def calibration_base(self, base: dict) -> dict:
         """The calibration preset's base under this plan's protocol; only the image differs (and must)."""
         iters = self.iters if isinstance(self.iters, int) else max(self.iters.values())  # a table: its longest
         base = dict(base, size=self.size, iters=iters, setting=self.setting, **{
             k: getattr(self, k) for k in ("input_depth", "reg_noise_std") if getattr(self, k) is not None})
-        if base["image"] in self.images or any(base["image"] in t.get("images", []) for t in self.tasks):
+        if base["image"] in self.image_names() or any(base["image"] in t.get("images", []) for t in self.tasks):
             raise BiasprobeError(f"the calibration image {base['image']!r} is one of the study's images")
         return base
 
@@ -65,6 +89,8 @@ class ClassifyPlan:
     download: bool = False
     arch_kwargs: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # other ClassifyConfig fields, e.g. {"attr_samples": 32}
+    double_seeds: list[int] = field(default_factory=list)  # the budget check: these seeds also run at 2x steps
+    #   (at fixed_n), so a contrast can be read again at twice the budget
 
     def calibration_base(self, base: dict) -> dict:
         """The calibration preset's base under this plan's protocol; only the data split differs (validation)."""
@@ -93,6 +119,10 @@ class StudyPreset:
     slurm: dict | None = None  # submitit/Slurm options for executor "slurm", e.g. {"partition": "gpu"}
     device: str = "auto"
     study: dict = field(default_factory=dict)  # the study module's own options (see its docstring)
+    analysis: dict = field(default_factory=dict)  # the analysis plan: claims, tests, alpha, margins, power (a
+    #   study module that reads it says how); with the design above it is the study's plan, fixed before the runs
+    plan_file: str = ""  # set by load_preset: the file this preset was read from
+    plan_sha256: str = ""  # set by load_preset: sha256 of the file's canonical JSON (whitespace does not count)
 
     def plans(self) -> dict:
         """{probe name: its plan} for the probes this preset runs."""
@@ -130,9 +160,40 @@ def load_preset(name_or_path: str) -> StudyPreset:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise BiasprobeError(f"preset {path}: not valid JSON ({exc})") from exc
+    if isinstance(data, dict) and ({"plan_file", "plan_sha256"} & set(data)):
+        raise BiasprobeError(f"preset {path}: plan_file and plan_sha256 are set when the file is read; remove them")
+    _check_required(data, path.name)
     preset = _build(StudyPreset, data, f"preset {path.name}")
     _check_types(preset, path.name)
+    preset.plan_file, preset.plan_sha256 = plan_identity(path, data)
     return preset
+
+
+def plan_identity(path: Path, data: dict) -> tuple[str, str]:
+    """(the plan file's path, relative to the checkout when inside it; sha256 of its canonical JSON)."""
+    import hashlib
+
+    from biasprobe.sweep import canonical_json
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        shown = str(path.resolve().relative_to(root))
+    except ValueError:
+        shown = str(path)
+    return shown, hashlib.sha256(canonical_json(data).encode()).hexdigest()
+
+
+def _check_required(data, where: str) -> None:
+    """The fields a preset must give (a missing one is refused, not silently defaulted): archs and dip.images."""
+    if not isinstance(data, dict):
+        return  # _build names the type
+    if "archs" not in data:
+        raise BiasprobeError(f"preset {where}: field 'archs' is missing (the architectures to run; copy a shipped "
+                             f"preset and edit it)")
+    dip = data.get("dip")
+    if not isinstance(dip, dict) or "images" not in dip:
+        raise BiasprobeError(f"preset {where}: field 'dip.images' is missing (the images the DIP runs fit; copy a "
+                             f"shipped preset and edit it)")
 
 
 def _check_types(p: StudyPreset, where: str) -> None:
@@ -154,7 +215,10 @@ def _check_types(p: StudyPreset, where: str) -> None:
     for t in d.tasks:
         for key in t:
             need(key in ("task", "task_params", "images"), f"dip.tasks[].{key}", "one of task, task_params, images")
-    need(isinstance(d.images, list) and d.images, "dip.images", "a non-empty list of images")
+    need(isinstance(d.images, list) and d.images or isinstance(d.images, dict), "dip.images",
+         'a non-empty list of images or {"draw": {...}}')
+    need(isinstance(d.replicate, dict) and set(d.replicate) <= {"images", "seeds"}, "dip.replicate",
+         '{"images": n, "seeds": [...]}')
     for name, plan in p.plans().items():
         probe = get_probe(name)
         known = probe.fields()
@@ -173,6 +237,8 @@ def _check_types(p: StudyPreset, where: str) -> None:
     for arch in p.archs + d.extra_archs:
         _per_arch(d.lr, arch, "dip.lr")
         _per_arch(d.iters, arch, "dip.iters")
+        for key, value in d.extra.items():
+            _per_arch(value, arch, f"dip.extra.{key}")
     c = p.classify
     if c is not None:
         need(isinstance(c.n_train, list) and c.n_train and all(isinstance(n, int) and n > 0 for n in c.n_train),
@@ -196,18 +262,21 @@ def dip_configs(p: StudyPreset, lrs: dict[str, float] | None = None) -> list[dic
     from biasprobe.dip import DIPConfig
 
     out = []
+    drawn = p.dip.image_names()
     for arch in p.archs + [a for a in p.dip.extra_archs if a not in p.archs]:
+        extra = {k: _per_arch(v, arch, f"dip.extra.{k}") for k, v in p.dip.extra.items()}
         for t in p.dip.tasks:
-            for image in t.get("images", p.dip.images):
-                cfg = DIPConfig(
-                    arch=arch, image=image, task=t["task"], task_params=dict(t.get("task_params", {})),
-                    arch_kwargs=dict(p.dip.arch_kwargs.get(arch, {})), size=p.dip.size, setting=p.dip.setting,
-                    input_depth=p.dip.input_depth, reg_noise_std=p.dip.reg_noise_std,
-                    iters=_per_arch(p.dip.iters, arch, "dip.iters"),
-                    log_every=p.dip.log_every, seeds=list(p.dip.seeds), spectral=p.dip.spectral,
-                    lr=_lr(p.dip.lr, lrs, arch), device=p.device, **p.dip.extra,
-                )
-                out.append({"probe": "dip", "config": cfg.identity()})
+            for image in t.get("images", drawn):
+                for seeds in p.dip.seed_lists(image, drawn):
+                    cfg = DIPConfig(
+                        arch=arch, image=image, task=t["task"], task_params=dict(t.get("task_params", {})),
+                        arch_kwargs=dict(p.dip.arch_kwargs.get(arch, {})), size=p.dip.size, setting=p.dip.setting,
+                        input_depth=p.dip.input_depth, reg_noise_std=p.dip.reg_noise_std,
+                        iters=_per_arch(p.dip.iters, arch, "dip.iters"),
+                        log_every=p.dip.log_every, seeds=seeds, spectral=p.dip.spectral,
+                        lr=_lr(p.dip.lr, lrs, arch), device=p.device, **extra,
+                    )
+                    out.append({"probe": "dip", "config": cfg.identity()})
     return out
 
 
@@ -233,15 +302,38 @@ def classify_configs(p: StudyPreset, lrs: dict[str, float] | None = None) -> lis
                 if c.weight_decay is not None:
                     kw["weight_decay"] = c.weight_decay
                 out.append({"probe": "classify", "config": dataclasses.asdict(ClassifyConfig(**kw))})
+                if n == c.fixed_n and seed in c.double_seeds:  # the budget check: the same run at 2x the steps
+                    if c.steps is None:
+                        raise BiasprobeError("classify.double_seeds needs a step budget (classify.steps)")
+                    twice = dict(kw, steps=2 * c.steps)
+                    if "eval_every_steps" in twice and twice["eval_every_steps"]:
+                        twice["eval_every_steps"] = 2 * twice["eval_every_steps"]
+                    out.append({"probe": "classify", "config": dataclasses.asdict(ClassifyConfig(**twice))})
     return out
 
 
 def by_arch(p: StudyPreset, runs: list[dict]) -> list[dict]:
-    """The runs ordered architecture by architecture (the preset's order, DIP-only extras last), each probe's runs
-    in their grid order within: a study stopped part-way has whole architectures (both probes), not one probe of
-    every architecture."""
+    """The order runs are computed in. With a list of images: architecture by architecture (the preset's order,
+    DIP-only extras last), each probe's runs in their grid order within, so a study stopped part-way has whole
+    architectures. With drawn images (images are the sample): image by image (every architecture on an image, the
+    plan's seeds before replicates), with the classifier runs of one seed (every architecture; the 2x-budget runs
+    after the others) after every second image, so a study stopped part-way holds complete units of both probes,
+    a smaller sample of the same population."""
     order = {a: i for i, a in enumerate(p.archs + p.dip.extra_archs)}
-    return sorted(runs, key=lambda r: order.get(r["config"]["arch"], len(order)))  # stable: grid order within
+    if not isinstance(p.dip.images, dict):
+        return sorted(runs, key=lambda r: order.get(r["config"]["arch"], len(order)))  # stable: grid order within
+    drawn = {im: i for i, im in enumerate(p.dip.image_names())}
+    batches = sorted({(r["config"].get("steps") or 0, r["config"]["seed"]) for r in runs if r["probe"] != "dip"})
+
+    def key(r):
+        c = r["config"]
+        arch = order.get(c["arch"], len(order))
+        if r["probe"] != "dip":
+            return (0, 2 * batches.index((c.get("steps") or 0, c["seed"])) + 1.5, arch)
+        replicate = len(c["seeds"]) == 1 and c["seeds"][0] not in p.dip.seeds
+        return (int(replicate), drawn.get(c["image"], len(drawn)), arch)
+
+    return sorted(runs, key=key)
 
 
 def _lr(value, lrs, arch):
@@ -302,6 +394,8 @@ def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True, run:
 
     check_classify_data(p)
     store = ResultStore(Path(store_dir) / "results")
+    if run and p.plan_sha256:
+        log_plan(Path(store_dir), p)
     t0 = time.perf_counter()
     started = pd.Timestamp.now(tz="UTC").floor("s")
     tables: dict[str, pd.DataFrame] = {}
@@ -329,6 +423,35 @@ def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True, run:
     return tables
 
 
+PLAN_LOG = "plans.csv"  # in the store folder: which plan each study invocation ran under, from when
+
+
+def log_plan(store_dir: Path, p: StudyPreset) -> None:
+    """Append (started_at, plan_file, plan_sha256) to the store's plan log before any run starts: a run finished
+    after a line and before the next was made under that line's plan (``plan_of_runs``)."""
+    from biasprobe.runinfo import write_atomic
+
+    path = Path(store_dir) / PLAN_LOG
+    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["started_at", "plan_file", "plan_sha256"])
+    row = pd.DataFrame([dict(started_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+                             plan_file=p.plan_file, plan_sha256=p.plan_sha256)])
+    write_atomic(path, pd.concat([old, row], ignore_index=True).to_csv(index=False))
+
+
+def plan_of_runs(store_dir: Path, finished_at: pd.Series) -> pd.Series:
+    """The plan sha256 each run was made under (by its finished_at; "" when the log has no line before it: a run
+    made before plans were logged)."""
+    path = Path(store_dir) / PLAN_LOG
+    if not path.is_file() or not len(finished_at):
+        return pd.Series("", index=finished_at.index)
+    log = pd.read_csv(path)
+    t = pd.to_datetime(log.started_at, utc=True).to_numpy()
+    at = pd.to_datetime(finished_at, utc=True).to_numpy()
+    idx = np.searchsorted(t, at, side="right") - 1
+    sha = log.plan_sha256.astype(str).to_numpy()
+    return pd.Series(np.where(idx >= 0, sha[np.clip(idx, 0, None)], ""), index=finished_at.index)
+
+
 def _no_sweep(*args, **kwargs) -> None:
     """run_sweep for ``run_study(run=False)``: nothing is run."""
 
@@ -345,13 +468,15 @@ def run_stats(store, runs: list[dict], started: pd.Timestamp, calibration_root: 
             parts.append((ResultStore(calibration_root / probe), set(ids)))
     n = new = 0
     seconds = 0.0
+    recomputed = [r for r in getattr(store, "recomputed", []) if r["run_id"] in parts[0][1]]
     for st, ids in parts:
         idx = st.index()
         idx = idx[idx.run_id.isin(ids) & (idx.status == "done")]
         n += len(idx)
         new += int((pd.to_datetime(idx.finished_at, utc=True) >= started).sum())
         seconds += float(idx.seconds.sum())
-    return {"runs": n, "computed": new, "reused": n - new, "summed_run_seconds": seconds}
+    return {"runs": n, "computed": new, "reused": n - new, "summed_run_seconds": seconds,
+            "recomputed_damaged": recomputed}
 
 
 def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool) -> dict:
@@ -384,7 +509,10 @@ def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool) -> dict
 
 
 def collect(store, runs: list[dict]) -> dict[str, pd.DataFrame]:
-    """The study's tables, read from the store for exactly these runs (failed runs listed separately)."""
+    """The study's tables, read from the store for exactly these runs. A planned run is never silently left out:
+    runs that failed, and runs whose stored copy fails the store's check (seen by --report-only; a sweep moves them
+    aside and computes them again), are listed in ``failed`` with the reason; a stored table that cannot be read
+    back whole stops with one line naming the run (:func:`_load`)."""
     from biasprobe.sweep import run_id
 
     done = set(store.run_ids())
@@ -395,13 +523,31 @@ def collect(store, runs: list[dict]) -> dict[str, pd.DataFrame]:
         for table, key in probe.tables.items():
             out[key] = _load(store, table, [i for i in mine if i in done])
     failed_ids = set(store.failed_ids())
-    failed = [dict(run_id=i, error=store.failure(i).get("error")) for i in ids
-              if i not in done and i in failed_ids]
+    damaged = store.damaged_ids() if hasattr(store, "damaged_ids") else {}
+    failed = []
+    for i in dict.fromkeys(ids):
+        if i in done:
+            continue
+        if i in damaged:
+            failed.append(dict(run_id=i, error=f"stored copy damaged ({damaged[i]}): rerun without --report-only "
+                                               f"to move it aside and compute it again"))
+        elif i in failed_ids:
+            failed.append(dict(run_id=i, error=store.failure(i).get("error")))
     out["failed"] = pd.DataFrame(failed)
     return out
 
 
 def _load(store, table: str, ids: list[str]) -> pd.DataFrame:
+    """``table`` of these stored runs, each checked to read back with the rows it stored (a one-line
+    BiasprobeError naming the run otherwise: a verdict never silently rests on fewer units than planned)."""
     if not ids:
         return pd.DataFrame()
-    return store.load(table, run_ids=ids)
+    df = store.load(table, run_ids=ids)
+    got = df.groupby("run_id").size() if len(df) else pd.Series(dtype=int)
+    for i in ids:
+        want = int(store.tables(i).get(table, 0)) if hasattr(store, "tables") else None
+        if want is not None and int(got.get(i, 0)) != want:
+            raise BiasprobeError(f"stored run {i}: table {table} read back {int(got.get(i, 0))} of its {want} rows; "
+                                 f"move {store.runs_dir / i} aside (or delete it) and rerun the study to compute it "
+                                 f"again")
+    return df
