@@ -1,6 +1,7 @@
 """The ``biasprobe`` command: one subcommand per module in ``biasprobe/commands``.
 
-Errors a user can cause (BiasprobeError) print one line on stderr and exit with code 2.
+Errors a user can cause (BiasprobeError) print one line on stderr and exit with code 2; a command some of whose
+work failed (runs of a study) prints one line and exits with code 1.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from biasprobe.commands import CommandFailed
 from biasprobe.errors import BiasprobeError
 
 # subcommand name -> module in biasprobe.commands with add_parser(subparsers) and run(args)
@@ -35,8 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except BiasprobeError as exc:
-        print(f"biasprobe: error: {exc}", file=sys.stderr)
+        print(f"biasprobe: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except CommandFailed as exc:
+        print(f"biasprobe: failed: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("biasprobe: interrupted", file=sys.stderr)
         return 130

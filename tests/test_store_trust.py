@@ -122,17 +122,28 @@ def test_a_damaged_run_is_recomputed_never_dropped(tmp_path, fns, how, legacy):
 
 
 def test_committed_stores_are_accepted_unchanged():
-    """The committed report stores were written before manifests: every run passes the legacy check, and checking
-    writes nothing."""
-    roots = sorted(REPO.glob("reports/*/store/results"))
-    if not roots:
+    """The committed report stores were written before manifests: every committed run passes the legacy check (so
+    none is recomputed and no run id changes), and checking writes nothing."""
+    import shutil
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(["git", "ls-files", "reports/*/store/results/runs/*/meta.json"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split()
+    if not listed:
         pytest.skip("no committed stores")
-    for root in roots:
-        before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    by_root: dict[Path, list[str]] = {}
+    for f in listed:
+        folder = (REPO / f).parent
+        by_root.setdefault(folder.parent.parent, []).append(folder.name)
+    for root, ids in by_root.items():
+        files = [p for rid in ids for p in (root / "runs" / rid).iterdir()]
+        before = {p: p.stat().st_mtime_ns for p in files}
         store = ResultStore(root)
-        assert store.damaged_ids() == {}, root
-        assert len(store.run_ids()) == len([p for p in (root / "runs").iterdir() if p.is_dir()])
-        assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
+        bad = {rid: store.check(rid) for rid in ids if store.check(rid) is not None}
+        assert bad == {}, (root, bad)
+        assert set(ids) <= set(store.run_ids())
+        assert {p: p.stat().st_mtime_ns for p in files} == before
 
 
 def test_load_of_an_unreadable_table_is_one_line_naming_the_run(tmp_path, fns):
@@ -248,3 +259,152 @@ def test_a_store_that_becomes_unwritable_stops_the_sweep_in_one_line(tmp_path, f
     assert store.run_ids() == [run_id(configs[0])] and store.failed_ids() == []  # the stored run is intact
     rows = run_sweep(configs, fns[1], store, progress=False)  # writable again: resumes
     assert list(rows.status) == ["done"] * 3 and n_calls(calls, 0) == 1
+
+
+# ---------------------------------------------------------------------------------------------------- studies
+TINY = {"name": "tiny", "archs": ["skipnet", "vit"],
+        "dip": {"tasks": [{"task": "denoise", "task_params": {"sigma": 25}}], "images": ["astronaut"], "size": 32,
+                "iters": 6, "log_every": 3, "seeds": [0], "lr": 0.01,
+                "arch_kwargs": {"skipnet": {"num_scales": 2, "channels_down": 8, "channels_up": 8},
+                                "vit": {"embed_dim": 16, "depth": 1, "num_heads": 2}},
+                "extra": {"es_window": 2, "es_patience": 2}},
+        "classify": None, "executor": "local", "jobs": 1}
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A two-run DIP-only preset (skipnet and vit at 32 px, 6 steps) run by the conv_placement study's code with
+    its arch list left as the preset gives it; returns a function (preset edits) -> argv."""
+    from biasprobe.studies import conv_placement
+
+    monkeypatch.setattr(conv_placement, "prepare", lambda p: p)
+
+    def argv(edit=None, name="tiny.json", out="report", *extra):
+        data = json.loads(json.dumps(TINY))
+        if edit:
+            edit(data)
+        path = tmp_path / name
+        path.write_text(json.dumps(data))
+        return ["study", "conv_placement", "--preset", str(path), "--out", str(tmp_path / out), "--store",
+                str(tmp_path / "store"), "--quiet", *extra]
+
+    return argv
+
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_a_study_with_a_failing_run_exits_1_and_reports_it_as_failed(tmp_path, tiny, capsys, monkeypatch):
+    from biasprobe import study as S
+    from biasprobe.cli import main
+
+    real = S.study_job
+
+    def job(run):
+        if run["config"]["arch"] == "vit":
+            raise RuntimeError("broken on purpose")
+        return real(run)
+
+    monkeypatch.setattr(S, "study_job", job)
+    assert main(tiny()) == 1
+    err = _err_line(capsys)
+    failed = list((tmp_path / "store" / "results" / "failed").glob("*.json"))
+    assert len(failed) == 1 and failed[0].stem in err and "results/failed" in err
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Failed runs (1)" in report and "broken on purpose" in report
+    assert "not in the store yet" not in report
+    monkeypatch.setattr(S, "study_job", real)
+    assert main(tiny()) == 0  # fixed: the rerun retries it and reuses the other
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda d: d["dip"]["arch_kwargs"]["vit"].update(bogus=3), ["vit", "'bogus'"]),
+    (lambda d: d.update(archs=["vitt"]), ["vitt"]),
+    (lambda d: d["dip"]["arch_kwargs"]["vit"].update(embed_dim=15), ["vit", "embed_dim"]),
+    (lambda d: d["dip"].update(images=["TEXTFILE"]), ["not_an_image.png"]),
+    (lambda d: d["dip"]["tasks"].append({"task": "inpaint", "task_params": {"mask": "nonexistent_mask.png"}}),
+     ["nonexistent_mask"]),
+    (lambda d: d.pop("archs"), ["'archs' is missing"]),
+    (lambda d: d["dip"].pop("images"), ["'dip.images' is missing"]),
+    (lambda d: d["dip"].update(size=100000), ["GiB", "size 100000"]),
+    (lambda d: d["dip"].update(seeds=[2**63]), ["dip.seeds", "2^63-1"]),
+])
+def test_a_bad_preset_stops_before_the_first_run_in_one_line(tmp_path, tiny, capsys, edit, words):
+    from biasprobe.cli import main
+
+    text = tmp_path / "not_an_image.png"
+    text.write_text("this is text, not an image")
+
+    def edit_paths(d):
+        edit(d)
+        d["dip"]["images"] = [str(text) if i == "TEXTFILE" else i for i in d["dip"].get("images", [])] \
+            if "images" in d["dip"] else None
+        if d["dip"]["images"] is None:
+            d["dip"].pop("images")
+
+    assert main(tiny(edit_paths)) == 2
+    err = _err_line(capsys)
+    assert err.startswith("biasprobe: error: ") and all(w in err for w in words), err
+    assert not (tmp_path / "store" / "results" / "runs").exists()  # nothing ran
+
+
+def test_damaged_runs_in_a_study_are_recomputed_and_said_so(tmp_path, tiny, capsys):
+    from biasprobe.cli import main
+
+    assert main(tiny()) == 0
+    runs = tmp_path / "store" / "results" / "runs"
+    victim = sorted(runs.iterdir())[0]
+    p = victim / "summary.parquet"
+    p.write_bytes(p.read_bytes()[:100])  # truncated
+    # --report-only does not recompute: the run is listed as failed (damaged), the command exits 1
+    assert main(tiny(None, "tiny.json", "report", "--report-only")) == 1
+    err = _err_line(capsys)
+    assert victim.name in err
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "stored copy damaged" in report
+    # a run recomputes it: the unit is back, the damaged copy kept aside, the report says so
+    assert main(tiny()) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert f"damaged runs recomputed: 1" in report and victim.name in report
+    assert "runs: 2 (computed by this command: 1; reused from the store: 1)" in report
+    assert [d for d in (tmp_path / "store" / "results" / "damaged").iterdir() if d.is_dir()]
+    assert ResultStore(tmp_path / "store" / "results").done(victim.name)
+
+
+def test_another_presets_report_is_not_replaced_without_force(tmp_path, tiny, capsys):
+    from biasprobe.cli import main
+
+    assert main(tiny()) == 0
+    before = (tmp_path / "report" / "report.md").read_text()
+    other = tiny(lambda d: d.update(name="other"), "other.json")
+    assert main(other) == 2
+    assert "--force" in _err_line(capsys)
+    assert (tmp_path / "report" / "report.md").read_text() == before
+    assert main(other + ["--force"]) == 0
+    assert main(tiny()) == 2  # now the folder holds "other"'s report
+
+
+def test_unwritable_outputs_are_refused_before_any_compute(tmp_path, tiny, capsys):
+    from biasprobe.cli import main
+
+    if os.geteuid() == 0:
+        locked = Path("/proc/biasprobe-no-such-dir")  # root writes anywhere chmod allows: use a read-only fs
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+    argv = tiny()
+    argv[argv.index("--out") + 1] = str(locked / "report")
+    assert main(argv) == 2
+    assert "not writable" in _err_line(capsys)
+    argv = tiny()
+    argv[argv.index("--store") + 1] = str(locked / "store")
+    assert main(argv) == 2
+    assert "--store" in _err_line(capsys)
+    for cmd in (["dip", "--arch", "skipnet", "--size", "32", "--iters", "2"],
+                ["classify", "--arch", "skipnet", "--data", "unused"]):
+        assert main(cmd + ["--out", str(locked / "runs")]) == 2
+        assert "not writable" in _err_line(capsys)

@@ -9,6 +9,11 @@ import argparse
 from pathlib import Path
 
 
+class CommandFailed(Exception):
+    """A command ran but some of its work failed (e.g. runs of a study): the CLI prints the message on one line and
+    exits 1 (2 is for bad input, :class:`biasprobe.errors.BiasprobeError`)."""
+
+
 def add_arch_args(p: argparse.ArgumentParser, multiple: bool = False) -> None:
     """``--arch``, ``--arch-module`` (import a user's module that registers more architectures), ``--arch-kw``."""
     p.add_argument("--arch", nargs="+" if multiple else None, required=True,
@@ -47,17 +52,10 @@ def arch_kwargs(args) -> dict:
 
 def out_dir(path, flag: str = "--out") -> Path:
     """``path`` as a folder to write into (created later if missing); a one-line BiasprobeError if it, or a folder
-    above it, is an existing file."""
-    from biasprobe.errors import BiasprobeError
+    above it, is an existing file, or if it cannot be written (checked now, before any compute)."""
+    from biasprobe.preflight import check_writable
 
-    path = Path(path)
-    for p in (path, *path.parents):
-        if p.exists():
-            if not p.is_dir():
-                where = "" if p == path else f": {p}"
-                raise BiasprobeError(f"{flag} {path}{where} is a file, not a folder")
-            break
-    return path
+    return check_writable(path, flag)
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
