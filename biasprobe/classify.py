@@ -317,15 +317,18 @@ def evaluate(model, x, y, batch_size: int = 500, amp_dtype=None) -> tuple[float,
 
 
 def run_classify(cfg: ClassifyConfig, out_dir: str | Path | None = None,
-                 progress: bool = True) -> tuple[pd.DataFrame, dict]:
+                 progress: bool = True, extra_summary: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Train ``cfg.arch``'s classifier on the subset, then measure it. Returns (curve, summary): the curve is the
     epochs table (one row per epoch) in epoch mode, the steps table (one row per evaluation: step, epoch = passes
     over the subset so far, training loss/accuracy since the previous row, eval accuracy/NLL, lr, seconds) in
     step mode.
 
     With ``out_dir``: config.json (config, seed, provenance), epochs.parquet (epoch mode) or steps.parquet (step
-    mode), summary.json, learning_curve.png."""
+    mode), summary.json (with ``extra_summary`` merged in), learning_curve.png, written as a whole (temp folder,
+    then rename); an existing ``out_dir`` is refused before training."""
     cfg.validate()
+    if out_dir is not None and Path(out_dir).exists():
+        raise BiasprobeError(f"{out_dir} exists: this run ran already; remove that folder or use another --out")
     device = runinfo.resolve_device(cfg.device)
     data = prepare_data(cfg, device)
     runinfo.seed_everything(seeding.stream_seed(cfg.seed, "init"))  # the weights: the init stream
@@ -419,6 +422,7 @@ def run_classify(cfg: ClassifyConfig, out_dir: str | Path | None = None,
     summary["measure_seconds"] = time.perf_counter() - t_measure
     summary["wall_seconds"] = wall_train + summary["measure_seconds"]
 
+    summary.update(extra_summary or {})
     if out_dir is not None:
         write_run(Path(out_dir), cfg, device, curve, summary, data.source)
     return curve, summary
@@ -445,12 +449,30 @@ def measure(model: torch.nn.Module, data: ProbeData, cfg: ClassifyConfig) -> dic
 
 
 def write_run(out: Path, cfg: ClassifyConfig, device, curve: pd.DataFrame, summary: dict, source: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    runinfo.write_json(out / "config.json", {"config": cfg.to_dict(), "seed": cfg.seed, "run_name": cfg.run_name(),
-                                             "data_source": source, "provenance": runinfo.provenance(device)})
-    runinfo.write_parquet(out / ("steps.parquet" if cfg.steps is not None else "epochs.parquet"), curve)
-    runinfo.write_json(out / "summary.json", summary)
-    runinfo.write_atomic(out / "learning_curve.png", learning_curve_png(curve, cfg.eval_split))
+    """Write the run folder ``out`` whole: its files go into a temp folder beside it, renamed into place when
+    complete (a kill leaves no half-written run); an existing ``out`` is refused, never overwritten."""
+    import os
+    import shutil
+    import tempfile
+
+    if out.exists():
+        raise BiasprobeError(f"{out} exists: this run ran already; remove that folder or use another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{out.name}-"))
+    try:
+        runinfo.write_json(tmp / "config.json", {"config": cfg.to_dict(), "seed": cfg.seed,
+                                                 "run_name": cfg.run_name(), "data_source": source,
+                                                 "provenance": runinfo.provenance(device)})
+        runinfo.write_parquet(tmp / ("steps.parquet" if cfg.steps is not None else "epochs.parquet"), curve)
+        runinfo.write_json(tmp / "summary.json", summary)
+        runinfo.write_atomic(tmp / "learning_curve.png", learning_curve_png(curve, cfg.eval_split))
+        os.chmod(tmp, 0o777 & ~runinfo.umask())  # mkdtemp makes it 0700: give it the umask's mode
+        if out.exists():
+            raise BiasprobeError(f"{out} appeared while this run trained: remove it or use another --out")
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def learning_curve_png(epochs_df: pd.DataFrame, ev: str = "test") -> bytes:

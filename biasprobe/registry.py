@@ -127,6 +127,7 @@ def keyword_params(fn: Callable) -> tuple[dict, bool]:
 
 
 _REGISTRY: dict[str, ArchSpec] = {}
+MAX_CONVS = 16  # the most conv layers a kc+NAME / NAME+kc hybrid may add on one side
 _HYBRID = re.compile(r"^(?:(\d+)c\+)?(.+?)(?:\+(\d+)c)?$")
 
 
@@ -212,6 +213,9 @@ def get_arch(name: str) -> ArchSpec:
         return _REGISTRY[name]
     m = _HYBRID.match(name)
     base_name = m.group(2) if m else name
+    for k in (m.group(1), m.group(3)) if m else ():
+        if k is not None and not 1 <= int(k) <= MAX_CONVS:
+            raise BiasprobeError(f"{name}: k in kc+NAME / NAME+kc must be 1 to {MAX_CONVS} conv layers, got {int(k)}")
     if base_name.startswith(TIMM_PREFIX) and base_name not in _REGISTRY:
         importlib.import_module("biasprobe.timm_adapter").register(base_name)  # one line if timm has no such model
         if name == base_name:

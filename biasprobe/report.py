@@ -437,7 +437,7 @@ def verdict_md(v: pd.DataFrame, ci: float) -> str:
     for h, g in v.groupby("hypothesis", sort=True):
         o = g[g.comparison == "overall"].iloc[0]
         rows.append({"claim": f"**({h})**", "contrast": "**overall**", "metric": "", "claimed": "", "effect": "",
-                     f"{ci:.0%} interval": "", "n": "", "method": "", "p support / refute (Holm)": "",
+                     f"{ci:.0%} interval": "", "n": "", "method": "", "p support (row) / refute (Holm)": "",
                      "verdict": f"**{verdict_word(o)}**"})
         for r in g[g.comparison != "overall"].itertuples(index=False):
             rows.append({"claim": f"({h})", "contrast": r.comparison, "metric": r.metric,
@@ -445,9 +445,10 @@ def verdict_md(v: pd.DataFrame, ci: float) -> str:
                          f"{ci:.0%} interval": f"[{fmt(r.ci_low)}, {fmt(r.ci_high)}]"
                          if np.isfinite(r.ci_low) or np.isfinite(r.ci_high) else "",
                          "n": fmt(r.n_units), "method": r.method,
-                         "p support / refute (Holm)": f"{_p(r.p_support)} / {_p(r.p_refute)}"
+                         "p support (row) / refute (Holm)": f"{_p(r.p_support)} / "
+                                                            f"{_p(getattr(r, 'p_refute_holm', np.nan))}"
                          if np.isfinite(r.p_support) or np.isfinite(r.p_refute) else "",
-                         "verdict": verdict_word(r) + ("" if r.decisive else " (exploratory)")})
+                         "verdict": "exploratory: no verdict" if not r.decisive else verdict_word(r)})
     return markdown_table(pd.DataFrame(rows))
 
 
@@ -485,6 +486,25 @@ def runs_md(runs: pd.DataFrame) -> list[str]:
     return md
 
 
+def plan_lines(plan: dict | None) -> list[str]:
+    """The report's first lines about its analysis plan: file, sha256, images, and whether every run was made
+    under it (``plan``: file, sha256, n_images, images, runs_under, runs_other, runs_unlogged, missing_units)."""
+    if not plan:
+        return []
+    md = [f"**Analysis plan:** `{plan['file']}`, sha256 `{plan['sha256']}`; **{plan['n_images']} images** "
+          f"({plan['images']})."]
+    if plan["runs_other"] or plan["runs_unlogged"]:
+        md.append(f"**Not every run was made under this plan:** {plan['runs_under']} under it, "
+                  f"{plan['runs_other']} under another plan (or an earlier version of this file), "
+                  f"{plan['runs_unlogged']} before plans were logged (the plan was written after them).")
+    else:
+        md.append(f"Every one of the {plan['runs_under']} runs was made under this plan.")
+    if plan.get("missing_units"):
+        md.append(f"**Missing units:** {plan['missing_units']} (the rows that read them are inconclusive or read "
+                  f"fewer units than planned).")
+    return md + [""]
+
+
 def header(meta: dict, runs: pd.DataFrame | None) -> list[str]:
     """A report's first lines after its title: the truncation banner (DIP fits stopped before their peak), the
     partial banner (runs missing from the store), and the wall time or the --report-only note."""
@@ -509,7 +529,21 @@ def header(meta: dict, runs: pd.DataFrame | None) -> list[str]:
 
 
 def claims_intro(opt: dict, ci: float) -> str:
-    """How the claims table below it was computed (contrasts, intervals, Holm, the verdict rule)."""
+    """How the claims table below it was computed (contrasts, intervals, the claim-form rules, the verdict)."""
+    if opt.get("plan"):
+        a = opt.get("alpha", 0.025)
+        return (f"Each claim is tested as the stated contrasts of its analysis plan on the "
+                f"{opt.get('primary_task') or 'DIP'} task: a weighted difference of architectures, claimed greater "
+                f"(> m) or less (< m) than a stated margin m. Images are the units of DIP contrasts (one value per "
+                f"image: the mean over its seeds for gains, seed 0 for gap times): gains by a paired t over images, "
+                f"gap times (censored at the stop) by the exact paired Gehan test, with the difference of "
+                f"Kaplan-Meier restricted mean times to step {opt.get('horizon')} as the effect; classifier seeds "
+                f"are the units of accuracy contrasts (paired t). A row is supported when its own one-sided p "
+                f"support < {a}; a claim that needs every row is supported when every decisive row is "
+                f"(intersection-union, no correction); it is refuted when any decisive row's Holm-adjusted p refute "
+                f"< {a}; else inconclusive with the reason (truncated, budget-sensitive, missing runs, "
+                f"underpowered, power: the note says how many units would give 80% power). Exploratory rows show "
+                f"estimate and interval only.")
     return (f"Each claim is tested as stated contrasts on the {opt.get('primary_task') or 'DIP'} task: a weighted "
             f"difference of architectures paired on the same (image, seed) units (DIP) or seeds (classification), "
             f"claimed greater (> m) or less (< m) than a stated margin m, or equivalent (|.| < m). Intervals: "

@@ -100,8 +100,21 @@ def cpu_has_bf16() -> bool:
     return flags is None or bool(set(flags.split()) & {"avx512_bf16", "amx_bf16"})
 
 
+def umask() -> int:
+    """The process's file-mode creation mask (read once: setting it to read it is not thread-safe)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+_UMASK: int | None = None
+
+
 def write_atomic(path: str | Path, data: bytes | str) -> None:
-    """Write via a temporary file in the same folder, then rename: readers never see half a file."""
+    """Write via a temporary file in the same folder, then rename: readers never see half a file. The file gets
+    the mode a plain ``open`` would give it (0666 less the umask; the temporary file is created 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -110,6 +123,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -117,7 +131,22 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
 
 
 def write_json(path: str | Path, obj) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    """Atomic JSON write; NaN and infinities are written as null (bare NaN is not JSON)."""
+    write_atomic(path, json.dumps(_finite(obj), indent=2, sort_keys=True, default=_jsonable,
+                                  allow_nan=False) + "\n")
+
+
+def _finite(x):
+    """``x`` with every non-finite float (NaN, inf, numpy's too) replaced by None, containers walked."""
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f":
+        return _finite(x.tolist())
+    return x
 
 
 def write_parquet(path: str | Path, df) -> None:

@@ -208,3 +208,105 @@ def censored_interval(lo, hi, strata, ci: float = 0.95, method: str = "auto") ->
         else:
             out.append(stratified_interval(v, strata, ci, method))
     return out[0], out[1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Times to an event that may never happen (the gap crossing): survival methods
+
+def gehan_paired(a, a_censored, b, b_censored, kind: str = "greater") -> dict:
+    """Exact paired Gehan test of "A's time is longer than B's" (``kind`` "greater"; "less": shorter) on times
+    right-censored at their recorded values, one pair per unit (image).
+
+    Each pair scores +1 when the data order it A > B (A's time exceeds B's and B's is an event: B's observed
+    crossing came first; or A is censored at or after B's event), -1 when they order it A < B, 0 when they cannot
+    (both censored, a censored time before the other's event, or a tie). Under H0 (no difference, pairs
+    exchangeable) each nonzero score is +-1 with probability 1/2, so the one-sided p-value is the exact binomial
+    test of the nonzero scores (scipy.stats.binomtest): for n pairs all ordered the claimed way p = 2^-n.
+    Returns n_pairs, n_for, n_against, n_tied (unordered), p_support (H0: not ``kind``), p_refute (the other
+    direction)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ac, bc = np.asarray(a_censored, bool), np.asarray(b_censored, bool)
+    gt = (~bc & (a > b)) | (~bc & ac & (a >= b))  # A surely later: B's event came first, A still going
+    lt = (~ac & (b > a)) | (~ac & bc & (b >= a))
+    n_for, n_against = int(gt.sum()), int(lt.sum())
+    if kind == "less":
+        n_for, n_against = n_against, n_for
+    elif kind != "greater":
+        raise ValueError(f"gehan_paired: kind must be greater or less, got {kind!r}")
+    n = n_for + n_against
+    p_sup = stats.binomtest(n_for, n, 0.5, alternative="greater").pvalue if n else math.nan
+    p_ref = stats.binomtest(n_against, n, 0.5, alternative="greater").pvalue if n else math.nan
+    return dict(n_pairs=int(a.size), n_for=n_for, n_against=n_against, n_tied=int(a.size - n),
+                p_support=float(p_sup), p_refute=float(p_ref))
+
+
+def rmst(times, censored, horizon: float) -> tuple[float, float]:
+    """Kaplan-Meier restricted mean time to ``horizon`` and its variance (lifelines): the area under the share of
+    units whose event has not happened, from 0 to the horizon."""
+    from lifelines import KaplanMeierFitter
+    from lifelines.utils import restricted_mean_survival_time
+
+    raw = np.asarray(times, float)
+    t = np.minimum(raw, horizon)
+    e = ~np.asarray(censored, bool) & (raw <= horizon)
+    km = KaplanMeierFitter().fit(t, event_observed=e)
+    mean, var = restricted_mean_survival_time(km, t=horizon, return_variance=True)
+    return float(mean), float(var)
+
+
+def rmst_difference(a, a_censored, b, b_censored, horizon: float, ci: float = 0.95) -> dict:
+    """RMST(A) - RMST(B) to ``horizon`` (:func:`rmst`) with a normal interval from lifelines' variances of the two
+    RMSTs, added as for independent samples (the pairing is ignored: conservative when pairs are positively
+    correlated)."""
+    (ma, va), (mb, vb) = rmst(a, a_censored, horizon), rmst(b, b_censored, horizon)
+    se = math.sqrt(max(va, 0) + max(vb, 0))
+    half = stats.norm.ppf((1 + ci) / 2) * se
+    return dict(effect=ma - mb, se=se, ci_low=ma - mb - half, ci_high=ma - mb + half, n_units=int(np.size(a)),
+                rmst_a=ma, rmst_b=mb, method=f"KM RMST to {horizon:g} (lifelines)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Power (noncentral t) for the paired t over units
+
+def power_t(effect: float, sd: float, margin: float, kind: str, n: int, alpha: float = 0.025) -> float:
+    """Power of the one-sided paired t test at level ``alpha`` with ``n`` units, for a true contrast ``effect``
+    with unit-to-unit SD ``sd``, of the claim ``kind`` (greater / less) than ``margin`` (scipy's noncentral t)."""
+    if n < 2 or not (np.isfinite(effect) and np.isfinite(sd)) or sd <= 0:
+        return math.nan
+    delta = (effect - margin) if kind == "greater" else (margin - effect)
+    df = n - 1
+    return float(stats.nct.sf(stats.t.ppf(1 - alpha, df), df, delta / sd * math.sqrt(n)))
+
+
+def n_for_power(effect: float, sd: float, margin: float, kind: str, alpha: float = 0.025, power: float = 0.8,
+                n_max: int = 10_000) -> float:
+    """The fewest units giving the paired t test ``power`` (:func:`power_t`); inf when the effect is not on the
+    claimed side of the margin (no sample size decides it for support) or more than ``n_max`` are needed."""
+    if not (np.isfinite(effect) and np.isfinite(sd)):
+        return math.inf
+    delta = (effect - margin) if kind == "greater" else (margin - effect)
+    if delta <= 0:
+        return math.inf
+    if sd <= 0:
+        return 2.0
+    lo, hi = 2, n_max
+    if power_t(effect, sd, margin, kind, hi, alpha) < power:
+        return math.inf
+    while lo < hi:  # power grows with n: bisection
+        mid = (lo + hi) // 2
+        if power_t(effect, sd, margin, kind, mid, alpha) >= power:
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(lo)
+
+
+def slope_with_se(x, y) -> tuple[float, float]:
+    """Least-squares slope of y on x and its standard error (scipy.stats.linregress); NaN with fewer than 3
+    points."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 3 or np.ptp(x[keep]) == 0:
+        return math.nan, math.nan
+    r = stats.linregress(x[keep], y[keep])
+    return float(r.slope), float(r.stderr)

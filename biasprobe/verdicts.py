@@ -38,7 +38,9 @@ decided only with at least its ``min_archs`` architectures (``inconclusive (unde
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,8 +58,12 @@ PRIMARY_TASK = "denoise"  # the seed study's task: the claims table reads it; ot
 ALPHA = 0.025  # one-sided level per family after Holm: one row alone = its 95% two-sided interval
 
 VERDICT_COLUMNS = ["hypothesis", "task", "claim", "comparison", "metric", "kind", "margin", "decisive", "effect",
-                   "ci_low", "ci_high", "n_units", "method", "p_support", "p_refute", "verdict", "reason", "note",
-                   "rho", "rho_ci_low", "rho_ci_high"]
+                   "ci_low", "ci_high", "n_units", "method", "p_support", "p_refute", "p_refute_holm", "verdict",
+                   "reason", "note", "power_note", "rho", "rho_ci_low", "rho_ci_high"]
+
+# a contrast's metric name -> the declared metric it reads (metrics.METRICS)
+METRICS_BY_CONTRAST = {"gain_db": METRICS["gen_score"], "gap_time": METRICS["gap_negative_step"],
+                       "pred_acc": METRICS["pred_acc"], "auc": METRICS["auc"]}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -114,9 +120,10 @@ def gen_run_table(dip_summary: pd.DataFrame) -> pd.DataFrame:
     runs["failed"] = d["failed"].astype(bool) if "failed" in d else False
     for m in gen:
         values = d[m.source].astype(float)
-        if m.censored:
+        if m.censored:  # censored at the stop, or at a collapse
             runs[m.censored] = values.isna()
-            values = values.fillna(last)
+            values = values.fillna(d["gap_censor_step"].astype(float).fillna(last) if "gap_censor_step" in d
+                                   else last)
         runs[m.name] = values
     return runs
 
@@ -167,6 +174,24 @@ def seed_auc(n_train, acc) -> float:
     return float(log_n_auc(a[order], np.log(n[order])))
 
 
+def budgets(clf_summary: pd.DataFrame | None) -> list[int]:
+    """The step budgets the classifier runs ran (``steps_run``), smallest first ([] without the column)."""
+    if clf_summary is None or "steps_run" not in clf_summary or not len(clf_summary):
+        return []
+    return sorted(int(x) for x in pd.unique(clf_summary["steps_run"]))
+
+
+def split_budgets(clf_summary: pd.DataFrame | None) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """(the runs at the study's budget, the runs at twice it: the budget check), by ``steps_run``."""
+    b = budgets(clf_summary)
+    if len(b) < 2:
+        return clf_summary, None
+    base = b[0]
+    steps = clf_summary["steps_run"].astype(int)
+    double = clf_summary[steps == 2 * base]
+    return clf_summary[steps == base], (double if len(double) else None)
+
+
 def pred_scores(clf_summary: pd.DataFrame, n_train: int | None = None) -> pd.DataFrame:
     """One row per unit (arch, seed): pred_acc = final_test_acc at ``n_train`` (default :func:`default_n_train`;
     NaN if that seed has no run there), auc = :func:`seed_auc` over all N of the seed, n_sizes, and ``plateaued``
@@ -187,7 +212,10 @@ def pred_scores(clf_summary: pd.DataFrame, n_train: int | None = None) -> pd.Dat
 def rank_correlation(gen_units: pd.DataFrame, pred_units: pd.DataFrame, gen_col: str = "gen_score",
                      pred_col: str = "pred_acc", n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> dict:
     """Spearman rho across archs between the arch means of ``gen_col`` (units from :func:`gen_scores`) and of
-    ``pred_col`` (units from :func:`pred_scores`), with a bootstrap CI resampling units within each arch.
+    ``pred_col`` (units from :func:`pred_scores`), with a two-level percentile bootstrap interval: each draw
+    resamples the architectures (with replacement), then each drawn architecture's units, so the interval is about
+    the population of architectures the study's stand for, not only about these (a draw with fewer than 3
+    distinct architectures, or constant ranks, gives no rho and is left out).
     Archs need units in both tables. Returns rho, ci_low, ci_high, n_archs, archs."""
     gen = {a: g[gen_col].dropna().to_numpy(float) for a, g in gen_units.groupby("arch", sort=True)}
     pred = {a: g[pred_col].dropna().to_numpy(float) for a, g in pred_units.groupby("arch", sort=True)}
@@ -199,17 +227,21 @@ def rank_correlation(gen_units: pd.DataFrame, pred_units: pd.DataFrame, gen_col:
     y = np.array([pred[a].mean() for a in archs])
     out["rho"] = float(sps.spearmanr(x, y).statistic)
     rng = np.random.default_rng(seed)
+    k = len(archs)
+    pick = rng.integers(0, k, (n_boot, k))  # level 1: architectures
 
-    def boot_means(d):
-        return np.stack([d[a][rng.integers(0, d[a].size, (n_boot, d[a].size))].mean(1) for a in archs], axis=1)
+    def boot_means(d):  # level 2: each architecture's units, drawn afresh for every draw
+        m = np.stack([d[a][rng.integers(0, d[a].size, (n_boot, d[a].size))].mean(1) for a in archs], axis=1)
+        return np.take_along_axis(m, pick, axis=1)
 
     rx = sps.rankdata(boot_means(gen), axis=1)
     ry = sps.rankdata(boot_means(pred), axis=1)
     rx -= rx.mean(1, keepdims=True)
     ry -= ry.mean(1, keepdims=True)
     den = np.sqrt((rx ** 2).sum(1) * (ry ** 2).sum(1))
+    distinct = np.array([np.unique(row).size for row in pick]) >= 3
     with np.errstate(invalid="ignore", divide="ignore"):
-        rhos = np.where(den > 0, (rx * ry).sum(1) / np.where(den > 0, den, 1), np.nan)
+        rhos = np.where((den > 0) & distinct, (rx * ry).sum(1) / np.where(den > 0, den, 1), np.nan)
     out["ci_low"], out["ci_high"] = percentile_ci(rhos, ci)
     return out
 
@@ -327,16 +359,36 @@ def diff(hyp, a, b, metric, kind, margin=0.0, decisive=True) -> Contrast:
 def _row_base(c: Contrast, task: str | None, claim: str = "") -> dict:
     return dict(hypothesis=c.hypothesis, task=task, claim=claim, comparison=c.label, metric=c.metric,
                 kind=c.kind, margin=c.margin, decisive=c.decisive, effect=np.nan, ci_low=np.nan, ci_high=np.nan,
-                n_units=0, method="", p_support=np.nan, p_refute=np.nan, verdict="inconclusive", reason="",
-                note="")
+                n_units=0, method="", p_support=np.nan, p_refute=np.nan, p_refute_holm=np.nan,
+                verdict="inconclusive", reason="", note="", power_note="")
 
 
-def evaluate(c: Contrast, runs: pd.DataFrame | None, pred: pd.DataFrame | None, ci: float = 0.95) -> dict:
-    """One contrast's row (before the hypothesis's Holm correction): effect, interval, unadjusted p-values, and
-    the reason a verdict cannot be read when one applies. ``runs``: :func:`gen_run_table` rows of one task;
-    ``pred``: :func:`pred_scores`."""
+def image_values(runs: pd.DataFrame, arch: str, metric: str) -> pd.DataFrame:
+    """One row per image of ``arch`` (failed runs left out): for ``gain_db`` the mean over the image's seeds of
+    gen_score and whether every one reached its peak; for ``gap_time`` the lowest seed's (seed 0's) gap time and its
+    censoring (a time that may never happen cannot be averaged over seeds)."""
+    g = runs[(runs.arch == arch) & ~runs.failed.astype(bool)]
+    if metric == "gap_time":
+        g = g.sort_values("seed").groupby("image", sort=True).first()
+        return pd.DataFrame({"value": g["gap_negative_step"].astype(float),
+                             "censored": g["gap_negative_censored"].astype(bool), "seeds": 1})
+    agg = g.groupby("image", sort=True).agg(value=("gen_score", "mean"), peak=("peak_reached", "all"),
+                                            seeds=("seed", "size"))
+    return agg
+
+
+def evaluate(c: Contrast, runs: pd.DataFrame | None, pred: pd.DataFrame | None, ci: float = 0.95,
+             horizon: float | None = None, pred_double: pd.DataFrame | None = None,
+             alpha: float = 0.025) -> dict:
+    """One contrast's row: effect, interval, one-sided p-values (per comparison; the claim's rule is applied by
+    :func:`_decide`), and the reason a verdict cannot be read when one applies. Images are the units of DIP
+    contrasts (``runs``: :func:`gen_run_table` rows of one task): gains by a paired t over images, gap times by the
+    exact paired Gehan test with the KM restricted-mean difference to ``horizon`` as the effect. Seeds are the units
+    of predictive contrasts (``pred``: :func:`pred_scores` at the budget; ``pred_double``: the same seeds at twice
+    the budget, the budget check)."""
     r = _row_base(c, None)
-    dip_metric = c.metric in ("gain_db", "gap_time")
+    metric = METRICS_BY_CONTRAST.get(c.metric)
+    dip_metric = metric is not None and metric.probe == "dip"
     table = runs if dip_metric else pred
     have = set(table["arch"]) if table is not None else set()
     missing = [a for a in c.archs if a not in have]
@@ -344,105 +396,142 @@ def evaluate(c: Contrast, runs: pd.DataFrame | None, pred: pd.DataFrame | None, 
         r.update(reason="missing runs", note=f"no {'DIP' if dip_metric else 'classification'} runs for "
                                              f"{', '.join(missing)}")
         return r
-    keys = UNIT_GEN if dip_metric else ["seed"]
-    col = {"gain_db": "gen_score", "gap_time": "gap_negative_step"}.get(c.metric, c.metric)
     notes, reason = [], ""
     if dip_metric:
-        failed = runs[runs.arch.isin(c.archs) & runs.failed]
+        failed = runs[runs.arch.isin(c.archs) & runs.failed.astype(bool)]
         if len(failed):
             notes.append("failed runs left out: " + ", ".join(f"{x.arch}/{x.image}/s{x.seed}"
                                                              for x in failed.itertuples()))
-        table = table[~table.failed]
-    per = {a: table[table.arch == a].set_index(keys) for a in c.archs}
+        per = {a: image_values(runs, a, c.metric) for a in c.archs}
+    else:
+        per = {a: pred[pred.arch == a].set_index("seed") for a in c.archs}
     common = per[c.archs[0]].index
     for a in c.archs[1:]:
         common = common.intersection(per[a].index)
     if not len(common):
         r.update(reason="missing runs", note="no units run by all of " + ", ".join(c.archs))
         return r
-    strata = common.get_level_values("image") if dip_metric else np.zeros(len(common))
+    unit = "images" if dip_metric else "seeds"
     if c.metric == "gap_time":
+        if len(c.weights) != 2 or c.margin != 0:
+            raise BiasprobeError(f"gap_time contrasts compare two architectures at margin 0, not {c.label!r}")
         (a, _), (b, _) = c.weights
-        cens = "gap_negative_censored"
-        lo, hi = stats.censored_bounds(per[a].loc[common, col], per[a].loc[common, cens],
-                                       per[b].loc[common, col], per[b].loc[common, cens])
-        res_lo, res_hi = stats.censored_interval(lo, hi, strata, ci)
-        p_sup, p_ref = stats.test_claim(res_lo, c.kind, c.margin, res_hi)
-        n_cens = int(per[a].loc[common, cens].sum() + per[b].loc[common, cens].sum())
-        eff = (lo.mean() + hi.mean()) / 2 if np.isfinite(lo).all() and np.isfinite(hi).all() else (
-            lo.mean() if np.isfinite(lo).all() else hi.mean() if np.isfinite(hi).all() else np.nan)
-        r.update(effect=float(eff), ci_low=res_lo["ci_low"], ci_high=res_hi["ci_high"], n_units=len(common),
-                 method=f"censored bounds, {res_lo['method'] if np.isfinite(res_lo['se']) else res_hi['method']}")
-        res = res_lo if np.isfinite(res_lo["se"]) else res_hi
-        if n_cens:
-            notes.append(f"{n_cens} of {2 * len(common)} gap times censored at their stop (bounds used)")
-        if not (np.isfinite(p_sup) or np.isfinite(p_ref)):
+        A, B = per[a].loc[common], per[b].loc[common]
+        kind = "less" if c.kind == "less" else "greater"
+        g = stats.gehan_paired(A.value, A.censored, B.value, B.censored, kind)
+        h = float(horizon) if horizon else float(max(A.value.max(), B.value.max()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = stats.rmst_difference(A.value, A.censored, B.value, B.censored, h, ci)
+        p_sup, p_ref = g["p_support"], g["p_refute"]
+        r.update(effect=res["effect"], ci_low=res["ci_low"], ci_high=res["ci_high"], n_units=len(common),
+                 method=f"exact paired Gehan over {len(common)} images; effect: {res['method']}")
+        notes.append(f"pairs ordered for / against / not ordered: {g['n_for']} / {g['n_against']} / {g['n_tied']}; "
+                     f"censored: {a} {int(A.censored.sum())}, {b} {int(B.censored.sum())} of {len(common)}")
+        if g["n_for"] + g["n_against"] == 0:
             reason = "censored"
-            notes.append("censored on both sides: the bounds decide nothing")
+            notes.append("no pair ordered by the data: the test decides nothing")
+        res = None
     else:
-        values = sum(w * per[a].loc[common, col].to_numpy(float) for a, w in c.weights)
-        res = stats.stratified_interval(values, strata, ci)
+        values = sum(w * per[a].loc[common, "value" if dip_metric else c.metric].to_numpy(float)
+                     for a, w in c.weights)
+        res = stats.t_interval(values, ci)
+        res["method"] = f"paired t over {res['n_units']} {unit}"
+        res["sd"] = float(np.std(values, ddof=1)) if len(values) >= 2 else math.nan
         p_sup, p_ref = stats.test_claim(res, c.kind, c.margin)
         r.update(effect=res["effect"], ci_low=res["ci_low"], ci_high=res["ci_high"], n_units=res["n_units"],
                  method=res["method"])
     r.update(p_support=p_sup, p_refute=p_ref)
     if c.metric == "gain_db":
-        short = [f"{a}/{i}/s{s}" for a in c.archs for (i, s) in common if not per[a].loc[(i, s), "peak_reached"]]
+        short = [f"{a}/{i}" for a in c.archs for i in common if not per[a].loc[i, "peak"]]
         if short:
             reason = "truncated"
-            notes.append(f"peak not reached in {len(short)} run(s): {_names(short)}")
-    elif c.metric in ("pred_acc", "auc"):
-        flat = [f"{a}/s{s}" for a in c.archs for s in common if not per[a].loc[s, "plateaued"]]
-        if flat:
-            reason = "not plateaued"
-            notes.append(f"accuracy still rising at the end of the budget in {len(flat)} run(s): {_names(flat)}")
-    if not reason and np.isfinite(res.get("se", np.nan)):
+            notes.append(f"peak not reached in {len(short)} unit(s): {_names(short)}")
+    elif not dip_metric and pred_double is not None and len(pred_double):
+        check = budget_check(c, pred, pred_double, alpha)
+        if check:
+            notes.append(check["note"])
+            if check["sensitive"]:
+                reason = "budget-sensitive"
+    if not reason and res is not None and np.isfinite(res.get("se", np.nan)):
         r["_res"] = res
     r.update(reason=reason, note="; ".join(notes))
     return r
+
+
+def budget_check(c: Contrast, pred: pd.DataFrame, pred_double: pd.DataFrame, alpha: float) -> dict:
+    """The contrast on the seeds run at both budgets, at the budget and at twice it: ``sensitive`` when its sign or
+    its decision (one-sided paired t at ``alpha``) differs between the two; {} when no seed ran both."""
+    seeds = set(pred_double.seed)
+    out = []
+    for table in (pred[pred.seed.isin(seeds)], pred_double):
+        per = {a: table[table.arch == a].set_index("seed") for a in c.archs}
+        common = per[c.archs[0]].index
+        for a in c.archs[1:]:
+            common = common.intersection(per[a].index)
+        if len(common) < 2:
+            return {}
+        v = sum(w * per[a].loc[common, c.metric].to_numpy(float) for a, w in c.weights)
+        res = stats.t_interval(v)
+        out.append((res["effect"], stats.verdict(*stats.test_claim(res, c.kind, c.margin), alpha), len(common)))
+    (e1, d1, n), (e2, d2, _) = out
+    sensitive = bool(np.sign(e1 - c.margin) != np.sign(e2 - c.margin) or d1 != d2)
+    return dict(sensitive=sensitive, note=f"budget check on {n} seeds: {fmt_num(e1)} ({d1}) at the budget, "
+                                          f"{fmt_num(e2)} ({d2}) at 2x" + (" - budget-sensitive" if sensitive else ""))
+
+
+def fmt_num(x: float) -> str:
+    return f"{x:.3g}" if np.isfinite(x) else "nan"
 
 
 def _names(names: list[str], show: int = 6) -> str:
     return ", ".join(names[:show]) + (f" and {len(names) - show} more" if len(names) > show else "")
 
 
-def _decide(rows: list[dict], ci: float) -> None:
-    """Holm-correct a hypothesis's decisive rows (support and refute families apart) and set their verdicts; rows
-    with a reason (truncated, missing runs, not plateaued) stay inconclusive and do not count in the correction."""
+def _decide(rows: list[dict], ci: float, alpha: float | None = None) -> None:
+    """Set the verdicts of a claim's rows. Support of a conjunctive claim is an intersection-union test (Berger
+    1982): each decisive row is tested at alpha on its own, no correction (``p_support``). Refutation (any row
+    refuted refutes the claim) is Holm-corrected over the decisive rows (``p_refute_holm``). Rows with a reason
+    (truncated, missing runs, budget-sensitive, censored) stay inconclusive and do not count in the correction;
+    exploratory rows get no verdict word. An inconclusive row's note says about how many units would decide it
+    (80% power, noncentral t, at the observed spread)."""
+    alpha = ALPHA if alpha is None else alpha
+
     def testable(r):
         return not r["reason"] and (np.isfinite(r["p_support"]) or np.isfinite(r["p_refute"]))
 
     live = [r for r in rows if r["decisive"] and testable(r)]
-    raw = {id(r): r["p_support"] for r in live}  # before the correction, for the notes
-    for key in ("p_support", "p_refute"):
-        adj = stats.holm([r[key] for r in live])
-        for r, p in zip(live, adj):
-            r[key] = float(p)
+    for r, p in zip(live, stats.holm([r["p_refute"] for r in live])):
+        r["p_refute_holm"] = float(p)
     for r in rows:
+        r.setdefault("p_refute_holm", np.nan)
+        res = r.pop("_res", None)
+        if not r["decisive"]:
+            r["verdict"], r["reason"] = "", "exploratory"
+            continue
         if not testable(r):
             r["verdict"] = "inconclusive"
             continue
-        r["verdict"] = stats.verdict(r["p_support"], r["p_refute"], ALPHA)
-        res = r.pop("_res", None)
-        if r["verdict"] == "inconclusive" and res is not None:
+        r["verdict"] = ("supported" if r["p_support"] < alpha else
+                        "refuted" if np.isfinite(r["p_refute_holm"]) and r["p_refute_holm"] < alpha
+                        else "inconclusive")
+        if r["verdict"] == "inconclusive":
             r["reason"] = "power"
-            p_raw = raw.get(id(r), np.nan)
-            if np.isfinite(p_raw) and p_raw < ALPHA:  # its own interval decides; the correction does not let it
-                why = (f"its own interval is on the claimed side (one-sided p = {p_raw:.3f}), but not after Holm "
-                       f"correction over the claim's {len(live)} decisive rows (p = {r['p_support']:.3f})")
-            else:
-                need = stats.units_needed(res, -abs(r["margin"]) if r["kind"] == "equivalent" else r["margin"], ci)
-                why = (f"interval too wide to decide: about {need:g} units at this spread would decide"
-                       if np.isfinite(need) else "no effect beyond the margin")
-            r["note"] = "; ".join(x for x in (r["note"], why) if x)
-    for r in rows:
-        r.pop("_res", None)
+            if res is not None:
+                m = -abs(r["margin"]) if r["kind"] == "equivalent" else r["margin"]
+                kind = "greater" if r["kind"] == "equivalent" else r["kind"]
+                need = stats.n_for_power(res["effect"], res.get("sd", math.nan), m, kind, alpha)
+                unit = res["method"].rsplit(" ", 1)[-1]
+                why = (f"about {need:g} {unit} would give 80% power at this effect and spread" if np.isfinite(need)
+                       else "the effect is not on the claimed side of the margin: no sample size supports it")
+                r["power_note"] = why
+                r["note"] = "; ".join(x for x in (r["note"], why) if x)
 
 
 def _overall(hyp: str, task, rows: list[dict], claim: str = "") -> dict:
-    """A hypothesis's overall row: supported when every decisive row is, refuted when one is, else inconclusive
-    with the rows' reasons."""
-    dec = [r for r in rows if r["decisive"]]
+    """A claim's overall row: supported when every decisive row is (intersection-union), refuted when one is
+    (Holm), else inconclusive with the rows' reasons."""
+    dec = [r for r in rows if r["decisive"] and not r.get("component")]
     v = [r["verdict"] for r in dec]
     verdict = ("refuted" if "refuted" in v else "supported" if dec and all(x == "supported" for x in v)
                else "inconclusive")
@@ -466,14 +555,14 @@ class RhoClaim:
 
 
 def rho_rows(hyp: str, claim: str, rc: RhoClaim, dip_summary, clf_summary, task, n_train=None, n_boot=2000,
-             ci=0.95, seed=0) -> list[dict]:
+             ci=0.95, seed=0, decisive: bool = True) -> list[dict]:
     """The row of a :class:`RhoClaim` (rho with its percentile-bootstrap interval, :func:`rank_correlation`) and
     its overall row: supported when the interval lies on the claimed side of the threshold, refuted when on the
     other, else inconclusive (power); underpowered below ``min_archs`` archs; truncated / not plateaued when an
     arch's runs are."""
     c = _row_base(Contrast(hyp, (), "rho", rc.kind, rc.threshold), task, claim)
     c.update(comparison="spearman(gain_db, pred_acc) across archs", metric="rho", margin=rc.threshold,
-             method="percentile bootstrap (units resampled within each arch)")
+             method="two-level percentile bootstrap (architectures, then units)", decisive=decisive)
     if dip_summary is None or clf_summary is None:
         c.update(reason="missing runs", note="needs both probes' tables")
     else:
@@ -486,7 +575,8 @@ def rho_rows(hyp: str, claim: str, rc: RhoClaim, dip_summary, clf_summary, task,
         flat = sorted(set(pred.arch[~pred.plateaued.astype(bool)]) & set(r["archs"]))
         below, above = r["ci_high"] < rc.threshold, r["ci_low"] > rc.threshold
         if r["n_archs"] < rc.min_archs:
-            c.update(reason="underpowered", note=c["note"] + f"; {r['n_archs']} archs < {rc.min_archs}")
+            c.update(reason="underpowered", note=c["note"] + f"; {r['n_archs']} archs < {rc.min_archs}",
+                     power_note=f"needs at least {rc.min_archs} architectures (the plan's power calculation)")
         elif short or flat:
             c.update(reason="truncated" if short else "not plateaued",
                      note=c["note"] + f"; runs short of their peak: {', '.join(short) or 'none'}; classifiers "
@@ -502,35 +592,128 @@ def rho_rows(hyp: str, claim: str, rc: RhoClaim, dip_summary, clf_summary, task,
 def verdict_table(contrasts: list[Contrast], texts: dict[str, str], dip_summary: pd.DataFrame | None,
                   clf_summary: pd.DataFrame | None, task: str | None = None, n_train: int | None = None,
                   rho: dict[str, RhoClaim] | None = None, n_boot: int = 2000, ci: float = 0.95,
-                  seed: int = 0) -> pd.DataFrame:
-    """A study's verdicts on one DIP task (default :func:`primary_task`): for each hypothesis in ``texts`` (its
-    claim's text), in order, the rows of its ``contrasts`` (:func:`evaluate`, Holm-corrected by :func:`_decide`)
-    or, for a hypothesis in ``rho``, its rho row (:func:`rho_rows`), then its ``overall`` row. Columns
-    ``VERDICT_COLUMNS``."""
+                  seed: int = 0, horizon: float | None = None, pairs: dict[str, dict] | None = None,
+                  alpha: float | None = None, dip_curves: pd.DataFrame | None = None,
+                  gap_window: int | None = None) -> pd.DataFrame:
+    """A study's verdicts on one DIP task (default :func:`primary_task`): for each claim in ``texts`` (its text),
+    in order, the rows of its ``contrasts`` (:func:`evaluate`, decided by :func:`_decide`), or for a claim in
+    ``pairs`` its opposite-ordering rows (:func:`pair_rows`), then its rho row when it has one in ``rho``
+    (:func:`rho_rows`: decisive only when the claim has no pair form), then its ``overall`` row. ``gap_window``:
+    the gap crossing the analysis reads (:func:`with_gap_window`). Columns ``VERDICT_COLUMNS``."""
+    alpha = ALPHA if alpha is None else alpha
     dip_summary, clf_summary = nonempty(dip_summary), nonempty(clf_summary)
     task = task or primary_task(dip_summary)
     runs = None
     if dip_summary is not None:
+        dip_summary = with_gap_window(dip_summary, dip_curves, gap_window)
         runs = gen_run_table(dip_summary)
         runs = runs[runs.task == task]
-    pred = pred_scores(clf_summary, n_train) if clf_summary is not None else None
+    clf_base, clf_double = split_budgets(clf_summary)
+    pred = pred_scores(clf_base, n_train) if clf_base is not None else None
+    pred2 = pred_scores(clf_double, n_train) if clf_double is not None else None
     out: list[dict] = []
     for hyp, text in texts.items():
-        if rho and hyp in rho:
-            out += rho_rows(hyp, text, rho[hyp], dip_summary, clf_summary, task, n_train, n_boot, ci, seed)
-            continue
-        rows = [evaluate(c, runs, pred, ci) for c in contrasts if c.hypothesis == hyp]
+        rows = [evaluate(c, runs, pred, ci, horizon, pred2, alpha) for c in contrasts if c.hypothesis == hyp]
         for r in rows:
             r.update(task=task, claim=text)
-        _decide(rows, ci)
+        _decide(rows, ci, alpha)
+        if pairs and hyp in pairs:
+            rows += pair_rows(hyp, text, pairs[hyp], runs, pred, task, ci, alpha, pred2)
+        if rho and hyp in rho:
+            rrow = rho_rows(hyp, text, rho[hyp], dip_summary, clf_base, task, n_train, n_boot, ci, seed,
+                            decisive=not (pairs and hyp in pairs))[0]
+            if not rrow["decisive"]:  # the population form beside a decisive pair form: estimate and interval
+                rrow.update(verdict="", reason=rrow["reason"] or "exploratory")
+            rows.append(rrow)
         out += rows + [_overall(hyp, task, rows, text)]
     df = pd.DataFrame(out)
     for col in VERDICT_COLUMNS:
         if col not in df:
             df[col] = np.nan
-    df["note"] = df["note"].fillna("")
-    df["reason"] = df["reason"].fillna("")
+    for col in ("note", "reason", "power_note", "verdict"):
+        df[col] = df[col].fillna("")
     return df[VERDICT_COLUMNS].reset_index(drop=True)
+
+
+def with_gap_window(dip_summary: pd.DataFrame, dip_curves: pd.DataFrame | None, window: int | None) -> pd.DataFrame:
+    """The summary with each run's gap crossing read as the analysis plan says: sustained for ``window`` steps.
+    A run whose own ``gap_window`` is that window keeps its crossing (found on every step); another run's is
+    found again on its logged curve (``records.sustained_crossing`` over the log steps), so a one-step dip between
+    log steps is never a crossing. None: as the runs recorded it."""
+    if not window or dip_curves is None or not len(dip_curves):
+        return dip_summary
+    from biasprobe.dip.records import sustained_crossing
+
+    d = dip_summary.copy()
+    own = d["gap_window"].fillna(1).astype(int) if "gap_window" in d else pd.Series(1, index=d.index)
+    redo = own != int(window)
+    if not redo.any():
+        return d
+    gap = dip_curves[dip_curves.metric == "gap"]
+    by = {k: g.sort_values("step") for k, g in gap.groupby(["arch", "task", "image", "seed"])}
+    for i in d.index[redo]:
+        g = by.get((d.at[i, "arch"], d.at[i, "task"], d.at[i, "image"], d.at[i, "seed"]))
+        if g is None:
+            continue
+        t = sustained_crossing(g.step.to_numpy(), g.value.to_numpy(), int(window))
+        d.at[i, "gap_negative_step"] = t
+        d.at[i, "gap_censored"] = bool(np.isnan(t))
+    return d
+
+
+def pair_rows(hyp: str, claim: str, spec: dict, runs, pred, task, ci: float, alpha: float, pred2=None) -> list[dict]:
+    """The opposite-ordering form of "the two probes differ": for every pair of architectures run by both probes
+    and each direction, the generative contrast A - B > 0 on the gain and the predictive A - B < 0 on accuracy,
+    both at alpha (intersection-union within the pair: its p is the larger of the two); Holm over all pairs and
+    directions. A pair row is supported when its Holm-adjusted p < alpha (the claim then holds); refuted when both
+    probes decide the pair the *same* way at alpha (a pair ordered alike); the claim is refuted only when every
+    pair is."""
+    archs = sorted(set(runs.arch) & set(pred.arch)) if runs is not None and pred is not None else []
+    rows = []
+    for i, a in enumerate(archs):
+        for b in archs[i + 1:]:
+            gen = evaluate(diff(hyp, a, b, "gain_db", "greater"), runs, pred, ci)
+            prd = evaluate(diff(hyp, a, b, "pred_acc", "greater"), runs, pred, ci, pred_double=pred2, alpha=alpha)
+            r = _row_base(Contrast(hyp, ((a, 1.0), (b, -1.0)), "gain_db vs pred_acc", "opposite"), task, claim)
+            reasons = sorted({x["reason"] for x in (gen, prd) if x["reason"]})
+            # direction 1: a > b generatively, a < b predictively; direction 2: the reverse
+            p1 = max(gen["p_support"], prd["p_refute"])
+            p2 = max(gen["p_refute"], prd["p_support"])
+            alike = min(max(gen["p_support"], prd["p_support"]), max(gen["p_refute"], prd["p_refute"]))
+            r.update(comparison=f"{a} vs {b}", effect=gen["effect"], ci_low=gen["ci_low"], ci_high=gen["ci_high"],
+                     n_units=gen["n_units"], method="IUT in the pair (gain: paired t over images; accuracy: "
+                                                   "paired t over seeds); Holm over pairs",
+                     p_support=np.nan, _p=(p1, p2),
+                     p_refute=float(alike), reason=", ".join(reasons),
+                     note=f"gain {fmt_num(gen['effect'])} dB [{fmt_num(gen['ci_low'])}, {fmt_num(gen['ci_high'])}]"
+                          f"; accuracy {fmt_num(prd['effect'])} [{fmt_num(prd['ci_low'])}, "
+                          f"{fmt_num(prd['ci_high'])}]" + (f"; {prd['note']}" if prd["note"] else ""))
+            rows.append(r)
+    live = [r for r in rows if not r["reason"]]
+    adj = stats.holm([p for r in live for p in r["_p"]])  # every pair, both directions
+    for k, r in enumerate(live):
+        r["p_support"] = float(np.nanmin(adj[2 * k: 2 * k + 2])) if np.isfinite(adj[2 * k: 2 * k + 2]).any() \
+            else np.nan
+    for r in rows:
+        r.pop("_p", None)
+        r["verdict"] = ("supported" if r["p_support"] < alpha else "refuted" if r["p_refute"] < alpha
+                        else "inconclusive") if not r["reason"] and np.isfinite(r["p_support"]) else "inconclusive"
+        r["reason"] = r["reason"] or ("power" if r["verdict"] == "inconclusive" else "")
+    # the claim's decisive row: some pair supported -> supported; every pair refuted -> refuted
+    c = _row_base(Contrast(hyp, (), "opposite pairs", "any"), task, claim)
+    v = [r["verdict"] for r in rows]
+    c.update(comparison="some pair ordered oppositely", metric="pairs", n_units=len(rows),
+             method="union over pairs (Holm); refuted only when every pair is ordered alike",
+             verdict="supported" if "supported" in v else "refuted" if rows and all(x == "refuted" for x in v)
+             else "inconclusive",
+             note=f"{v.count('supported')} pair(s) ordered oppositely, {v.count('refuted')} alike, "
+                  f"{v.count('inconclusive')} undecided of {len(rows)}")
+    if c["verdict"] == "inconclusive":
+        c["reason"] = "power" if rows else "missing runs"
+    for r in rows:
+        r["component"] = True  # shown per pair; the claim's overall reads the summary row
+        r["verdict"] = {"supported": "ordered oppositely", "refuted": "ordered alike"}.get(r["verdict"], "undecided")
+    return rows + [c]
 
 
 def tasks_in_order(dip_summary: pd.DataFrame | None) -> list[str | None]:

@@ -33,10 +33,17 @@ def add_arch_kw_arg(p: argparse.ArgumentParser, help: str = "") -> None:
 
 
 def load_arch_modules(args) -> None:
+    from biasprobe.errors import BiasprobeError
     from biasprobe.registry import load_arch_module
 
     for m in getattr(args, "arch_module", []) or []:
-        load_arch_module(m)
+        if Path(m).exists() and (Path(m).suffix != ".py" or not Path(m).is_file()):
+            raise BiasprobeError(f"--arch-module {m}: give a .py file or a module name")
+        try:
+            load_arch_module(m)
+        except (SyntaxError, AttributeError, NameError, TypeError, ValueError) as exc:  # the user's module
+            raise BiasprobeError(f"--arch-module {m}: importing it failed ({type(exc).__name__}: "
+                                 f"{(str(exc).splitlines() or [''])[0]})") from None
 
 
 def arch_kwargs(args) -> dict:

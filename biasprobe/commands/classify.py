@@ -93,6 +93,12 @@ def run(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.steps is not None and args.epochs is not None:
         raise BiasprobeError("give --steps or --epochs, not both")
+    from biasprobe.preflight import check_finite, check_seed
+
+    for seed in args.seeds:
+        check_seed(seed, "--seed")
+    for flag in ("lr", "weight_decay", "warmup_epochs", "warmup_frac", "label_smoothing"):
+        check_finite(getattr(args, flag), "--" + flag.replace("_", "-"))
     arch_kw = arch_kwargs(args)  # unknown names and bad kwargs fail before any training
     out = out_dir(args.out)
     hparams = {arch: resolve_hparams(args, arch) for arch in args.arch}  # a missing calibration fails first
@@ -109,12 +115,20 @@ def run(args: argparse.Namespace) -> None:
     ]
     for cfg in configs:
         cfg.validate()
+    names = [cfg.run_name() for cfg in configs]
+    for name in names:  # before any training: nothing a user ran is overwritten
+        if (out / name).exists():
+            raise BiasprobeError(f"{out / name} exists: this run ran already; remove that folder or use another "
+                                 "--out")
+    if len(set(names)) < len(names):
+        raise BiasprobeError("the grid names the same run twice (repeated --arch, --n-train or --seed)")
     summaries = []
     for i, cfg in enumerate(configs, 1):
         run_dir = out / cfg.run_name()
-        _, s = run_classify(cfg, out_dir=run_dir, progress=not args.quiet)
-        s["lr"], s["weight_decay"], s["lr_source"] = cfg.lr, cfg.weight_decay, hparams[cfg.arch][2]
-        runinfo.write_json(run_dir / "summary.json", s)  # the run records which lr it used and where from
+        # the run records which lr it used and where from (in summary.json, written with the run folder)
+        _, s = run_classify(cfg, out_dir=run_dir, progress=not args.quiet,
+                            extra_summary=dict(lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                               lr_source=hparams[cfg.arch][2]))
         summaries.append(s)
         ev = cfg.eval_split
         plateau = (f", {s['steps_run']} steps, last-tenth gain {s['plateau_gain']:+.4f}"

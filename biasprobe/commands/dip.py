@@ -88,11 +88,18 @@ def config_from_args(args):
 def run(args) -> None:
     from biasprobe.dip import check_new, run_dip, save_result
 
+    from biasprobe.preflight import check_dip_memory, check_finite, check_seed
+
     load_arch_modules(args)
     out = out_dir(args.out)
+    for seed in args.seeds or [args.seed]:
+        check_seed(seed, "--seeds" if args.seeds else "--seed")
+    for flag in ("sigma", "drop", "lr", "reg_noise_std"):
+        check_finite(getattr(args, flag), "--" + flag.replace("_", "-"))
     _, lr_source = resolve_lr(args, "dip")
     cfg = config_from_args(args)
     check_new(cfg.resolved(), out)  # before the fit: an existing run dir is refused, not overwritten
+    check_dip_memory(cfg.resolved())  # a size that cannot fit is refused with the estimate, not OOM-killed
     result = run_dip(cfg, progress=not args.quiet, seed_threads=args.seed_threads)
     result.summary["lr_source"] = lr_source  # summary.json of each seed records where the lr came from
     dirs = save_result(result, out)

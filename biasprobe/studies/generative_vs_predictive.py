@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from biasprobe import report as R
 from biasprobe import verdicts as V
+from biasprobe.errors import BiasprobeError
 from biasprobe.runinfo import write_atomic
 from biasprobe.verdicts import Contrast, RhoClaim, diff
 
@@ -43,6 +45,7 @@ CLAIMS = {
 }
 
 FIGURES = [
+    ("km_gap.png", "Kaplan-Meier: share of images whose gap psnr_gt - psnr_obs is still positive, by step"),
     ("gen_vs_pred.png", "Generative score vs predictive accuracy per architecture"),
     ("psnr_curves.png", "PSNR vs iteration (psnr_gt and psnr_obs) per architecture"),
     ("gap_curves.png", "Gap psnr_gt - psnr_obs vs iteration"),
@@ -93,21 +96,65 @@ def claims(archs) -> list[Contrast]:
     return out
 
 
+def parse_contrast(hyp: str, row: list) -> Contrast:
+    """A plan row ``[expression, metric, kind, margin(, "exploratory")]`` as a :class:`Contrast`; the expression is
+    terms joined by " - " or " + " (spaces around the sign: names hold '+'), each ``[w*]arch``."""
+    if not isinstance(row, list) or not 4 <= len(row) <= 5:
+        raise BiasprobeError(f"plan claim ({hyp}): a row is [expression, metric, kind, margin(, \"exploratory\")], "
+                             f"got {row!r}")
+    expr, metric, kind, margin = row[:4]
+    weights, sign = [], 1.0
+    for tok in str(expr).split():
+        if tok in "+-":
+            sign = -1.0 if tok == "-" else 1.0
+            continue
+        w, _, arch = tok.rpartition("*") if "*" in tok else ("1", "", tok)
+        weights.append((arch, sign * float(w)))
+    if metric not in V.METRICS_BY_CONTRAST or kind not in ("greater", "less", "equivalent") or not weights:
+        raise BiasprobeError(f"plan claim ({hyp}): cannot read row {row!r} (metrics: "
+                             f"{', '.join(V.METRICS_BY_CONTRAST)}; kinds: greater, less, equivalent)")
+    return Contrast(hyp, tuple(weights), metric, kind, float(margin), decisive=len(row) < 5)
+
+
+def plan_claims(analysis: dict | None, archs) -> dict:
+    """The claims to test: from the preset's analysis plan when it states them (texts, contrasts, rho and pair
+    forms, alpha, horizon, gap window), else this module's own (``CLAIMS``, :func:`claims`)."""
+    if not analysis or "claims" not in analysis:
+        return dict(texts=CLAIMS, contrasts=claims(archs), rho=RHO, pairs=None, alpha=V.ALPHA, horizon=None,
+                    gap_window=None)
+    texts, contrasts, rho, pairs = {}, [], {}, {}
+    for hyp, spec in analysis["claims"].items():
+        texts[hyp] = spec["text"]
+        contrasts += [parse_contrast(hyp, row) for row in spec.get("rows", [])]
+        if "rho" in spec:
+            r = spec["rho"]
+            rho[hyp] = RhoClaim(float(r["threshold"]), int(r["min_archs"]), r.get("kind", "less"))
+        if spec.get("form") == "opposite_pair":
+            pairs[hyp] = spec
+    return dict(texts=texts, contrasts=contrasts, rho=rho, pairs=pairs, alpha=float(analysis.get("alpha", V.ALPHA)),
+                horizon=analysis.get("horizon"), gap_window=analysis.get("gap_window"))
+
+
 def verdicts(dip_summary: pd.DataFrame | None, clf_summary: pd.DataFrame | None, n_train: int | None = None,
-             n_boot: int = 2000, ci: float = 0.95, seed: int = 0, task: str | None = None) -> pd.DataFrame:
+             n_boot: int = 2000, ci: float = 0.95, seed: int = 0, task: str | None = None,
+             analysis: dict | None = None, dip_curves: pd.DataFrame | None = None) -> pd.DataFrame:
     """The claims' rows for one DIP task (default ``verdicts.primary_task``) plus one ``overall`` row per
-    hypothesis (columns ``verdicts.VERDICT_COLUMNS``)."""
+    hypothesis (columns ``verdicts.VERDICT_COLUMNS``); the claims of the preset's analysis plan when it has them."""
     archs = set()
     for df in (V.nonempty(dip_summary), V.nonempty(clf_summary)):
         if df is not None:
             archs |= set(df["arch"])
-    return V.verdict_table(claims(archs), CLAIMS, dip_summary, clf_summary, task=task, n_train=n_train, rho=RHO,
-                           n_boot=n_boot, ci=ci, seed=seed)
+    pc = plan_claims(analysis, archs)
+    return V.verdict_table(pc["contrasts"], pc["texts"], dip_summary, clf_summary, task=task, n_train=n_train,
+                           rho=pc["rho"], n_boot=n_boot, ci=ci, seed=seed, horizon=pc["horizon"], pairs=pc["pairs"],
+                           alpha=pc["alpha"], dip_curves=dip_curves, gap_window=pc["gap_window"])
 
 
-def verdicts_by_task(dip_summary, clf_summary, n_train=None, n_boot=2000, ci=0.95, seed=0) -> pd.DataFrame:
+def verdicts_by_task(dip_summary, clf_summary, n_train=None, n_boot=2000, ci=0.95, seed=0, analysis=None,
+                     dip_curves=None) -> pd.DataFrame:
     """:func:`verdicts` for every DIP task that ran (the primary task first)."""
-    return pd.concat([verdicts(dip_summary, clf_summary, n_train, n_boot, ci, seed, task=t)
+    return pd.concat([verdicts(dip_summary, clf_summary, n_train, n_boot, ci, seed, task=t, analysis=analysis,
+                               dip_curves=dip_curves)
                       for t in V.tasks_in_order(dip_summary)], ignore_index=True)
 
 
@@ -122,11 +169,17 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
                    rho_threshold=RHO_THRESHOLD, min_archs_rho=MIN_ARCHS_RHO)
     boot = dict(n_boot=options["n_boot"], ci=options["ci"], seed=options["seed"])
     dip, clf = V.nonempty(tables.get("dip_summary")), V.nonempty(tables.get("clf_summary"))
+    curves = V.nonempty(tables.get("dip_curves"))
     task = V.primary_task(dip)
     options["primary_task"] = task
-    by_task = verdicts_by_task(dip, clf, n_train=n_train, **boot)
+    plan = getattr(preset, "analysis", None) or None
+    if plan:
+        options.update(alpha=float(plan.get("alpha", V.ALPHA)), plan=True, horizon=plan.get("horizon"),
+                       gap_window=plan.get("gap_window"))
+    by_task = verdicts_by_task(dip, clf, n_train=n_train, analysis=plan, dip_curves=curves, **boot)
+    clf_base = V.split_budgets(clf)[0]
     out = {"options": options,
-           "cross_tab": V.cross_tab(dip, clf, V.nonempty(tables.get("dip_curves")), n_train=n_train,
+           "cross_tab": V.cross_tab(dip, clf_base, curves, n_train=n_train,
                                     period=options["period"], task=task, **boot),
            "verdicts": by_task[by_task.task == task].reset_index(drop=True) if task else by_task,
            "verdicts_by_task": by_task,
@@ -138,6 +191,82 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
             out["verdicts_second_lr"] = verdicts(dip2, clf2, n_train=n_train, task=task, **boot)
             out["sensitivity"] = V.sensitivity(out["verdicts"], out["verdicts_second_lr"])
     return out
+
+
+def plan_info(meta: dict, tables: dict) -> dict | None:
+    """What the report's first lines say of the plan: its file and sha256, the images, how many of the study's
+    stored runs were made under it (the store's plan log, ``study.plan_of_runs``), and the missing units."""
+    preset = meta.get("preset") or {}
+    if not preset.get("plan_sha256") or not preset.get("analysis"):
+        return None
+    from biasprobe.study import StudyPreset, _build, plan_of_runs
+
+    d = dict(preset)
+    for k in ("plan_file", "plan_sha256"):
+        d.pop(k, None)
+    p = _build(StudyPreset, d, "preset")
+    names = p.dip.image_names()
+    frames = [x for x in (tables.get("dip_summary"), tables.get("clf_summary")) if isinstance(x, pd.DataFrame)]
+    ids = pd.concat([f[["run_id"]] for f in frames if "run_id" in f]).drop_duplicates() if frames else None
+    under = other = unlogged = 0
+    if ids is not None and len(ids) and meta.get("store"):
+        from biasprobe.sweep import ResultStore
+
+        idx = ResultStore(Path(meta["store"]) / "results").index()
+        idx = idx[idx.run_id.isin(ids.run_id)]
+        made = plan_of_runs(Path(meta["store"]), idx.finished_at)
+        under = int((made == preset["plan_sha256"]).sum())
+        unlogged = int((made == "").sum())
+        other = len(made) - under - unlogged
+    dip = tables.get("dip_summary")
+    have = set()
+    if isinstance(dip, pd.DataFrame) and len(dip):
+        have = set(map(tuple, dip[dip.seed.isin(p.dip.seeds)][["arch", "image"]].to_numpy()))
+    missing = [f"{a}/{im}" for im in names for a in p.archs if (a, im) not in have]
+    shown = ", ".join(names) if len(names) <= 6 else ", ".join(names[:6]) + f" and {len(names) - 6} more"
+    draw = p.dip.images.get("draw") if isinstance(p.dip.images, dict) else None
+    how = (f"drawn at random from {' + '.join(draw.get('sets', []))} with seed {draw['seed']}: " if draw
+           else "named in the plan: ")
+    return dict(file=preset.get("plan_file"), sha256=preset["plan_sha256"], n_images=len(names),
+                images=how + shown, runs_under=under, runs_other=other, runs_unlogged=unlogged,
+                missing_units=(f"{len(missing)} of {len(names) * len(p.archs)} (architecture, image) units: "
+                               + V._names(missing, 8)) if missing else "")
+
+
+def fig_km_gap(dip_summary, path, horizon=None, task=None, dip_curves=None, gap_window=None):
+    """Kaplan-Meier curves (lifelines) per architecture: the share of images (seed 0) whose gap is still positive
+    (not yet sustainedly negative) at each step, censored marks where a fit stopped before crossing."""
+    if dip_summary is None or not len(dip_summary):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from lifelines import KaplanMeierFitter
+
+    d = V.with_gap_window(dip_summary, dip_curves, gap_window)
+    runs = V.gen_run_table(d)
+    runs = runs[runs.task == (task or V.primary_task(d))]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for arch in sorted(runs.arch.unique()):
+        u = V.image_values(runs, arch, "gap_time")
+        if not len(u):
+            continue
+        t = u.value.to_numpy(float)
+        e = ~u.censored.to_numpy(bool)
+        if horizon:
+            e &= t <= horizon
+            t = np.minimum(t, horizon)
+        KaplanMeierFitter(label=f"{arch} ({int(e.sum())}/{len(t)} crossed)").fit(t, e).plot_survival_function(
+            ax=ax, ci_show=False, show_censors=True)
+    ax.set_xlabel("step")
+    ax.set_ylabel("share of images with gap still positive")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
 
 
 def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
@@ -174,7 +303,10 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
     }
 
     runs = analysis.get("runs")
+    drawn["km_gap.png"] = fig_km_gap(t.get("dip_summary"), out / "km_gap.png", opt.get("horizon"),
+                                     opt.get("primary_task"), t.get("dip_curves"), opt.get("gap_window"))
     md = [f"# {meta.get('title', 'Generative vs predictive inductive bias')}", ""]
+    md += R.plan_lines(plan_info(meta, t))
     md += R.header(meta, runs)
     md += ["## Claims", "",
            R.claims_intro(opt, ci) + " Full table: `verdicts.csv`"

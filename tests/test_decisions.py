@@ -1,0 +1,177 @@
+"""The decision layer of the verdicts issue: claim-form rules (intersection-union support, Holm refutation),
+censored gap times (exact paired Gehan), the two-level rho interval, power, the plan hash, the sustained and
+first-positive gap rules, collapse detection, and the image population."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biasprobe import stats, verdicts as V
+from biasprobe.dip.records import collapse_step, stop_state, sustained_crossing
+
+
+def _row(p_sup, p_ref, decisive=True):
+    r = V._row_base(V.diff("x", "a", "b", "gain_db", "greater"), "denoise")
+    r.update(p_support=p_sup, p_refute=p_ref, decisive=decisive)
+    return r
+
+
+def test_intersection_union_supports_two_rows_each_at_p_002():
+    rows = [_row(0.02, 0.9), _row(0.02, 0.9)]
+    V._decide(rows, 0.95, alpha=0.025)
+    assert [r["verdict"] for r in rows] == ["supported", "supported"]  # Holm would give 0.04 each: inconclusive
+    assert V._overall("x", "denoise", rows)["verdict"] == "supported"
+
+
+def test_holm_on_the_refute_side():
+    rows = [_row(0.9, 0.02), _row(0.9, 0.02)]
+    V._decide(rows, 0.95, alpha=0.025)
+    assert [round(r["p_refute_holm"], 3) for r in rows] == [0.04, 0.04]
+    assert V._overall("x", "denoise", rows)["verdict"] == "inconclusive"
+    rows = [_row(0.9, 0.01), _row(0.01, 0.9)]
+    V._decide(rows, 0.95, alpha=0.025)
+    assert rows[0]["verdict"] == "refuted" and rows[1]["verdict"] == "supported"
+    assert V._overall("x", "denoise", rows)["verdict"] == "refuted"
+
+
+def test_exploratory_rows_get_no_verdict_word():
+    rows = [_row(0.001, 0.9, decisive=False)]
+    V._decide(rows, 0.95)
+    assert rows[0]["verdict"] == "" and rows[0]["reason"] == "exploratory"
+
+
+def test_gehan_paired_exact_p_on_a_censored_toy_set():
+    # A censored at the cap 5000 in 4 of 6 pairs, B crosses early in all: every pair ordered A > B
+    a = [5000, 4445, 5000, 5000, 3000, 5000]
+    ac = [1, 0, 1, 1, 0, 1]
+    b = [900, 800, 1000, 1100, 950, 700]
+    g = stats.gehan_paired(a, ac, b, [0] * 6, "greater")
+    assert (g["n_for"], g["n_against"], g["n_tied"]) == (6, 0, 0)
+    assert g["p_support"] == pytest.approx(1 / 64)
+    # one pair against (B later and observed), one unordered (both censored): 4 for, 1 against -> P(X >= 4 | 5)
+    g = stats.gehan_paired([5000, 5000, 900, 2000, 2000, 2000], [1, 1, 0, 0, 0, 0],
+                           [5000, 800, 1000, 1000, 1000, 1000], [1, 0, 0, 0, 0, 0], "greater")
+    assert (g["n_for"], g["n_against"], g["n_tied"]) == (4, 1, 1)
+    assert g["p_support"] == pytest.approx(6 / 32)
+    # a censored time before the other's event orders nothing
+    g = stats.gehan_paired([500], [1], [900], [0], "greater")
+    assert g["n_tied"] == 1 and math.isnan(g["p_support"])
+
+
+def test_rmst_difference_is_the_area_between_km_curves():
+    res = stats.rmst_difference([100, 200], [0, 0], [50, 50], [0, 0], horizon=1000)
+    assert res["effect"] == pytest.approx(150 - 50)
+
+
+def test_two_level_rho_interval_resamples_architectures():
+    rng = np.random.default_rng(0)
+    archs = [f"a{i}" for i in range(5)]
+    order = [0, 2, 1, 4, 3]  # rho = 0.8 across the 5 architectures, units nearly noiseless
+    gen = pd.DataFrame([dict(arch=a, image="x", seed=s, gen_score=i + rng.normal(0, 0.01))
+                        for i, a in enumerate(archs) for s in range(4)])
+    pred = pd.DataFrame([dict(arch=a, seed=s, pred_acc=0.1 * order[i] + rng.normal(0, 0.001))
+                         for i, a in enumerate(archs) for s in range(4)])
+    r = V.rank_correlation(gen, pred, n_boot=500)
+    assert r["rho"] == pytest.approx(0.8)
+    # resampling only the units would give [0.8, 0.8]; resampling the architectures too is far wider
+    assert r["ci_low"] < 0.5 and r["ci_high"] == pytest.approx(1.0)
+    assert r == V.rank_correlation(gen, pred, n_boot=500)  # seeded
+
+
+def test_power_noncentral_t():
+    assert stats.n_for_power(0.5, 1.0, 0.0, "greater") == pytest.approx(34, abs=1)  # d = 0.5, one-sided 0.025
+    assert stats.power_t(0.5, 1.0, 0.0, "greater", 34) >= 0.8
+    assert math.isinf(stats.n_for_power(-0.2, 1.0, 0.0, "greater"))
+    assert stats.n_for_power(-1.56, 0.54, 1.0, "less") <= 4
+
+
+def test_first_positive_and_sustained_gap_rules():
+    steps = np.arange(10)
+    dip = np.array([1, 1, -1, 1, 1, -1, -1, -1, -1, -1.0])  # a one-step dip at 2, then a lasting crossing at 5
+    assert sustained_crossing(steps, dip, 1) == 2
+    assert sustained_crossing(steps, dip, 3) == 5
+    assert math.isnan(sustained_crossing(steps[:7], dip[:7], 3))  # not yet confirmed: censored
+    assert sustained_crossing(steps, -np.abs(dip), 3) == 0  # never positive: 0 by definition
+    # on logged steps: the dip between log steps is not seen at all
+    assert math.isnan(sustained_crossing([0, 25, 50, 75], [1.0, 2.0, 1.5, 2.2], 100))
+
+
+def test_collapse_is_detected_stops_the_fit_and_is_not_a_peak():
+    t = np.arange(400)
+    psnr_gt = np.where(t < 300, 20 + t / 100, 9.6)  # rising until the collapse at 300, then frozen
+    gap = np.where(t < 300, 2.0, 0.5)
+    psnr_obs = psnr_gt - gap
+    assert collapse_step(psnr_obs, 50, 5.0) == 300
+    st = stop_state(psnr_gt[:, None], gap[:, None], patience=50, collapse_db=5.0).iloc[0]
+    assert st.collapse_step == 300 and st.peak_status == "cut by divergence" and not st.peak_reached and st.done
+    # without the check the frozen net's early peak is "reached"
+    st = stop_state(psnr_gt[:, None], gap[:, None], patience=50).iloc[0]
+    assert st.peak_reached and not st.done  # the gap never crosses: the stop rule would run to the cap
+
+
+def test_new_dip_fields_keep_old_run_ids():
+    from biasprobe.dip import DIPConfig
+
+    assert not {"gap_window", "stop_on_gap", "collapse_db"} & set(DIPConfig().identity())
+    assert DIPConfig(gap_window=100).identity()["gap_window"] == 100
+
+
+def test_image_draw_is_seeded_and_from_the_population():
+    from biasprobe.images import draw_images, population
+
+    pool = population()
+    assert len(pool) == 92
+    a = draw_images(24, 2026)
+    assert a == draw_images(24, 2026) and len(set(a)) == 24 and set(a) <= set(pool)
+    assert a != draw_images(24, 2027)
+
+
+def test_plan_hash_changes_with_a_margin_and_marks_the_report(tmp_path):
+    from biasprobe import report as R
+    from biasprobe.study import load_preset, plan_of_runs
+
+    from biasprobe.presets import PRESET_DIR
+
+    data = json.loads((PRESET_DIR / "standard.json").read_text())
+    (tmp_path / "a.json").write_text(json.dumps(data, indent=1))
+    data["analysis"]["claims"]["b"]["rows"][0][3] = 0.5  # a changed margin
+    (tmp_path / "b.json").write_text(json.dumps(data))
+    a, b = load_preset(str(tmp_path / "a.json")), load_preset(str(tmp_path / "b.json"))
+    assert a.plan_sha256 != b.plan_sha256
+    assert load_preset(str(tmp_path / "a.json")).plan_sha256 == load_preset("standard").plan_sha256  # whitespace
+    # the plan log attributes runs to the plan they ran under
+    (tmp_path / "plans.csv").write_text("started_at,plan_file,plan_sha256\n"
+                                        f"2026-01-01T00:00:00+00:00,a.json,{a.plan_sha256}\n"
+                                        f"2026-02-01T00:00:00+00:00,b.json,{b.plan_sha256}\n")
+    made = plan_of_runs(tmp_path, pd.Series(["2025-12-01T00:00:00+00:00", "2026-01-15T00:00:00+00:00",
+                                             "2026-02-15T00:00:00+00:00"]))
+    assert list(made) == ["", a.plan_sha256, b.plan_sha256]
+    lines = R.plan_lines(dict(file="b.json", sha256=b.plan_sha256, n_images=24, images="drawn", runs_under=1,
+                              runs_other=1, runs_unlogged=1, missing_units=""))
+    assert "Not every run was made under this plan" in lines[1]
+
+
+def test_plan_claims_parse_and_gap_rows_read_censored_times():
+    from biasprobe.studies import generative_vs_predictive as G
+    from biasprobe.study import load_preset
+
+    pc = G.plan_claims(load_preset("standard").analysis, set())
+    labels = {(c.hypothesis, c.label, c.metric, c.kind, c.margin, c.decisive) for c in pc["contrasts"]}
+    assert ("a", "0.5*skipnet - vit", "gain_db", "greater", 0.0, True) in labels
+    assert ("e", "vit+3c - 3c+vit", "gap_time", "greater", 0.0, True) in labels
+    assert ("e", "vit+3c - vit", "pred_acc", "less", 0.0, False) in labels
+    assert pc["pairs"] and "c" in pc["rho"]
+    # a gap row over 6 images, each ordered the claimed way: exact p = 1/64, supported at 0.025
+    rows = []
+    for i in range(6):
+        rows.append(dict(arch="T+3c", task="denoise", image=f"im{i}", seed=0, gain_db=1.0, peak_reached=True,
+                         gap_negative_step=np.nan, gap_area=0.0, stop_step=4999, failed=False))
+        rows.append(dict(arch="T", task="denoise", image=f"im{i}", seed=0, gain_db=0.5, peak_reached=True,
+                         gap_negative_step=900.0 + i, gap_area=0.0, stop_step=1500, failed=False))
+    runs = V.gen_run_table(pd.DataFrame(rows))
+    r = V.evaluate(V.diff("e", "T+3c", "T", "gap_time", "greater"), runs, None, horizon=5000)
+    assert r["p_support"] == pytest.approx(1 / 64) and r["n_units"] == 6
+    assert r["effect"] == pytest.approx(5000 - 902.5)
