@@ -294,6 +294,10 @@ def test_cli_grid_writes_runs_and_sample_efficiency(folder, tmp_path, capsys):
     ["--arch", "skipnet", "--steps", "0"],
     ["--arch", "skipnet", "--steps", "5", "--epochs", "1"],
     ["--arch", "skipnet", "--steps", "5", "--warmup-frac", "1.5"],
+    ["--arch", "skipnet", "--seed", str(2**63)],
+    ["--arch", "skipnet", "--seed", "-1"],
+    ["--arch", "skipnet", "--lr", "nan"],
+    ["--arch", "skipnet", "--weight-decay", "inf"],
 ])
 def test_cli_bad_input_exits_2(folder, tmp_path, argv, capsys):
     extra = [] if "--epochs" in argv or "--steps" in argv else ["--epochs", "1"]
@@ -301,6 +305,32 @@ def test_cli_bad_input_exits_2(folder, tmp_path, argv, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("biasprobe: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_cli_refuses_an_existing_run_folder_and_writes_whole_folders(folder, tmp_path, capsys):
+    import os
+
+    out = tmp_path / "runs"
+    argv = ["classify", "--arch", "skipnet", "--n-train", "8", "--seeds", "0", "--epochs", "1", "--data", str(folder),
+            "--out", str(out), "--attr-samples", "0", "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]  # written in a temp folder, renamed
+    umask = os.umask(0)
+    os.umask(umask)
+    assert run.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+    assert (run / "summary.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["lr_source"] == "given" and summary["lr"] == 1e-3
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    capsys.readouterr()
+    assert main(argv) == 2  # the same run again: refused before training, nothing rewritten
+    err = capsys.readouterr().err
+    assert "exists" in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    with pytest.raises(BiasprobeError, match="exists"):
+        run_classify(ClassifyConfig(arch="skipnet", n_train=8, epochs=1, data=str(folder)), out_dir=run,
+                     progress=False)
 
 
 def test_cli_argparse_error_exits_2(capsys):

@@ -95,3 +95,44 @@ def test_study_threads_override(capsys):
     assert (preset.executor, preset.threads_per_job) == ("local", 2)
     err = one_line_error(capsys, ["study", "generative_vs_predictive", "--preset", "smoke", "--threads", "0"])
     assert "--threads must be at least 1" in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["dip", "--arch", "0c+vit"], ["0c+vit", "1 to 16"]),
+    (["dip", "--arch", "vit+999999c"], ["999999", "1 to 16"]),
+    (["dip", "--arch", "skipnet", "--seed", "99999999999999999999999"], ["--seed", "2^63-1"]),
+    (["dip", "--arch", "skipnet", "--seed", "-1"], ["--seed", "2^63-1"]),
+    (["dip", "--arch", "skipnet", "--seeds", "0", str(2**64 - 1)], ["--seeds", "2^63-1"]),
+    (["dip", "--arch", "skipnet", "--sigma", "nan"], ["--sigma", "finite"]),
+    (["dip", "--arch", "skipnet", "--lr", "inf"], ["--lr", "finite"]),
+    (["dip", "--arch", "skipnet", "--task", "inpaint", "--mask", "random", "--drop", "nan"], ["--drop", "finite"]),
+    (["dip", "--arch", "skipnet", "--size", "100000"], ["size 100000", "GiB", "more than the"]),
+])
+def test_resource_guards_and_bad_numbers_are_one_line_errors(capsys, tmp_path, argv, words):
+    err = one_line_error(capsys, argv + (["--out", str(tmp_path / "runs")] if argv[0] == "dip" else []))
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "runs").exists()  # nothing fitted, nothing written
+
+
+def test_arch_module_that_is_not_python_is_one_line(capsys, tmp_path):
+    path = tmp_path / "notpython.txt"
+    path.write_text("not python")
+    err = one_line_error(capsys, ["archs", "--arch-module", str(path)])
+    assert "notpython.txt" in err and ".py" in err
+
+
+def test_json_is_written_without_bare_nan_and_with_the_umask_mode(tmp_path):
+    import math
+    import os
+
+    import numpy as np
+
+    from biasprobe.runinfo import write_json
+
+    write_json(tmp_path / "s.json", {"a": math.nan, "b": [np.float32("inf"), 1.5], "c": np.float64(2.0)})
+    text = (tmp_path / "s.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": 2.0}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "s.json").stat().st_mode & 0o777 == 0o666 & ~umask
