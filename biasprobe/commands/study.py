@@ -189,7 +189,12 @@ def run(args) -> None:
     else:
         check_study(preset)  # archs, kwargs, images, masks, memory: before the first run
     started = provenance(resolve_device(preset.device))  # the code and machine the runs start from
-    tables = run_study(preset, store, progress=not args.quiet, run=not args.report_only)
+    try:
+        tables = run_study(preset, store, progress=not args.quiet, run=not args.report_only)
+    except OSError as e:  # the store (or a file the runner writes beside it) became unwritable
+        raise BiasprobeError(f"cannot write under --store {store}: {e.strerror or type(e).__name__}"
+                             f"{f' ({e.filename})' if e.filename else ''}; the runs stored so far are intact: fix it "
+                             f"and rerun to resume") from None
     if args.report_only and not tables["run_stats"]["runs"]:
         raise BiasprobeError(f"the store {store} has none of this study's runs yet: run the study first (or give "
                              "--store)")
@@ -206,8 +211,14 @@ def run(args) -> None:
         "report_only": bool(args.report_only),
         **started,
     }
-    path = study.write_report(out, tables, study.analyse(tables, preset), meta)
-    write_json(Path(out) / MARKER, {"study": args.name, "preset": preset.name})
+    analysis = study.analyse(tables, preset)
+    try:
+        path = study.write_report(out, tables, analysis, meta)
+        write_json(Path(out) / MARKER, {"study": args.name, "preset": preset.name})
+    except OSError as e:
+        raise BiasprobeError(f"cannot write the report into --out {out}: {e.strerror or type(e).__name__}"
+                             f"{f' ({e.filename})' if e.filename else ''}; the runs are in the store {store}: rerun "
+                             f"with a writable --out (or --report-only) to write it") from None
     print(f"wrote {path}")
     if failed:
         ids = [r["run_id"] for r in failed]
