@@ -470,9 +470,12 @@ def runs_md(runs: pd.DataFrame) -> list[str]:
         return ", ".join(f"{r.arch}/{r.task}/{r.image}/s{r.seed}" for r in d.itertuples()) or "none"
 
     patience = f"{int(t.patience.iloc[0])} " if "patience" in t else ""
-    md += [f"- Truncated (the peak is not {patience}steps before the stop; their rows are inconclusive): "
-           f"**{names(trunc)}**.",
-           f"- Failed (more backtracks than allowed; left out): **{names(failed)}**."]
+    collapsed = t[t.collapsed.fillna(False).astype(bool)] if "collapsed" in t else t.iloc[:0]
+    md += [f"- Truncated (the peak is not {patience}steps before the stop, or a collapse cut it; their rows are "
+           f"inconclusive): **{names(trunc)}**.",
+           f"- Failed (more backtracks than allowed; left out): **{names(failed)}**.",
+           f"- Collapsed (psnr_obs stuck far below its best; stopped there, gap time censored at the collapse): "
+           f"**{names(collapsed)}**."]
     if "steps_run" in t and "iters" in t:
         saved = 1 - t.steps_run.sum() / t.iters.sum()
         md += [f"- Stopping after the peak ran {int(t.steps_run.sum())} steps (summed over runs) of the "

@@ -53,6 +53,9 @@ from biasprobe.metrics import METRICS, declared
 from biasprobe.registry import get_arch
 
 VERDICTS = ("supported", "refuted", "inconclusive")
+PAIR_VERDICTS = ("ordered oppositely", "ordered alike", "undecided")  # the rows of a claim's pair form
+# every verdict cell: a claim's and its rows' words, a pair row's, or "" (exploratory rows get no word)
+ROW_VERDICTS = VERDICTS + PAIR_VERDICTS + ("",)
 UNIT_GEN = ["image", "seed"]
 PRIMARY_TASK = "denoise"  # the seed study's task: the claims table reads it; other tasks get their own tables
 ALPHA = 0.025  # one-sided level per family after Holm: one row alone = its 95% two-sided interval
@@ -712,7 +715,7 @@ def pair_rows(hyp: str, claim: str, spec: dict, runs, pred, task, ci: float, alp
         c["reason"] = "power" if rows else "missing runs"
     for r in rows:
         r["component"] = True  # shown per pair; the claim's overall reads the summary row
-        r["verdict"] = {"supported": "ordered oppositely", "refuted": "ordered alike"}.get(r["verdict"], "undecided")
+        r["verdict"] = dict(zip(VERDICTS, PAIR_VERDICTS)).get(r["verdict"], "undecided")
     return rows + [c]
 
 
@@ -748,7 +751,8 @@ def overall(verdict_table: pd.DataFrame) -> pd.Series:
 # ------------------------------------------------------------------------------------------------ analyses
 
 RUN_COLUMNS = ["arch", "task", "image", "seed", "lr", "iters", "patience", "steps_run", "stop_step", "max_psnr_gt", "max_psnr_gt_step",
-               "peak_reached", "gain_db", "gap_negative_step", "gap_censored", "es_step", "backtracks", "failed",
+               "peak_reached", "peak_status", "collapsed", "collapse_step", "gain_db", "gap_negative_step", "gap_censored",
+               "es_step", "backtracks", "failed",
                "sec_per_step"]
 
 

@@ -175,3 +175,34 @@ def test_plan_claims_parse_and_gap_rows_read_censored_times():
     r = V.evaluate(V.diff("e", "T+3c", "T", "gap_time", "greater"), runs, None, horizon=5000)
     assert r["p_support"] == pytest.approx(1 / 64) and r["n_units"] == 6
     assert r["effect"] == pytest.approx(5000 - 902.5)
+
+
+def test_an_injected_collapse_is_detected_and_ends_the_fit(monkeypatch):
+    """A real DIP fit whose weights are shrunk after every update from step 150 on (a net that dies gradually,
+    below the backtracking guard's per-step threshold): the collapse check stops it long before its cap, and its
+    peak, which came just before the collapse, is "cut by divergence", never "reached"."""
+    import torch
+
+    from biasprobe.dip import DIPConfig, run_dip
+
+    orig, count = torch.optim.Adam.step, {"n": 0}
+
+    def dying_step(self, *a, **k):
+        out = orig(self, *a, **k)
+        count["n"] += 1
+        if count["n"] > 150:
+            with torch.no_grad():
+                for g in self.param_groups:
+                    for p in g["params"]:
+                        p.mul_(0.8)
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
+    cfg = DIPConfig(arch="skipnet", image="astronaut", size=32, task_params={"sigma": 25}, setting="dip", iters=1500,
+                    log_every=10, stop="peak", patience=50, collapse_db=3.0, spectral=False,
+                    arch_kwargs={"num_scales": 2, "channels_down": 8, "channels_up": 8, "channels_skip": 2})
+    s = run_dip(cfg, progress=False).summary.iloc[0]
+    assert s.collapsed and 150 <= s.collapse_step < 200
+    assert s.peak_status == "cut by divergence" and not s.peak_reached
+    assert s.steps_run < 300  # stopped `patience` steps after the collapse, not at the cap of 1500
+    assert s.gap_censored and s.gap_censor_step == s.collapse_step

@@ -196,8 +196,8 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
 def plan_info(meta: dict, tables: dict) -> dict | None:
     """What the report's first lines say of the plan: its file and sha256, the images, how many of the study's
     stored runs were made under it (the store's plan log, ``study.plan_of_runs``), and the missing units."""
-    preset = meta.get("preset") or {}
-    if not preset.get("plan_sha256") or not preset.get("analysis"):
+    preset = meta.get("preset")
+    if not isinstance(preset, dict) or not preset.get("plan_sha256") or not preset.get("analysis"):
         return None
     from biasprobe.study import StudyPreset, _build, plan_of_runs
 
