@@ -12,24 +12,44 @@ from biasprobe.study import classify_configs, dip_configs, load_preset
 
 
 def test_presets_load_and_grids_have_the_right_size():
-    for name in ("smoke", "preview", "standard", "paper"):
+    for name in ("smoke", "preview", "standard", "standard-2images", "paper"):
         load_preset(name)
     std = load_preset("standard")
+    images = std.dip.image_names()
     dip = dip_configs(std)
     clf = classify_configs(std)
-    assert len(dip) == len(std.archs) * len(std.dip.tasks) * len(std.dip.images)
-    assert len(clf) == len(std.archs) * len(std.classify.n_train) * len(std.classify.seeds)
-    assert all(r["config"]["seeds"] == std.dip.seeds for r in dip)  # seeds fitted as one batch
-    # the faithful protocol: denoising at 128 px, the seed's setting, one lr, stop after the peak, >= 3 seeds,
-    # >= 2 images; the same step budget for every classifier, >= 5 seeds
+    n_rep = std.dip.replicate["images"] * len(std.dip.replicate["seeds"])
+    assert len(images) == 24 and len(set(images)) == 24  # drawn from the standard colour sets
+    assert len(dip) == len(std.archs) * (len(images) + n_rep)
+    assert len(clf) == len(std.archs) * (len(std.classify.seeds) + len(std.classify.double_seeds))
+    assert sum(r["config"]["seeds"] == [0] for r in dip) == len(std.archs) * len(images)  # one seed per image
+    # the protocol: denoising at 128 px, the seed's setting, one lr, one cap for every architecture, stop after
+    # the peak; the gap crossing waited for only where a gap claim reads it
     assert {r["config"]["task"] for r in dip} == {"denoise"} and {r["config"]["size"] for r in dip} == {128}
     assert {r["config"]["lr"] for r in dip} == {1e-4} and {r["config"]["setting"] for r in dip} == {"study"}
-    assert {r["config"]["stop"] for r in dip} == {"peak"}
-    assert len(std.dip.seeds) >= 3 and len(std.dip.images) >= 2 and len(std.classify.seeds) >= 5
-    assert len({r["config"]["steps"] for r in clf}) == 1
+    assert {r["config"]["stop"] for r in dip} == {"peak"} and {r["config"]["iters"] for r in dip} == {5000}
+    waits = {r["config"]["arch"]: r["config"].get("stop_on_gap", True) for r in dip}
+    assert waits == {"skipnet": False, "swin": False, "vit": True, "3c+vit": True, "vit+3c": True}
+    assert {r["config"]["gap_window"] for r in dip} == {100}
+    steps = sorted({r["config"]["steps"] for r in clf})
+    assert steps == [std.classify.steps, 2 * std.classify.steps]
     assert {"skipnet", "vit", "swin", "3c+vit", "vit+3c"} <= set(std.archs)
+    assert std.plan_sha256 and std.analysis["claims"]
     paper = load_preset("paper")
     assert paper.dip.size == 512 and paper.dip.iters == 5000 and len(paper.dip.seeds) == 5
+
+
+def test_the_2image_store_keeps_its_run_ids():
+    """The first standard study's preset still names exactly its 35 committed runs (new DIP fields at their
+    defaults are left out of a run's identity)."""
+    from pathlib import Path
+
+    from biasprobe.sweep import run_id
+
+    old = load_preset("standard-2images")
+    ids = {run_id(r) for r in dip_configs(old) + classify_configs(old)}
+    store = Path(__file__).resolve().parent.parent / "reports/generative_vs_predictive-standard-2images/store"
+    assert ids <= {p.name for p in (store / "results/runs").iterdir()} and len(ids) == 35  # (+2 superseded)
 
 
 def test_an_lr_table_gives_each_arch_its_lr(tmp_path):
