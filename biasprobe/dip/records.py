@@ -191,6 +191,9 @@ def save_result(result: DIPResult, out_root) -> list[Path]:
         single.seeds = [seed]
         d.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".tmp-{d.name}-"))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700: a run folder gets the mode the user's umask gives
         try:
             write_json(tmp / "config.json", {"config": asdict(single), "seed": seed, **result.meta})
             curves = result.curves[result.curves.seed == seed]

@@ -1,0 +1,32 @@
+"""Inputs refused before the compute, and outputs written with the user's mode (the reliability issue's last items)."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from biasprobe import BiasprobeError
+
+
+def test_one_class_data_is_refused_in_one_line(tmp_path):
+    from biasprobe import cifar
+
+    for split in ("train", "test"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / split / "cat" / "0.png")
+    with pytest.raises(BiasprobeError, match="1 class folder.*at least 2"):
+        cifar.load_split("test", data=tmp_path)
+
+
+def test_a_dip_run_folder_gets_the_umask_mode(tmp_path):
+    from biasprobe.dip import DIPConfig, run_dip
+    from biasprobe.dip.records import save_result
+
+    cfg = DIPConfig(arch="deep_decoder", image="astronaut", size=32, iters=3, log_every=1, spectral=False)
+    old = os.umask(0o022)
+    try:
+        (d,) = save_result(run_dip(cfg, progress=False), tmp_path)
+    finally:
+        os.umask(old)
+    assert d.stat().st_mode & 0o777 == 0o755
