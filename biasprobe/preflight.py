@@ -127,7 +127,7 @@ def dip_memory_estimate(cfg) -> dict:
     device, shapes only). The size is taken square (the short side); a larger long side only needs more."""
     import torch
 
-    from biasprobe.models import create_generator
+    from biasprobe.archs.factory import create_generator
 
     side = int(cfg.size) if cfg.size else None
     if side is None:
@@ -168,7 +168,7 @@ def _build_on_meta(kind: str, arch: str, kw: dict, **size) -> None:
     """Build a generator or classifier on the meta device (no memory, no init cost): bad kwargs fail here."""
     import torch
 
-    from biasprobe.models import create_classifier, create_generator
+    from biasprobe.archs.factory import create_classifier, create_generator
 
     build = create_generator if kind == "generator" else create_classifier
     try:
@@ -185,11 +185,11 @@ def _build_on_meta(kind: str, arch: str, kw: dict, **size) -> None:
 def check_study(p, out=None, store=None) -> None:
     """Check a study preset's contents (see the module docstring) before its first run; ``out``/``store``: the
     report and store folders, checked writable."""
-    from biasprobe.classify import ClassifyConfig
-    from biasprobe.dip import DIPConfig
-    from biasprobe.models import check_arch_kwargs
-    from biasprobe.registry import get_arch
-    from biasprobe.study import classify_configs, dip_configs
+    from biasprobe.probes.classify.train import ClassifyConfig
+    from biasprobe.probes.dip import DIPConfig
+    from biasprobe.archs.factory import check_arch_kwargs
+    from biasprobe.archs.registry import get_arch
+    from biasprobe.studies.runner import classify_configs, dip_configs
 
     if out is not None:
         check_writable(out, "--out")
@@ -228,8 +228,8 @@ def check_study(p, out=None, store=None) -> None:
 
 def _check_image(cfg) -> None:
     """The image and the task's mask load at the run's size, and the task can be built on them."""
-    from biasprobe import tasks
-    from biasprobe.dip import prepare_image
+    from biasprobe.probes.dip import tasks
+    from biasprobe.probes.dip import prepare_image
 
     try:
         clean, params = prepare_image(cfg)

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from biasprobe import registry
+from biasprobe.archs import registry
 from biasprobe.errors import BiasprobeError
-from biasprobe.models import check_size, count_params, create_classifier, create_generator
-from biasprobe.registry import get_arch, list_archs, load_arch_module
+from biasprobe.archs.factory import check_size, count_params, create_classifier, create_generator
+from biasprobe.archs.registry import get_arch, list_archs, load_arch_module
 
 # Small widths so that every generator trains in well under a second; unknown backbones use their defaults.
 TINY = {
@@ -159,7 +159,7 @@ def test_bad_sizes_are_user_errors():
 USER_MODULES = {
     "decorated generator": '''
         from torch import nn
-        from biasprobe.registry import register_arch
+        from biasprobe.archs.registry import register_arch
 
         class Trunk(nn.Conv2d):
             num_features = 5
@@ -256,7 +256,7 @@ def test_stem_hands_the_backbone_a_unit_scale_input(name):
         assert _backbone_input_std(old, x) < 0.3
         torch.manual_seed(seed)
         get_arch(name).base().builders.trunk(in_chans=3, img_size=(32, 32))  # the trunk's draws, then the stem's
-        from biasprobe.models import conv_stack
+        from biasprobe.archs.factory import conv_stack
 
         ref = conv_stack(3, 3)
         assert [k for k, _ in old.before.state_dict().items()] == list(ref.state_dict())

@@ -1,4 +1,4 @@
-"""Smoke test of studies/bench_dip.py's pieces: the reference loop, the biasprobe side, FLOP count, table."""
+"""Smoke test of benchmarks/bench_dip.py's pieces: the reference loop, the biasprobe side, FLOP count, table."""
 
 import sys
 from pathlib import Path

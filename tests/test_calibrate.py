@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from biasprobe import BiasprobeError
-from biasprobe import calibrate as cal
+from biasprobe.studies import calibrate as cal
 from biasprobe.cli import main
-from biasprobe.sweep import ResultStore
+from biasprobe.studies.sweep import ResultStore
 
 TINY = dict(channels_down=8, channels_up=8, channels_skip=2, num_scales=3)
 DIP_BASE = dict(image="chelsea", task="denoise", task_params={"sigma": 25}, size=32, iters=3, log_every=2,
@@ -230,7 +230,7 @@ def test_per_arch_kwargs_reach_their_arch_only():
 
 
 def test_classify_grids_are_wide_enough_to_tell_an_edge():
-    from biasprobe.calibrate import CALIBRATION_PRESETS
+    from biasprobe.studies.calibrate import CALIBRATION_PRESETS
 
     for name in ("quick", "paper"):
         grid = CALIBRATION_PRESETS[name]["classify"]["grid"]

@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from biasprobe import cifar, predictive
-from biasprobe.classify import ClassifyConfig, lr_factor, plateau, run_classify, step_batches
+from biasprobe.probes.classify import cifar
+from biasprobe.probes.classify import measures as predictive
+from biasprobe.probes.classify.train import ClassifyConfig, lr_factor, plateau, run_classify, step_batches
 from biasprobe.cli import main
 from biasprobe.errors import BiasprobeError
 

@@ -12,7 +12,7 @@ import pytest
 
 from biasprobe.cli import main
 from biasprobe.errors import BiasprobeError
-from biasprobe.presets import preset_path
+from biasprobe.studies.presets import preset_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,8 +21,8 @@ def test_help_and_archs_import_no_heavy_packages():
     """`biasprobe --help` and `biasprobe archs` answer at once: registry lookups import no model code."""
     code = ("import sys, contextlib, io; from biasprobe.cli import build_parser, main; build_parser(); "
             "out = io.StringIO(); contextlib.redirect_stdout(out).__enter__(); assert main(['archs']) == 0; "
-            "from biasprobe.registry import get_arch; assert get_arch('vit+3c').backbone == 'vit'; "
-            "heavy = {'torch', 'timm', 'torchmetrics', 'pandas', 'seaborn', 'numpy', 'biasprobe.archs.vit'}; "
+            "from biasprobe.archs.registry import get_arch; assert get_arch('vit+3c').backbone == 'vit'; "
+            "heavy = {'torch', 'timm', 'torchmetrics', 'pandas', 'seaborn', 'numpy', 'biasprobe.archs.nets.vit'}; "
             "assert not heavy & set(sys.modules), heavy & set(sys.modules); assert 'vit+3c' in out.getvalue()")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -67,7 +67,7 @@ def test_out_that_is_a_file_is_a_one_line_error(capsys, tmp_path, argv, below):
 
 def test_presets_are_package_data(tmp_path):
     """Found through the installed package from any folder, and listed as package data for a non-editable install."""
-    code = ("import json; from biasprobe import presets; "
+    code = ("import json; from biasprobe.studies import presets; "
             "[json.loads(presets.preset_path(n).read_text()) for n in presets.names()]; "
             "print(json.dumps({n: str(presets.preset_path(n)) for n in presets.names()}))")
     found = json.loads(subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True,
@@ -76,18 +76,18 @@ def test_presets_are_package_data(tmp_path):
     with pytest.raises(BiasprobeError, match="no preset 'nope': give a JSON file or one of paper, preview, smoke, "
                                              "standard"):
         preset_path("nope")
-    package_dir = REPO / "biasprobe" / "presets"
+    package_dir = REPO / "biasprobe" / "studies" / "presets"
     assert all(Path(p) == package_dir / f"{n}.json" for n, p in found.items())
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert all(any(p.match(g) for g in data["biasprobe.presets"]) for p in package_dir.glob("*.json"))
+    assert all(any(p.match(g) for g in data["biasprobe.studies.presets"]) for p in package_dir.glob("*.json"))
 
 
 def test_study_threads_override(capsys):
     """--threads sets the torch threads of every run (the preset's threads_per_job); below 1 is a one-line error."""
     import argparse
 
-    from biasprobe.commands.study import _apply_overrides
-    from biasprobe.study import load_preset
+    from biasprobe.cli.commands.study import _apply_overrides
+    from biasprobe.studies.runner import load_preset
 
     args = argparse.Namespace(executor="local", jobs=None, threads=2, device=None, partition=None, sensitivity=False,
                               data=None, data_root=None, download=False)

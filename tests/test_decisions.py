@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biasprobe import stats, verdicts as V
-from biasprobe.dip.records import collapse_step, stop_state, sustained_crossing
+from biasprobe.analysis import stats
+from biasprobe.analysis import verdicts as V
+from biasprobe.probes.dip.records import collapse_step, stop_state, sustained_crossing
 
 
 def _row(p_sup, p_ref, decisive=True):
@@ -113,14 +114,14 @@ def test_collapse_is_detected_stops_the_fit_and_is_not_a_peak():
 
 
 def test_new_dip_fields_keep_old_run_ids():
-    from biasprobe.dip import DIPConfig
+    from biasprobe.probes.dip import DIPConfig
 
     assert not {"gap_window", "stop_on_gap", "collapse_db"} & set(DIPConfig().identity())
     assert DIPConfig(gap_window=100).identity()["gap_window"] == 100
 
 
 def test_image_draw_is_seeded_and_from_the_population():
-    from biasprobe.images import draw_images, population
+    from biasprobe.probes.dip.images import draw_images, population
 
     pool = population()
     assert len(pool) == 92
@@ -130,10 +131,10 @@ def test_image_draw_is_seeded_and_from_the_population():
 
 
 def test_plan_hash_changes_with_a_margin_and_marks_the_report(tmp_path):
-    from biasprobe import report as R
-    from biasprobe.study import load_preset, plan_of_runs
+    from biasprobe.analysis import report as R
+    from biasprobe.studies.runner import load_preset, plan_of_runs
 
-    from biasprobe.presets import PRESET_DIR
+    from biasprobe.studies.presets import PRESET_DIR
 
     data = json.loads((PRESET_DIR / "standard.json").read_text())
     (tmp_path / "a.json").write_text(json.dumps(data, indent=1))
@@ -156,7 +157,7 @@ def test_plan_hash_changes_with_a_margin_and_marks_the_report(tmp_path):
 
 def test_plan_claims_parse_and_gap_rows_read_censored_times():
     from biasprobe.studies import generative_vs_predictive as G
-    from biasprobe.study import load_preset
+    from biasprobe.studies.runner import load_preset
 
     pc = G.plan_claims(load_preset("standard").analysis, set())
     labels = {(c.hypothesis, c.label, c.metric, c.kind, c.margin, c.decisive) for c in pc["contrasts"]}
@@ -183,7 +184,7 @@ def test_an_injected_collapse_is_detected_and_ends_the_fit(monkeypatch):
     peak, which came just before the collapse, is "cut by divergence", never "reached"."""
     import torch
 
-    from biasprobe.dip import DIPConfig, run_dip
+    from biasprobe.probes.dip import DIPConfig, run_dip
 
     orig, count = torch.optim.Adam.step, {"n": 0}
 

@@ -10,8 +10,8 @@ import torch
 
 from biasprobe import BiasprobeError
 from biasprobe.cli import main
-from biasprobe.dip import DIPConfig, run_dip
-from biasprobe.metrics import es_wmv_step
+from biasprobe.probes.dip import DIPConfig, run_dip
+from biasprobe.probes.dip.quality import es_wmv_step
 
 TINY = dict(channels_down=8, channels_up=8, channels_skip=2, num_scales=3)
 
@@ -144,7 +144,7 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
 
 
 def test_window_variance_matches_the_direct_formula():
-    from biasprobe.metrics import WindowVariance
+    from biasprobe.probes.dip.quality import WindowVariance
 
     g = torch.Generator().manual_seed(0)
     xs = torch.rand(30, 2, 3, 8, 8, generator=g)
@@ -160,7 +160,7 @@ def test_window_variance_matches_the_direct_formula():
 
 def test_guard_on_the_host_equals_the_guard_on_the_device(monkeypatch):
     # the CPU guard copies rows chosen on the host; the device guard (CUDA) uses torch.where: same trajectory
-    from biasprobe.dip import engine
+    from biasprobe.probes.dip import engine
 
     kw = dict(seeds=[0, 1], lr=1.0, iters=15, log_every=1, backtrack_db=1.0, spectral=False)
     host = run_dip(cfg(**kw), progress=False)
@@ -185,7 +185,7 @@ def test_batching_modes_run_and_bad_mode_is_an_error(batching):
 
 
 def _guarded(mode, host, lr=0.1):
-    from biasprobe import dip
+    from biasprobe.probes import dip
 
     torch.manual_seed(0)
     nets = [torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.Conv2d(3, 1, 1)) for _ in range(2)]
@@ -252,7 +252,7 @@ def test_a_backtrack_is_followed_by_a_different_update(host):
 
 
 def test_stop_state_finds_peak_crossing_and_censoring():
-    from biasprobe.dip.records import stop_state
+    from biasprobe.probes.dip.records import stop_state
 
     t = np.arange(1000, dtype=float)
     rising_then_falling = 30 - ((t - 400) / 100) ** 2
@@ -298,7 +298,7 @@ def test_many_backtracks_mark_a_run_failed():
 def test_ssim_matches_torchmetrics(shape):
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    from biasprobe import metrics
+    from biasprobe.probes.dip import quality as metrics
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(shape, generator=g)
@@ -324,8 +324,8 @@ def test_seed_groups_on_threads_give_the_numbers_of_one_batch():
 
 
 def test_seed_groups_split_in_order_and_only_where_it_is_safe(monkeypatch):
-    from biasprobe import registry
-    from biasprobe.dip import seed_groups
+    from biasprobe.archs import registry
+    from biasprobe.probes.dip import seed_groups
 
     cpu = torch.device("cpu")
     c = cfg(seeds=[5, 6, 7, 8, 9]).resolved()
@@ -351,7 +351,7 @@ def test_seed_groups_split_in_order_and_only_where_it_is_safe(monkeypatch):
 
 
 def test_a_failing_seed_group_stops_the_others_and_its_own_error_is_raised(monkeypatch):
-    from biasprobe.dip import engine, loop
+    from biasprobe.probes.dip import engine, loop
 
     real, seen = loop._fit, []
 
@@ -372,7 +372,7 @@ def test_a_failing_seed_group_stops_the_others_and_its_own_error_is_raised(monke
 
 
 def test_seed_groups_share_out_the_torch_threads(monkeypatch):
-    from biasprobe.dip import loop
+    from biasprobe.probes.dip import loop
 
     real, seen = loop._fit, []
 
@@ -394,7 +394,7 @@ def test_seed_groups_share_out_the_torch_threads(monkeypatch):
 def test_seed_groups_run_at_the_same_time_on_their_own_threads(monkeypatch):
     import threading
 
-    from biasprobe.dip import loop
+    from biasprobe.probes.dip import loop
 
     real, inside, barrier = loop._fit, [], threading.Barrier(2, timeout=60)
 
@@ -411,7 +411,7 @@ def test_seed_groups_run_at_the_same_time_on_their_own_threads(monkeypatch):
 def test_modules_that_draw_random_numbers_are_recognised():
     from timm.layers import DropPath, PatchDropout
 
-    from biasprobe.dip.engine import _module_draws
+    from biasprobe.probes.dip.engine import _module_draws
 
     nn = torch.nn
     drawing = [nn.Dropout(0.5), nn.Dropout2d(0.1), nn.MultiheadAttention(4, 1, dropout=0.1), DropPath(0.1),
@@ -466,7 +466,7 @@ def test_a_mask_made_for_another_image_is_refused_unless_asked(tmp_path):
 
 
 def test_load_run_reads_back_what_save_result_wrote(tmp_path):
-    from biasprobe.dip import load_run, save_result
+    from biasprobe.probes.dip import load_run, save_result
 
     r = run_dip(cfg(seeds=[0, 1], iters=3), progress=False)
     dirs = save_result(r, tmp_path)

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from biasprobe.errors import BiasprobeError
-from biasprobe.images import (
+from biasprobe.probes.dip.images import (
     center_crop,
     crop_to_multiple,
     data_dir,

@@ -10,7 +10,7 @@ from biasprobe import BiasprobeError
 
 
 def test_one_class_data_is_refused_in_one_line(tmp_path):
-    from biasprobe import cifar
+    from biasprobe.probes.classify import cifar
 
     for split in ("train", "test"):
         (tmp_path / split / "cat").mkdir(parents=True)
@@ -20,8 +20,8 @@ def test_one_class_data_is_refused_in_one_line(tmp_path):
 
 
 def test_a_dip_run_folder_gets_the_umask_mode(tmp_path):
-    from biasprobe.dip import DIPConfig, run_dip
-    from biasprobe.dip.records import save_result
+    from biasprobe.probes.dip import DIPConfig, run_dip
+    from biasprobe.probes.dip.records import save_result
 
     cfg = DIPConfig(arch="deep_decoder", image="astronaut", size=32, iters=3, log_every=1, spectral=False)
     old = os.umask(0o022)

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from biasprobe import BiasprobeError
-from biasprobe import calibrate as cal
+from biasprobe.studies import calibrate as cal
 from biasprobe.probes import PROBES, Probe, get_probe
-from biasprobe.study import study_job
+from biasprobe.studies.runner import study_job
 
 
 @pytest.mark.parametrize("name", ["dip", "classify"])

@@ -8,25 +8,25 @@ import importlib
 import pytest
 import torch
 
-from biasprobe import registry
+from biasprobe.archs import registry
 from biasprobe.errors import BiasprobeError
-from biasprobe.models import check_arch_kwargs, count_params, create_classifier, create_generator
+from biasprobe.archs.factory import check_arch_kwargs, count_params, create_classifier, create_generator
 
 
 def test_source_declarations_match_the_registrations():
     """What the registry reads from the built-ins' source is what their import registers."""
-    for path in sorted(registry._ARCHS_DIR.glob("*.py")):
+    for path in sorted(registry._NETS_DIR.glob("*.py")):
         calls = registry._register_calls(path)
         assert calls is not None, f"{path.name}: register_arch's name/family/description/hybrids must be literals"
-        importlib.import_module(f"biasprobe.archs.{path.stem}")
+        importlib.import_module(f"biasprobe.archs.nets.{path.stem}")
         for fields in calls:
             spec = registry._REGISTRY[fields["name"]]
-            assert spec.builders is not None and spec.module == f"biasprobe.archs.{path.stem}"
+            assert spec.builders is not None and spec.module == f"biasprobe.archs.nets.{path.stem}"
             assert {k: getattr(spec, k) for k in fields} == fields
 
 
 def test_the_registry_holds_no_factory():
-    """Building nets lives in biasprobe.models only (one place); the registry lists and looks up."""
+    """Building nets lives in biasprobe.archs.factory only (one place); the registry lists and looks up."""
     for name in ("create_generator", "create_classifier", "check_size", "count_params"):
         assert not hasattr(registry, name)
 

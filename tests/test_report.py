@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biasprobe import report as R
-from biasprobe import verdicts as V
+from biasprobe.analysis import report as R
+from biasprobe.analysis import verdicts as V
 from biasprobe.studies import conv_placement as CP
 from biasprobe.studies import generative_vs_predictive as G
 from test_verdicts import make_tables
@@ -176,7 +176,7 @@ def test_conv_placement_figure(tmp_path, tables):
 def test_headers_and_labels_come_from_the_declarations(tables, monkeypatch):
     """A metric declared in METRICS (here: the test NLL at the fixed N) reaches the cross-tab, its Markdown
     header and the readings' labels with no other edit."""
-    from biasprobe.metrics import METRICS, Metric
+    from biasprobe.analysis.metrics import METRICS, Metric
 
     monkeypatch.setitem(METRICS, "nll", Metric("nll", "test NLL", "classify", "runs", "final test NLL at N",
                                                header="NLL", direction=-1, source="final_test_nll", fixed_n=True))

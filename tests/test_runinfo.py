@@ -28,8 +28,8 @@ def test_bf16_autocast_on_a_cpu_without_bf16_warns(monkeypatch, cpuinfo):
     """--amp bf16 on a CPU without bf16 instructions (emulated there, many times slower) warns once per run."""
     import warnings
 
-    from biasprobe.dip import DIPConfig
-    from biasprobe.dip import loop
+    from biasprobe.probes.dip import DIPConfig
+    from biasprobe.probes.dip import loop
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from biasprobe import seeding, tasks
-from biasprobe.dip import DIPConfig, build_nets, make_input, prepare_image, run_dip
+from biasprobe import seeding
+from biasprobe.probes.dip import tasks
+from biasprobe.probes.dip import DIPConfig, build_nets, make_input, prepare_image, run_dip
 
 
 def test_streams_differ_by_purpose_and_seed_and_repeat():

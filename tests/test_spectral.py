@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 from skimage import data, transform
 
-from biasprobe import spectral
+from biasprobe.probes import spectral
 from biasprobe.cli import main
 from biasprobe.errors import BiasprobeError
 

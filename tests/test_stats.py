@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from biasprobe import stats
+from biasprobe.analysis import stats
 
 
 def test_t_interval_matches_scipy():

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from biasprobe import sweep
+from biasprobe.studies import sweep
 from biasprobe.errors import BiasprobeError
-from biasprobe.sweep import MANIFEST, ResultStore, StoreUnwritable, run_id, run_sweep
+from biasprobe.studies.sweep import MANIFEST, ResultStore, StoreUnwritable, run_id, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -214,7 +214,7 @@ SWEEP = '''
 import sys
 sys.path.insert(0, {fns!r})
 from trust_fns import work
-from biasprobe import sweep
+from biasprobe.studies import sweep
 sweep.WAIT_POLL_S = 0.1
 configs = [dict(i=i, calls={calls!r}, sleep=0.4) for i in range(6)]
 rows = sweep.run_sweep(configs, work, {store!r}, progress=False)
@@ -298,7 +298,7 @@ def _err_line(capsys) -> str:
 
 
 def test_a_study_with_a_failing_run_exits_1_and_reports_it_as_failed(tmp_path, tiny, capsys, monkeypatch):
-    from biasprobe import study as S
+    from biasprobe.studies import runner as S
     from biasprobe.cli import main
 
     real = S.study_job

@@ -8,7 +8,7 @@ import pytest
 
 from biasprobe import BiasprobeError
 from biasprobe.cli import main
-from biasprobe.study import classify_configs, dip_configs, load_preset
+from biasprobe.studies.runner import classify_configs, dip_configs, load_preset
 
 
 def test_presets_load_and_grids_have_the_right_size():
@@ -44,7 +44,7 @@ def test_the_2image_store_keeps_its_run_ids():
     defaults are left out of a run's identity)."""
     from pathlib import Path
 
-    from biasprobe.sweep import run_id
+    from biasprobe.studies.sweep import run_id
 
     old = load_preset("standard-2images")
     ids = {run_id(r) for r in dip_configs(old) + classify_configs(old)}
@@ -53,7 +53,7 @@ def test_the_2image_store_keeps_its_run_ids():
 
 
 def test_an_lr_table_gives_each_arch_its_lr(tmp_path):
-    from biasprobe.study import _lr
+    from biasprobe.studies.runner import _lr
 
     table = {"skipnet": 0.01, "vit*": 3e-4, "*": 1e-4}
     assert [_lr(table, None, a) for a in ("skipnet", "vit+3c", "swin")] == [0.01, 3e-4, 1e-4]
@@ -65,8 +65,8 @@ def test_an_lr_table_gives_each_arch_its_lr(tmp_path):
 
 def test_an_iters_table_gives_each_arch_its_cap():
     """dip.iters may be a table like lr: only the runs of the archs whose cap changes get new run ids."""
-    from biasprobe.study import dip_configs
-    from biasprobe.sweep import run_id
+    from biasprobe.studies.runner import dip_configs
+    from biasprobe.studies.sweep import run_id
 
     plain = load_preset("smoke")
     table = load_preset("smoke")

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from biasprobe.errors import BiasprobeError
-from biasprobe.executors import _submitit_params
-from biasprobe.sweep import ResultStore, run_id, run_sweep
+from biasprobe.studies.executors import _submitit_params
+from biasprobe.studies.sweep import ResultStore, run_id, run_sweep
 
 # The run functions live in a module written to a temp folder on sys.path and PYTHONPATH, so that spawned pool
 # workers and submitit's subprocesses can import them by name, as they would a study's module.
@@ -292,7 +292,7 @@ def test_slurm_options_translate_and_errors(tmp_path, work, monkeypatch):
 
 
 KILL_SCRIPT = '''
-from biasprobe.sweep import run_sweep
+from biasprobe.studies.sweep import run_sweep
 from sweep_test_fns import work
 if __name__ == "__main__":
     configs = [dict(i=i, seed=100 + i, steps={steps}, px=32, calls={calls!r}, bad=None) for i in range(12)]

@@ -5,7 +5,7 @@ from PIL import Image
 
 from biasprobe import seeding
 from biasprobe.errors import BiasprobeError
-from biasprobe.tasks import (
+from biasprobe.probes.dip.tasks import (
     LanczosDownsampler,
     lanczos2_kernel,
     list_tasks,

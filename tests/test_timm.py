@@ -1,4 +1,4 @@
-"""timm:NAME architectures (biasprobe.timm_adapter): the generator's shared decoder, its size rule, the classifier at
+"""timm:NAME architectures (biasprobe.archs.timm_adapter): the generator's shared decoder, its size rule, the classifier at
 CIFAR size, one-line errors, and the registry not importing timm until a timm name is looked up."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from biasprobe import registry
+from biasprobe.archs import registry
 from biasprobe.errors import BiasprobeError
-from biasprobe.models import check_size, create_classifier, create_generator
+from biasprobe.archs.factory import check_size, create_classifier, create_generator
 
 GENERATORS = [  # (name, size, kw, expected grid)
     ("timm:resnet10t", 128, {}, (4, 4)),
@@ -87,7 +87,7 @@ def test_hybrids_parse_and_build():
 
 
 def test_registry_import_does_not_import_timm():
-    code = "import sys, biasprobe.registry as r; r.list_archs(); assert 'timm' not in sys.modules; print('ok')"
+    code = "import sys, biasprobe.archs.registry as r; r.list_archs(); assert 'timm' not in sys.modules; print('ok')"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
 
 

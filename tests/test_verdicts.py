@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from biasprobe import BiasprobeError
-from biasprobe import verdicts as V
+from biasprobe.analysis import verdicts as V
 from biasprobe.studies import generative_vs_predictive as G
 
 TASKS = ("denoise", "inpaint")
@@ -266,7 +266,7 @@ def test_scores_and_censoring():
 
 
 def test_seed_auc_matches_predictive():
-    from biasprobe.predictive import sample_efficiency_auc
+    from biasprobe.probes.classify.measures import sample_efficiency_auc
 
     _, clf = make_tables({}, {"vit": 0.4}, seeds=(5,))
     ref = sample_efficiency_auc(clf, acc="final_test_acc", n_boot=10)
@@ -304,7 +304,7 @@ def test_sensitivity():
 # ------------------------------------------------------------------------------------------ declarations
 
 def test_every_metric_the_analysis_uses_is_declared():
-    from biasprobe.metrics import METRICS
+    from biasprobe.analysis.metrics import METRICS
 
     dip, clf = make_tables({"skipnet": 6.0, "vit": 2.0, "swin": 2.5, "vit+1c": 3.0},
                            {"skipnet": 0.5, "vit": 0.4, "swin": 0.45, "vit+1c": 0.4})
@@ -317,7 +317,7 @@ def test_every_metric_the_analysis_uses_is_declared():
 
 
 def test_a_declared_dip_metric_reaches_scores_and_cross_tab(monkeypatch):
-    from biasprobe.metrics import METRICS, Metric
+    from biasprobe.analysis.metrics import METRICS, Metric
 
     monkeypatch.setitem(METRICS, "final_gap", Metric("final_gap", "gap at the last step (dB)", "dip", "unit",
                                                      "psnr_gt - psnr_obs at the last logged step", header="gap end"))

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biasprobe import registry, studies
+from biasprobe import studies
+from biasprobe.archs import registry
 from biasprobe.errors import BiasprobeError
-from biasprobe.study import dip_configs, classify_configs, load_preset
+from biasprobe.studies.runner import dip_configs, classify_configs, load_preset
 from biasprobe.studies import zoo as Z
 from tests.test_verdicts import make_tables
 
@@ -124,7 +125,7 @@ def test_zoo_report_from_synthetic_tables(tmp_path):
 
 def test_runs_go_architecture_by_architecture():
     """A study stopped part-way has whole architectures: both probes of the first archs, the DIP-only extras last."""
-    from biasprobe.study import by_arch
+    from biasprobe.studies.runner import by_arch
 
     p = Z.prepare(load_preset("zoo-preview"))
     runs = by_arch(p, dip_configs(p) + classify_configs(p))

@@ -1,15 +1,22 @@
-"""Studies: one module per study, so adding a study is adding a file here.
+"""Studies: the runner every study shares, and one module per study, so adding a study is adding a file here.
+
+Shared by every study:
+
+* ``runner``: a preset (plain JSON) -> each probe's grid of runs -> resumable sweeps -> tidy tables;
+* ``sweep``, ``executors``: the results store (one folder per run, named by its config's hash) and where runs
+  execute (in process, a process pool, Slurm);
+* ``calibrate``: per-architecture learning-rate calibration, for each probe;
+* ``presets/``: the shipped presets (``NAME.json``; calibration grids under ``presets/calibration/``).
 
 A study module (``biasprobe/studies/NAME.py``; ``biasprobe study NAME`` runs it) defines:
 
 * a docstring whose first sentence says what it does (``biasprobe study --help`` lists it, without importing);
 * ``prepare(preset) -> StudyPreset``: the runs it needs from a preset (its grid: which archs each probe runs);
-* ``analyse(tables, preset) -> dict``: its claims and analysis of the runner's tidy tables (``study.run_study``),
-  through the shared decision layer (``biasprobe.verdicts``) and statistics (``biasprobe.stats``);
-* ``write_report(out_dir, tables, analysis, meta) -> Path``: its report (sections from ``biasprobe.report``).
+* ``analyse(tables, preset) -> dict``: its claims and analysis of the runner's tidy tables (``runner.run_study``),
+  through the shared decision layer (``biasprobe.analysis.verdicts``) and statistics (``biasprobe.analysis.stats``);
+* ``write_report(out_dir, tables, analysis, meta) -> Path``: its report (sections from ``biasprobe.analysis.report``).
 
-The runner (``biasprobe.study``: presets, grids, resumable sweeps) and the presets (``biasprobe/presets``) are
-shared by every study.
+A module of this package is a study when it defines those three functions (read from its source, not imported).
 """
 
 from __future__ import annotations
@@ -23,9 +30,19 @@ from types import ModuleType
 from biasprobe.errors import BiasprobeError
 
 
+STUDY_FUNCTIONS = {"prepare", "analyse", "write_report"}
+
+
 def names() -> list[str]:
-    """The studies, one per module of this package."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    """The studies: the modules of this package that define ``prepare``, ``analyse`` and ``write_report``."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.ispkg and not m.name.startswith("_")
+                  and STUDY_FUNCTIONS <= _functions(m.name))
+
+
+def _functions(name: str) -> set[str]:
+    """The top-level function names of module ``name``'s source."""
+    tree = ast.parse((Path(__file__).parent / f"{name}.py").read_text())
+    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
 
 
 def get(name: str) -> ModuleType:

@@ -13,8 +13,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from biasprobe import report as R
-from biasprobe import verdicts as V
+from biasprobe.analysis import report as R
+from biasprobe.analysis import verdicts as V
 from biasprobe.runinfo import write_atomic
 
 

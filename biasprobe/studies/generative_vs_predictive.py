@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from biasprobe import report as R
-from biasprobe import verdicts as V
+from biasprobe.analysis import report as R
+from biasprobe.analysis import verdicts as V
 from biasprobe.errors import BiasprobeError
 from biasprobe.runinfo import write_atomic
-from biasprobe.verdicts import Contrast, RhoClaim, diff
+from biasprobe.analysis.verdicts import Contrast, RhoClaim, diff
 
 
 TRANSFORMERS = ("vit", "swin")
@@ -199,7 +199,7 @@ def plan_info(meta: dict, tables: dict) -> dict | None:
     preset = meta.get("preset")
     if not isinstance(preset, dict) or not preset.get("plan_sha256") or not preset.get("analysis"):
         return None
-    from biasprobe.study import StudyPreset, _build, plan_of_runs
+    from biasprobe.studies.runner import StudyPreset, _build, plan_of_runs
 
     d = dict(preset)
     for k in ("plan_file", "plan_sha256"):
@@ -210,7 +210,7 @@ def plan_info(meta: dict, tables: dict) -> dict | None:
     ids = pd.concat([f[["run_id"]] for f in frames if "run_id" in f]).drop_duplicates() if frames else None
     under = other = unlogged = 0
     if ids is not None and len(ids) and meta.get("store"):
-        from biasprobe.sweep import ResultStore
+        from biasprobe.studies.sweep import ResultStore
 
         idx = ResultStore(Path(meta["store"]) / "results").index()
         idx = idx[idx.run_id.isin(ids.run_id)]

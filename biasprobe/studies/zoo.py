@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from biasprobe import report as R
-from biasprobe import stats
-from biasprobe import verdicts as V
-from biasprobe.registry import get_arch, split_kwargs, with_kwargs
+from biasprobe.analysis import report as R
+from biasprobe.analysis import stats
+from biasprobe.analysis import verdicts as V
+from biasprobe.archs.registry import get_arch, split_kwargs, with_kwargs
 from biasprobe.runinfo import write_atomic
 from biasprobe.studies import generative_vs_predictive as G
 
@@ -229,7 +229,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
            f"fixed N (mean over seeds); ranks 1 = best. DIP s/step: one step of all the run's seeds together; clf "
            f"img/s: training images per second. Full table: `leaderboard.csv`.", "", _leaderboard_md(lb, ci)]
     md += ["## Decoder ablation", "",
-           "Each backbone with each decoder (`biasprobe.decoders`: pixelshuffle = linear 1x1 + pixel shuffle; "
+           "Each backbone with each decoder (`biasprobe.archs.decoders`: pixelshuffle = linear 1x1 + pixel shuffle; "
            "bilinear = x2 bilinear + 1x1 conv stages; transposed = 4x4 stride-2 transposed conv stages), alone (T), "
            "with convs after (T+kc) or before (kc+T). decoder_range: the largest minus the smallest mean gain over "
            "the decoders for that backbone and variant. Full table: `decoders.csv`.", "", _decoders_md(dec, ci)]

@@ -1,0 +1,69 @@
+"""The generative probe as a :class:`~biasprobe.probes.base.Probe`: what calibration and studies call."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from biasprobe.errors import BiasprobeError
+from biasprobe.probes.base import Probe
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class DIPProbe(Probe):
+    """The generative probe: Deep Image Prior fits (``biasprobe.probes.dip``), all seeds of a config in one run."""
+
+    name, kind, label = "dip", "generative", "DIP"
+    criterion = "max psnr_gt (dB) on the calibration image, mean over seeds"
+    score_label = "max psnr_gt (dB)"
+    seeds_batched = True
+    tables = {"summary": "dip_summary", "curves": "dip_curves", "images": "images"}
+
+    @property
+    def config_type(self) -> type:
+        from biasprobe.probes.dip import DIPConfig
+
+        return DIPConfig
+
+    def check(self, config) -> None:
+        """The image, size and task parameters; the task must have a clean image (the score is psnr_gt)."""
+        from biasprobe.probes.dip import tasks
+        from biasprobe.probes.dip import prepare_image
+
+        config = config.resolved()
+        clean, params = prepare_image(config)
+        if tasks.make_task(config.task, clean, config.seeds[0], **params).clean is None:
+            raise BiasprobeError(f"DIP calibration scores psnr_gt, so it needs a task with a clean image, "
+                                 f"not {config.task!r}")
+
+    def run(self, config) -> dict[str, pd.DataFrame]:
+        """summary (one row per seed), curves (long, with arch, task, image) and images (clean, observed, best
+        output of each seed as uint8 bytes)."""
+        import numpy as np
+        import pandas as pd
+
+        from biasprobe.probes.dip import run_dip
+
+        res = run_dip(config, progress=False)
+        keys = dict(arch=config.arch, task=config.task, image=config.image)
+        images = []
+        for seed, imgs in res.images.items():
+            for kind in ("clean", "observed", "best"):
+                if kind in imgs:
+                    a = np.clip(np.round(imgs[kind] * 255), 0, 255).astype(np.uint8)
+                    images.append(dict(**keys, seed=seed, kind=kind, height=a.shape[0], width=a.shape[1],
+                                       channels=a.shape[2], data=a.tobytes()))
+        return {"curves": res.curves.assign(**keys), "summary": res.summary, "images": pd.DataFrame(images)}
+
+    def calibration_run(self, config) -> dict[str, pd.DataFrame]:
+        """score = max psnr_gt of each seed; curves: psnr_gt and psnr_obs per log step."""
+        import pandas as pd
+
+        tables = self.run(config)
+        s, c = tables["summary"], tables["curves"]
+        scores = pd.DataFrame(dict(seed=s.seed.astype(int), score=s.max_psnr_gt.astype(float),
+                                   max_psnr_gt_step=s.max_psnr_gt_step, final_psnr_gt=s.final_psnr_gt,
+                                   baseline_psnr=s.baseline_psnr, backtracks=s.backtracks, diverged=False))
+        curves = c.loc[c.metric.isin(["psnr_gt", "psnr_obs"]), ["seed", "step", "metric", "value"]]
+        return {"scores": scores, "curves": curves.reset_index(drop=True)}
