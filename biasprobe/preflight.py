@@ -189,7 +189,8 @@ def check_study(p, out=None, store=None) -> None:
     from biasprobe.probes.dip import DIPConfig
     from biasprobe.archs.factory import check_arch_kwargs
     from biasprobe.archs.registry import get_arch
-    from biasprobe.studies.runner import classify_configs, dip_configs
+    from biasprobe.probes.classify.plan import classify_configs
+    from biasprobe.probes.dip.plan import dip_configs
 
     if out is not None:
         check_writable(out, "--out")

@@ -159,7 +159,7 @@ def test_classify_calibration_scores_on_the_validation_split(tmp_path):
 
 def test_cli_calibrate_then_dip_lr_auto(tmp_path, capsys):
     out = tmp_path / "cal"
-    rc = main(["calibrate", "--arch", "skipnet", "--probe", "dip", "--preset", "smoke", "--grid", "1e-3", "1e-2",
+    rc = main(["calibrate", "--arch", "skipnet", "--probe", "dip", "--preset", "lr-smoke", "--grid", "1e-3", "1e-2",
                "--set", "size=32", "iters=3", f"arch_kwargs={TINY}", "--out", str(out), "--device", "cpu",
                "--quiet"])
     assert rc == 0
@@ -172,7 +172,7 @@ def test_cli_calibrate_then_dip_lr_auto(tmp_path, capsys):
     assert json.loads(ch.base[0])["image"] == "chelsea"
     assert "skipnet" in capsys.readouterr().out
     # a second call for another arch keeps the first arch's rows in choices.csv and scores_dip.csv
-    rc = main(["calibrate", "--arch", "vit", "--probe", "dip", "--preset", "smoke", "--grid", "1e-3", "1e-2",
+    rc = main(["calibrate", "--arch", "vit", "--probe", "dip", "--preset", "lr-smoke", "--grid", "1e-3", "1e-2",
                "--set", "size=32", "iters=3", "arch_kwargs={'embed_dim': 16, 'depth': 1, 'num_heads': 2}",
                "--out", str(out), "--device", "cpu", "--quiet"])
     assert rc == 0
@@ -230,10 +230,18 @@ def test_per_arch_kwargs_reach_their_arch_only():
 
 
 def test_classify_grids_are_wide_enough_to_tell_an_edge():
-    from biasprobe.studies.calibrate import CALIBRATION_PRESETS
+    from biasprobe.studies.calibrate import preset
 
-    for name in ("quick", "paper"):
-        grid = CALIBRATION_PRESETS[name]["classify"]["grid"]
+    for name in ("lr-quick", "lr-paper"):
+        grid = preset(name, "classify")["grid"]
         assert len(grid) >= 5 and min(grid) <= 3e-4 and max(grid) >= 1e-2, name
         ratios = np.diff(np.log10(grid))
         assert np.allclose(ratios, ratios.mean(), atol=0.03), name  # log-spaced (half decades)
+
+
+def test_a_former_calibration_preset_name_names_the_new_one(capsys):
+    from biasprobe.cli import main
+
+    rc = main(["calibrate", "--arch", "skipnet", "--probe", "dip", "--preset", "quick", "--out", "/tmp/x"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "'quick' is now called 'lr-quick'" in err

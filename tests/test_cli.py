@@ -53,7 +53,7 @@ def test_bad_arch_kw_is_a_one_line_error(capsys, command, kw, words):
 
 @pytest.mark.parametrize("argv", [
     ["classify", "--arch", "skipnet", "--data", "unused"],
-    ["calibrate", "--arch", "skipnet", "--probe", "dip", "--preset", "smoke"],
+    ["calibrate", "--arch", "skipnet", "--probe", "dip", "--preset", "lr-smoke"],
     ["spectrum", "--init", "--arch", "skipnet"],
     ["study", "generative_vs_predictive", "--preset", "smoke"],
 ])

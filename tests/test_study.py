@@ -8,7 +8,9 @@ import pytest
 
 from biasprobe import BiasprobeError
 from biasprobe.cli import main
-from biasprobe.studies.runner import classify_configs, dip_configs, load_preset
+from biasprobe.probes.classify.plan import classify_configs
+from biasprobe.probes.dip.plan import dip_configs
+from biasprobe.studies.runner import load_preset
 
 
 def test_presets_load_and_grids_have_the_right_size():
@@ -53,7 +55,10 @@ def test_the_2image_store_keeps_its_run_ids():
 
 
 def test_an_lr_table_gives_each_arch_its_lr(tmp_path):
-    from biasprobe.studies.runner import _lr
+    from biasprobe.probes.base import resolve_lr
+
+    def _lr(value, lrs, arch):
+        return resolve_lr(value, arch, lrs)[0]
 
     table = {"skipnet": 0.01, "vit*": 3e-4, "*": 1e-4}
     assert [_lr(table, None, a) for a in ("skipnet", "vit+3c", "swin")] == [0.01, 3e-4, 1e-4]
@@ -63,9 +68,17 @@ def test_an_lr_table_gives_each_arch_its_lr(tmp_path):
     assert _lr({"timm:vit_tiny[depth=4]": 0.5, "*": 1e-4}, None, "timm:vit_tiny[depth=4]") == 0.5
 
 
+def test_one_lr_resolver_says_where_each_lr_came_from():
+    from biasprobe.probes.base import resolve_lr
+
+    assert resolve_lr(None, "vit", default=0.01, default_source="setting:dip") == (0.01, "setting:dip")
+    assert resolve_lr(3e-4, "vit") == (3e-4, "given")
+    assert resolve_lr("calibrated", "vit", {"vit": 1e-3}) == (1e-3, "calibrated")
+    assert resolve_lr("auto", "vit", lambda a: 2e-3, calibrated_source="calibrated:c.csv") == (2e-3, "calibrated:c.csv")
+
+
 def test_an_iters_table_gives_each_arch_its_cap():
     """dip.iters may be a table like lr: only the runs of the archs whose cap changes get new run ids."""
-    from biasprobe.studies.runner import dip_configs
     from biasprobe.studies.sweep import run_id
 
     plain = load_preset("smoke")

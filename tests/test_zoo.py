@@ -10,7 +10,9 @@ import pytest
 from biasprobe import studies
 from biasprobe.archs import registry
 from biasprobe.errors import BiasprobeError
-from biasprobe.studies.runner import dip_configs, classify_configs, load_preset
+from biasprobe.probes.classify.plan import classify_configs
+from biasprobe.probes.dip.plan import dip_configs
+from biasprobe.studies.runner import load_preset
 from biasprobe.studies import zoo as Z
 from tests.test_verdicts import make_tables
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+GENERATIVE, PREDICTIVE = "dip", "classify"  # the probes whose runs measure the generative / predictive metrics
+
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,9 @@ class Metric:
     ci: str = ""  # prefix of its bootstrap CI columns ({ci}_ci_low, {ci}_ci_high) when the cross-tab gives one
     count: str = ""  # column for the number of units behind its CI
     censored: str = ""  # column for the share of runs where it was censored at the run's length
+    contrast: str = ""  # its name in a claim's contrasts and the verdict tables ("": not tested by contrasts)
+    guard: str = ""  # what a contrast's value must pass to decide: "peak" (every run reached its peak, else
+    #   truncated), "budget" (the same verdict at twice the training budget, else budget-sensitive), "" (none)
 
     def __post_init__(self):
         if not self.source:
@@ -42,35 +47,38 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("gen_score", "generative score (gain_db on the primary task, dB)", "dip", "unit",
+    Metric("gen_score", "generative score (gain_db on the primary task, dB)", GENERATIVE, "unit",
            "max over steps of psnr_gt minus the corrupted input's psnr (gain_db) of one task's (image, seed) run; "
            "tasks are never averaged",
-           header="gen score (dB)", unit="dB", source="gain_db", ci="gen", count="n_gen_units"),
-    Metric("gap_area", "positive gap area (dB*steps)", "dip", "unit",
+           header="gen score (dB)", unit="dB", source="gain_db", ci="gen", count="n_gen_units", contrast="gain_db",
+           guard="peak"),
+    Metric("gap_area", "positive gap area (dB*steps)", GENERATIVE, "unit",
            "area (trapezoid over the logged steps) of the positive part of the gap psnr_gt - psnr_obs",
            header="gap area", unit="dB*steps"),
-    Metric("gap_negative_step", "step where the gap turns negative (censored at the stop)", "dip", "unit",
+    Metric("gap_negative_step", "step where the gap turns negative (censored at the stop)", GENERATIVE, "unit",
            "first step where psnr_gt - psnr_obs < 0 after being >= 0; the run's stop step when it never is "
            "(censored)",
-           header="gap<0 step (censored)", unit="steps", censored="gap_negative_censored"),
-    Metric("pred_acc", "test accuracy at fixed N", "classify", "unit", "final test accuracy of the run at N",
-           header="acc @N={n}", source="final_test_acc", fixed_n=True, ci="pred", count="n_seeds"),
-    Metric("auc", "sample-efficiency AUC", "classify", "unit",
-           "a seed's final test accuracy averaged over log N (trapezoid)", header="AUC", ci="auc"),
-    Metric("shift_consistency", "shift consistency (circular shifts)", "classify", "runs",
+           header="gap<0 step (censored)", unit="steps", censored="gap_negative_censored", contrast="gap_time"),
+    Metric("pred_acc", "test accuracy at fixed N", PREDICTIVE, "unit", "final test accuracy of the run at N",
+           header="acc @N={n}", source="final_test_acc", fixed_n=True, ci="pred", count="n_seeds", contrast="pred_acc",
+           guard="budget"),
+    Metric("auc", "sample-efficiency AUC", PREDICTIVE, "unit",
+           "a seed's final test accuracy averaged over log N (trapezoid)", header="AUC", ci="auc", contrast="auc",
+           guard="budget"),
+    Metric("shift_consistency", "shift consistency (circular shifts)", PREDICTIVE, "runs",
            "share of eval images whose top-1 prediction agrees between two random circular shifts",
            header="shift cons.",
            source="shift_consistency_circular", fixed_n=True),
-    Metric("shift_consistency_padded", "shift consistency (zero-padded shifts)", "classify", "runs",
+    Metric("shift_consistency_padded", "shift consistency (zero-padded shifts)", PREDICTIVE, "runs",
            "share of eval images whose top-1 prediction agrees between two random zero-padded shifts",
            fixed_n=True),
-    Metric("ece", "expected calibration error", "classify", "runs", "ECE of the final model on the eval split",
+    Metric("ece", "expected calibration error", PREDICTIVE, "runs", "ECE of the final model on the eval split",
            header="ECE", direction=-1, fixed_n=True),
-    Metric("grid_energy", "grid energy, period {period} (share; / clean's when known)", "dip", "last",
+    Metric("grid_energy", "grid energy, period {period} (share; / clean's when known)", GENERATIVE, "last",
            "share of the output's spectral power on the period's grid frequencies (/ the clean image's share "
            "when known), at the last logged step",
            header="grid energy p{period}", direction=-1, periodic=True),
-    Metric("boundary_jump", "boundary jump, period {period} (across / inside patches)", "dip", "last",
+    Metric("boundary_jump", "boundary jump, period {period} (across / inside patches)", GENERATIVE, "last",
            "mean neighbour difference across patch boundaries over that inside patches, at the last logged step",
            header="boundary jump p{period}", direction=-1, periodic=True),
 )}
@@ -79,3 +87,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 def declared(probe: str | None = None, read: str | None = None) -> list[Metric]:
     """The declared metrics of ``probe`` read as ``read`` (None: any), in declaration order."""
     return [m for m in METRICS.values() if probe in (None, m.probe) and read in (None, m.read)]
+
+
+def by_contrast() -> dict[str, Metric]:
+    """{name a contrast gives: its declared metric} for the metrics claims test (gain_db, gap_time, pred_acc, auc)."""
+    return {m.contrast: m for m in METRICS.values() if m.contrast}

@@ -49,7 +49,7 @@ from scipy import stats as sps
 
 from biasprobe.analysis import stats
 from biasprobe.errors import BiasprobeError
-from biasprobe.analysis.metrics import METRICS, declared
+from biasprobe.analysis.metrics import GENERATIVE, METRICS, PREDICTIVE, by_contrast, declared
 from biasprobe.archs.registry import get_arch
 
 VERDICTS = ("supported", "refuted", "inconclusive")
@@ -64,9 +64,9 @@ VERDICT_COLUMNS = ["hypothesis", "task", "claim", "comparison", "metric", "kind"
                    "ci_low", "ci_high", "n_units", "method", "p_support", "p_refute", "p_refute_holm", "verdict",
                    "reason", "note", "power_note", "rho", "rho_ci_low", "rho_ci_high"]
 
-# a contrast's metric name -> the declared metric it reads (metrics.METRICS)
-METRICS_BY_CONTRAST = {"gain_db": METRICS["gen_score"], "gap_time": METRICS["gap_negative_step"],
-                       "pred_acc": METRICS["pred_acc"], "auc": METRICS["auc"]}
+# a contrast's metric name -> the declared metric it reads (its ``contrast``, metrics.METRICS), with what evaluating
+# it needs: the probe whose runs measure it, censoring, its guard
+METRICS_BY_CONTRAST = by_contrast()
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -106,12 +106,12 @@ def percentile_ci(samples: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
 # ------------------------------------------------------------------------------------------------ scores
 
 def gen_run_table(dip_summary: pd.DataFrame) -> pd.DataFrame:
-    """Per (arch, task, image, seed) run: the declared DIP unit metrics (``metrics.declared("dip", "unit")``) from
+    """Per (arch, task, image, seed) run: the declared DIP unit metrics (``metrics.declared(GENERATIVE, "unit")``) from
     their source columns, plus the run's ``peak_reached``, ``failed``, ``stop_step`` and the censoring of its gap
     time (a censored metric's NaN becomes the run's stop step, flagged in its ``censored`` column). Tables made
     before these columns existed: the peak counts as reached when it lies >= 300 steps before the last step, the
     stop is the last step, nothing failed."""
-    gen = declared("dip", "unit")
+    gen = declared(GENERATIVE, "unit")
     _require(dip_summary, ["arch", "task", "image", "seed"] + [m.source for m in gen], "dip_summary")
     d = dip_summary
     runs = d[["arch", "task", "image", "seed"]].copy()
@@ -146,9 +146,9 @@ def gen_scores(dip_summary: pd.DataFrame, task: str | None = None) -> pd.DataFra
     runs = gen_run_table(dip_summary)
     task = task or primary_task(dip_summary)
     runs = runs[(runs.task == task) & ~runs.failed]
-    cols = [c for m in declared("dip", "unit") for c in (m.name, m.censored) if c]
+    cols = [c for m in declared(GENERATIVE, "unit") for c in (m.name, m.censored) if c]
     out = runs[["arch"] + UNIT_GEN + cols + ["peak_reached"]].copy()
-    for m in declared("dip", "unit"):
+    for m in declared(GENERATIVE, "unit"):
         if m.censored:
             out[m.censored] = out[m.censored].astype(float)
     return out.sort_values(["arch"] + UNIT_GEN).reset_index(drop=True)
@@ -271,13 +271,13 @@ def cross_tab(dip_summary: pd.DataFrame, clf_summary: pd.DataFrame, dip_curves: 
     ``n_train`` + CI over seeds, per-seed AUC + CI; shift consistency (circular, padded), ECE at ``n_train``; grid
     energy and boundary jump at ``period``. ``families`` maps arch -> family (default: :func:`family_of`)."""
     dip_summary, clf_summary, dip_curves = nonempty(dip_summary), nonempty(clf_summary), nonempty(dip_curves)
-    units = {"dip": gen_scores(dip_summary, task) if dip_summary is not None else pd.DataFrame(columns=["arch"]),
-             "classify": pred_scores(clf_summary, n_train) if clf_summary is not None
+    units = {GENERATIVE: gen_scores(dip_summary, task) if dip_summary is not None else pd.DataFrame(columns=["arch"]),
+             PREDICTIVE: pred_scores(clf_summary, n_train) if clf_summary is not None
              else pd.DataFrame(columns=["arch"])}
-    runs = {"dip": dip_summary, "classify": clf_summary}
-    pred = units["classify"]
+    runs = {GENERATIVE: dip_summary, PREDICTIVE: clf_summary}
+    pred = units[PREDICTIVE]
     n_fixed = pred["n_train"].iloc[0] if len(pred) else np.nan
-    archs = sorted(set(units["dip"]["arch"]) | set(pred["arch"]))
+    archs = sorted(set(units[GENERATIVE]["arch"]) | set(pred["arch"]))
     last = {m.name: last_logged(dip_curves, m.column(period)) for m in declared(read="last")}
     last = {k: d.groupby("arch")["value"].mean() if len(d) else pd.Series(dtype=float) for k, d in last.items()}
     rows = []
@@ -370,12 +370,12 @@ def image_values(runs: pd.DataFrame, arch: str, metric: str) -> pd.DataFrame:
     """One row per image of ``arch`` (failed runs left out): for ``gain_db`` the mean over the image's seeds of
     gen_score and whether every one reached its peak; for ``gap_time`` the lowest seed's (seed 0's) gap time and its
     censoring (a time that may never happen cannot be averaged over seeds)."""
+    m = METRICS_BY_CONTRAST[metric]
     g = runs[(runs.arch == arch) & ~runs.failed.astype(bool)]
-    if metric == "gap_time":
+    if m.censored:
         g = g.sort_values("seed").groupby("image", sort=True).first()
-        return pd.DataFrame({"value": g["gap_negative_step"].astype(float),
-                             "censored": g["gap_negative_censored"].astype(bool), "seeds": 1})
-    agg = g.groupby("image", sort=True).agg(value=("gen_score", "mean"), peak=("peak_reached", "all"),
+        return pd.DataFrame({"value": g[m.name].astype(float), "censored": g[m.censored].astype(bool), "seeds": 1})
+    agg = g.groupby("image", sort=True).agg(value=(m.name, "mean"), peak=("peak_reached", "all"),
                                             seeds=("seed", "size"))
     return agg
 
@@ -391,7 +391,9 @@ def evaluate(c: Contrast, runs: pd.DataFrame | None, pred: pd.DataFrame | None, 
     the budget, the budget check)."""
     r = _row_base(c, None)
     metric = METRICS_BY_CONTRAST.get(c.metric)
-    dip_metric = metric is not None and metric.probe == "dip"
+    dip_metric = metric is not None and metric.probe == GENERATIVE
+    censored = metric is not None and bool(metric.censored)
+    guard = metric.guard if metric is not None else ""
     table = runs if dip_metric else pred
     have = set(table["arch"]) if table is not None else set()
     missing = [a for a in c.archs if a not in have]
@@ -415,9 +417,9 @@ def evaluate(c: Contrast, runs: pd.DataFrame | None, pred: pd.DataFrame | None, 
         r.update(reason="missing runs", note="no units run by all of " + ", ".join(c.archs))
         return r
     unit = "images" if dip_metric else "seeds"
-    if c.metric == "gap_time":
+    if censored:
         if len(c.weights) != 2 or c.margin != 0:
-            raise BiasprobeError(f"gap_time contrasts compare two architectures at margin 0, not {c.label!r}")
+            raise BiasprobeError(f"{c.metric} contrasts compare two architectures at margin 0, not {c.label!r}")
         (a, _), (b, _) = c.weights
         A, B = per[a].loc[common], per[b].loc[common]
         kind = "less" if c.kind == "less" else "greater"
@@ -445,12 +447,12 @@ def evaluate(c: Contrast, runs: pd.DataFrame | None, pred: pd.DataFrame | None, 
         r.update(effect=res["effect"], ci_low=res["ci_low"], ci_high=res["ci_high"], n_units=res["n_units"],
                  method=res["method"])
     r.update(p_support=p_sup, p_refute=p_ref)
-    if c.metric == "gain_db":
+    if guard == "peak":
         short = [f"{a}/{i}" for a in c.archs for i in common if not per[a].loc[i, "peak"]]
         if short:
             reason = "truncated"
             notes.append(f"peak not reached in {len(short)} unit(s): {_names(short)}")
-    elif not dip_metric and pred_double is not None and len(pred_double):
+    elif guard == "budget" and pred_double is not None and len(pred_double):
         check = budget_check(c, pred, pred_double, alpha)
         if check:
             notes.append(check["note"])

@@ -8,7 +8,10 @@ methods import pandas, torch and the probe's modules on first use, so the CLI ca
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+import fnmatch
+from typing import TYPE_CHECKING, Callable, Mapping
+
+from biasprobe.errors import BiasprobeError
 
 
 if TYPE_CHECKING:
@@ -31,6 +34,20 @@ class Probe:
     def config_type(self) -> type:
         """The run's config dataclass."""
         raise NotImplementedError
+
+    @property
+    def plan_type(self) -> type:
+        """The dataclass of this probe's part of a study preset (the preset's field named after the probe)."""
+        raise NotImplementedError
+
+    def grid(self, preset, lrs: dict[str, float] | None = None) -> list[dict]:
+        """The runs ``preset`` asks of this probe, each {"probe": name, "config": plain fields}, in grid order;
+        ``lrs``: {arch: calibrated lr} when the plan's lr is "calibrated"."""
+        raise NotImplementedError
+
+    def check_plan(self, plan) -> None:
+        """Fail before a study's first run (one-line BiasprobeError) when ``plan`` cannot run at all (e.g. no data);
+        default: nothing to check."""
 
     def fields(self) -> set[str]:
         """The config type's field names."""
@@ -59,3 +76,41 @@ class Probe:
         """Run one calibration config: ``scores`` (one row per seed: seed, score, the probe's own columns,
         diverged) and ``curves``. ``score`` is :attr:`criterion`."""
         raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Learning rates: one resolver for the commands (--lr) and the studies (a plan's lr)
+
+CALIBRATED = ("calibrated", "auto")  # the words for "this arch's calibrated rate": a preset's, the CLI's --lr
+
+
+def per_arch(value, arch: str, what: str):
+    """A preset value that may differ by architecture: a plain value, or a table {pattern: value} whose first
+    pattern equal to ``arch`` or matching it (fnmatch, e.g. "*") wins."""
+    if not isinstance(value, dict):
+        return value
+    for pattern, v in value.items():
+        if pattern == arch or fnmatch.fnmatchcase(arch, pattern):
+            return v
+    raise BiasprobeError(f"no {what} for {arch!r} in the preset's table {value}: add it or a '*' entry")
+
+
+def resolve_lr(value, arch: str, calibrated: Mapping[str, float] | Callable[[str], float] | None = None, *,
+               calibrated_source: str = "calibrated", default: float | None = None,
+               default_source: str = "default") -> tuple[float | None, str]:
+    """(lr, source) of ``arch`` under ``value``, the one rule for ``--lr`` and a plan's ``lr``:
+
+    - None: ``(default, default_source)`` (e.g. the DIP setting's lr, ``setting:dip``);
+    - a number: ``(value, "given")``;
+    - ``"calibrated"`` (a preset) or ``"auto"`` (the CLI): the arch's calibrated lr, ``calibrated[arch]`` or
+      ``calibrated(arch)`` (a choices file read), ``(lr, calibrated_source)``;
+    - a table {arch pattern: lr} (:func:`per_arch`): the arch's entry, ``"given"``.
+    """
+    if value in CALIBRATED:
+        lr = calibrated(arch) if callable(calibrated) else calibrated[arch]
+        return float(lr), calibrated_source
+    value = per_arch(value, arch, "lr")
+    if value is None:
+        return default, default_source
+    return float(value), "given"
+

@@ -47,43 +47,17 @@ from biasprobe.probes import PROBES, get_probe
 DEFAULT_CHOICES = Path("runs/calibration/choices.csv")
 LR_GRID = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
 
-# Presets: grid, seeds and base config per probe. ``base`` holds DIPConfig / ClassifyConfig fields used by every
-# calibration run. quick = CPU-bounded (measured on a loaded 2-core CPU, one torch thread: see README / report).
-CALIBRATION_PRESETS = {
-    "smoke": {
-        "dip": dict(grid=[1e-3, 1e-2], seeds=[0],
-                    base=dict(image="chelsea", task="denoise", task_params={"sigma": 25}, size=32, iters=10,
-                              log_every=5, spectral=False)),
-        "classify": dict(grid=[1e-3, 3e-3], seeds=[0],
-                         base=dict(n_train=100, epochs=1, val_size=100, batch_size=50, warmup_epochs=0.0,
-                                   measures=False)),
-    },
-    "quick": {
-        # the study overrides size/iters (DIP) and epochs/batch size (classify) with its own, so the choice is made
-        # under the protocol it is used in
-        "dip": dict(grid=[3e-5, 1e-4, 3e-4, 1e-3, 1e-2], seeds=[0],
-                    base=dict(image="chelsea", task="denoise", task_params={"sigma": 25}, size=64, iters=200,
-                              log_every=10, spectral=False)),
-        # five half-decade points: the three-point grid (3e-4 .. 3e-3) put 6 of 9 choices at an edge
-        "classify": dict(grid=LR_GRID, seeds=[0],
-                         base=dict(n_train=1000, epochs=3, val_size=500, warmup_epochs=1.0, measures=False)),
-    },
-    "paper": {
-        "dip": dict(grid=LR_GRID, seeds=[0, 1, 2],
-                    base=dict(image="chelsea", task="denoise", task_params={"sigma": 25}, size=256, iters=3000,
-                              log_every=100, spectral=False)),
-        "classify": dict(grid=LR_GRID, wd_grid=[0.01, 0.05, 0.1], seeds=[0, 1, 2],
-                         base=dict(n_train=5000, epochs=30, val_size=1000, measures=False)),
-    },
-}
+# Presets: grid, seeds and base config per probe, shipped as JSON beside the study presets
+# (``biasprobe/studies/presets/calibration/lr-NAME.json``). ``base`` holds DIPConfig / ClassifyConfig fields used by
+# every calibration run.
 
 
 def preset(name: str, probe: str) -> dict:
-    """A copy of ``CALIBRATION_PRESETS[name][probe]``: grid, seeds, base (and wd_grid for some classify presets)."""
+    """Calibration preset ``name``'s part for ``probe``: grid, seeds, base (and wd_grid for some classify presets)."""
+    from biasprobe.studies import presets
+
     get_probe(probe)
-    if name not in CALIBRATION_PRESETS:
-        raise BiasprobeError(f"unknown calibration preset {name!r}: choose one of {', '.join(CALIBRATION_PRESETS)}")
-    return json.loads(json.dumps(CALIBRATION_PRESETS[name][probe]))
+    return presets.calibration(name)[probe]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
-"""Studies: a preset (plain JSON) -> grids of DIP and classification runs -> resumable sweeps -> tables.
+"""The study runner: a preset (plain JSON) -> each probe's grid of runs -> resumable sweeps -> tables.
 
-A preset lists the architectures and, per probe, what to run (see ``biasprobe/studies/presets/*.json``; copy one and edit
-it). ``run_study`` optionally calibrates each architecture's learning rate first (``biasprobe.studies.calibrate``), then
-runs the DIP grid (arch x task x image, seeds fitted together as one batch) and the classification grid
-(arch x n_train x seed) through ``biasprobe.studies.sweep`` into one results store, so a killed study resumes where it
-stopped. It returns the tidy tables the analysis (``verdicts.py``, ``report.py``) reads.
+A preset lists the architectures and, per probe, what to run: its plan, the preset's field named after the probe
+(``"dip"``: :class:`~biasprobe.probes.dip.plan.DipPlan`, ``"classify"``:
+:class:`~biasprobe.probes.classify.plan.ClassifyPlan`; see ``biasprobe/studies/presets/*.json``; copy one and edit
+it). ``run_study`` optionally calibrates each architecture's learning rate first (``biasprobe.studies.calibrate``),
+then runs every probe's grid (the DIP grid: arch x task x image, seeds fitted together as one batch; the
+classification grid: arch x n_train x seed; each built by its probe) through ``biasprobe.studies.sweep`` into one
+results store, so a killed study resumes where it stopped. It loops over ``biasprobe.probes.PROBES`` and names no
+probe. It returns the tidy tables the analysis (``verdicts.py``, ``report.py``) reads.
 """
 
 from __future__ import annotations
@@ -19,89 +22,16 @@ import numpy as np
 import pandas as pd
 
 from biasprobe.errors import BiasprobeError
-from biasprobe.studies.presets import PRESET_DIR  # shipped with the package: a non-editable install finds them
 from biasprobe.probes import PROBES, get_probe
-
-
-@dataclass
-class DipPlan:
-    tasks: list[dict] = field(default_factory=lambda: [{"task": "denoise", "task_params": {"sigma": 25}}])
-    images: list[str] | dict = field(default_factory=lambda: ["astronaut"])  # names, or {"draw": {"n": N,
-    #   "seed": S, "sets": ["Kodak24", "CBSD68"]}}: a random sample of the standard colour sets (images.draw_images)
-    size: int = 64
-    setting: str = "dip"
-    iters: int | dict = 600  # the cap (stop "peak") or count; a number, or {arch pattern: iters} like lr
-    log_every: int = 25
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    lr: float | str | dict | None = None  # None: the setting's lr; a number; "calibrated"; or {arch pattern: lr}
-    input_depth: int | None = None
-    reg_noise_std: float | None = None
-    spectral: bool = True
-    arch_kwargs: dict = field(default_factory=dict)  # per arch name: {"swin": {"embed_dim": 192}}
-    extra: dict = field(default_factory=dict)  # other DIPConfig fields, e.g. {"es_patience": 300}
-    extra_archs: list[str] = field(default_factory=list)  # run by DIP only, after the preset's archs
-    replicate: dict = field(default_factory=dict)  # {"images": n, "seeds": [1]}: the first n images also run
-    #   these seeds (one run each), to estimate the seed-to-seed spread
-
-    def image_names(self) -> list[str]:
-        """The plan's images: the list given, or the images its draw picks (in the order drawn)."""
-        if isinstance(self.images, dict):
-            from biasprobe.probes.dip.images import IMAGE_SETS, draw_images
-
-            d = self.images.get("draw")
-            if not isinstance(d, dict) or set(d) - {"n", "seed", "sets"} or not {"n", "seed"} <= set(d):
-                raise BiasprobeError('dip.images: give a list of images or {"draw": {"n": N, "seed": S, '
-                                     '"sets": [...]}}')
-            return draw_images(d["n"], d["seed"], tuple(d.get("sets", IMAGE_SETS)))
-        return list(self.images)
-
-    def seed_lists(self, image: str, images: list[str]) -> list[list[int]]:
-        """The seed batches run on ``image``: the plan's seeds, then each replicate seed on its own for the first
-        ``replicate["images"]`` images."""
-        out = [list(self.seeds)]
-        if self.replicate and image in images[: int(self.replicate.get("images", 0))]:
-            out += [[s] for s in self.replicate.get("seeds", []) if s not in self.seeds]
-        return out
-
-    def calibration_base(self, base: dict) -> dict:
-        """The calibration preset's base under this plan's protocol; only the image differs (and must)."""
-        iters = self.iters if isinstance(self.iters, int) else max(self.iters.values())  # a table: its longest
-        base = dict(base, size=self.size, iters=iters, setting=self.setting, **{
-            k: getattr(self, k) for k in ("input_depth", "reg_noise_std") if getattr(self, k) is not None})
-        if base["image"] in self.image_names() or any(base["image"] in t.get("images", []) for t in self.tasks):
-            raise BiasprobeError(f"the calibration image {base['image']!r} is one of the study's images")
-        return base
-
-
-@dataclass
-class ClassifyPlan:
-    n_train: list[int] = field(default_factory=lambda: [500, 1000, 2000])
-    fixed_n: int = 1000  # the N at which the predictive score is read
-    measures_at: str = "fixed_n"  # shift consistency, attribution: "fixed_n" (what the cross-tab reads) or "all"
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    epochs: int = 10  # the budget when ``steps`` is None (epoch mode)
-    steps: int | None = None  # the budget in AdamW updates, the same for every arch and N (what studies should use)
-    batch_size: int = 128
-    lr: float | str | None = None  # None: ClassifyConfig's default; a number; or "calibrated"
-    weight_decay: float | None = None
-    data: str | None = None
-    data_root: str | None = None
-    download: bool = False
-    arch_kwargs: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)  # other ClassifyConfig fields, e.g. {"attr_samples": 32}
-    double_seeds: list[int] = field(default_factory=list)  # the budget check: these seeds also run at 2x steps
-    #   (at fixed_n), so a contrast can be read again at twice the budget
-
-    def calibration_base(self, base: dict) -> dict:
-        """The calibration preset's base under this plan's protocol; only the data split differs (validation)."""
-        return dict(base, epochs=self.epochs, steps=self.steps, batch_size=self.batch_size, data=self.data,
-                    data_root=self.data_root, download=self.download)
+from biasprobe.probes.classify.plan import ClassifyPlan
+from biasprobe.probes.dip.plan import DipPlan
+from biasprobe.studies.presets import PRESET_DIR  # shipped with the package: a non-editable install finds them
 
 
 @dataclass
 class CalibrationPlan:
     enabled: bool = False
-    preset: str = "quick"  # biasprobe.studies.calibrate.CALIBRATION_PRESETS entry
+    preset: str = "lr-quick"  # a calibration preset (biasprobe/studies/presets/calibration/NAME.json)
     sensitivity: bool = False  # rerun the DIP/classify grids at each arch's second-best lr
 
 
@@ -126,10 +56,10 @@ class StudyPreset:
 
     def plans(self) -> dict:
         """{probe name: its plan} for the probes this preset runs."""
-        return {name: plan for name, plan in (("dip", self.dip), ("classify", self.classify)) if plan is not None}
+        return {name: getattr(self, name) for name in PROBES if getattr(self, name) is not None}
 
 
-_NESTED = {"dip": DipPlan, "classify": ClassifyPlan, "calibration": CalibrationPlan}
+_NESTED = {**{name: probe.plan_type for name, probe in PROBES.items()}, "calibration": CalibrationPlan}
 
 
 def _build(cls, data: dict, where: str):
@@ -207,109 +137,19 @@ def _check_types(p: StudyPreset, where: str) -> None:
          "local, pool, slurm, slurm-local or slurm-debug")
     need(isinstance(p.jobs, int) and p.jobs >= 1, "jobs", "a positive integer")
     need(isinstance(p.study, dict), "study", "an object (the study's own options)")
-    d = p.dip
-    need(isinstance(d.extra_archs, list) and all(isinstance(a, str) for a in d.extra_archs), "dip.extra_archs",
-         "a list of architecture names")
-    need(isinstance(d.tasks, list) and d.tasks and all(isinstance(t, dict) and "task" in t for t in d.tasks),
-         "dip.tasks", 'a list of {"task": ..., "task_params": {...}} objects')
-    for t in d.tasks:
-        for key in t:
-            need(key in ("task", "task_params", "images"), f"dip.tasks[].{key}", "one of task, task_params, images")
-    need(isinstance(d.images, list) and d.images or isinstance(d.images, dict), "dip.images",
-         'a non-empty list of images or {"draw": {...}}')
-    need(isinstance(d.replicate, dict) and set(d.replicate) <= {"images", "seeds"}, "dip.replicate",
-         '{"images": n, "seeds": [...]}')
     for name, plan in p.plans().items():
         probe = get_probe(name)
         known = probe.fields()
         for key in plan.extra:
             need(key in known, f"{name}.extra.{key}",
                  f"a {probe.config_type.__name__} field ({', '.join(sorted(known))})")
-    need(isinstance(d.iters, int) and d.iters >= 1 or isinstance(d.iters, dict) and d.iters and all(
-        isinstance(v, int) and v >= 1 for v in d.iters.values()), "dip.iters",
-        'a positive integer or {"arch pattern": iters, ...}')
-    need(isinstance(d.size, int) and d.size >= 16, "dip.size", "an integer >= 16")
-    need(isinstance(d.seeds, list) and d.seeds and all(isinstance(s, int) for s in d.seeds), "dip.seeds",
-         "a non-empty list of integers")
-    need(d.lr is None or d.lr == "calibrated" or isinstance(d.lr, (int, float)) or isinstance(d.lr, dict) and all(
-        isinstance(v, (int, float)) and v > 0 for v in d.lr.values()), "dip.lr",
-         'null, a number, "calibrated" or {"arch pattern": lr, ...}')
-    for arch in p.archs + d.extra_archs:
-        _per_arch(d.lr, arch, "dip.lr")
-        _per_arch(d.iters, arch, "dip.iters")
-        for key, value in d.extra.items():
-            _per_arch(value, arch, f"dip.extra.{key}")
-    c = p.classify
-    if c is not None:
-        need(isinstance(c.n_train, list) and c.n_train and all(isinstance(n, int) and n > 0 for n in c.n_train),
-             "classify.n_train", "a non-empty list of positive integers")
-        need(c.fixed_n in c.n_train, "classify.fixed_n", f"one of classify.n_train {c.n_train}")
-        need(c.measures_at in ("fixed_n", "all"), "classify.measures_at", '"fixed_n" or "all"')
-        need(isinstance(c.epochs, int) and c.epochs >= 1, "classify.epochs", "a positive integer")
-        need(c.steps is None or isinstance(c.steps, int) and c.steps >= 1, "classify.steps",
-             "null or a positive integer")
-        need(c.lr is None or c.lr == "calibrated" or isinstance(c.lr, (int, float)), "classify.lr",
-             'null, a number or "calibrated"')
-    if "calibrated" in (d.lr, getattr(c, "lr", None)):
+        plan.check(need, p.archs)
+    if any(plan.lr == "calibrated" for plan in p.plans().values()):
         need(p.calibration.enabled, "calibration.enabled", 'true when an lr is "calibrated"')
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Grids: each run is a plain dict (hashed into its run id by the sweep)
-
-
-def dip_configs(p: StudyPreset, lrs: dict[str, float] | None = None) -> list[dict]:
-    from biasprobe.probes.dip import DIPConfig
-
-    out = []
-    drawn = p.dip.image_names()
-    for arch in p.archs + [a for a in p.dip.extra_archs if a not in p.archs]:
-        extra = {k: _per_arch(v, arch, f"dip.extra.{k}") for k, v in p.dip.extra.items()}
-        for t in p.dip.tasks:
-            for image in t.get("images", drawn):
-                for seeds in p.dip.seed_lists(image, drawn):
-                    cfg = DIPConfig(
-                        arch=arch, image=image, task=t["task"], task_params=dict(t.get("task_params", {})),
-                        arch_kwargs=dict(p.dip.arch_kwargs.get(arch, {})), size=p.dip.size, setting=p.dip.setting,
-                        input_depth=p.dip.input_depth, reg_noise_std=p.dip.reg_noise_std,
-                        iters=_per_arch(p.dip.iters, arch, "dip.iters"),
-                        log_every=p.dip.log_every, seeds=seeds, spectral=p.dip.spectral,
-                        lr=_lr(p.dip.lr, lrs, arch), device=p.device, **extra,
-                    )
-                    out.append({"probe": "dip", "config": cfg.identity()})
-    return out
-
-
-def classify_configs(p: StudyPreset, lrs: dict[str, float] | None = None) -> list[dict]:
-    from biasprobe.probes.classify.train import ClassifyConfig
-
-    if p.classify is None:
-        return []
-    c = p.classify
-    out = []
-    for arch in p.archs:
-        for n in c.n_train:
-            for seed in c.seeds:
-                kw = dict(arch=arch, n_train=n, epochs=c.epochs, steps=c.steps, batch_size=c.batch_size, seed=seed,
-                          data=c.data,
-                          data_root=c.data_root, download=c.download, device=p.device,
-                          arch_kwargs=dict(c.arch_kwargs.get(arch, {})),
-                          measures=c.measures_at == "all" or n == c.fixed_n)
-                kw.update(c.extra)
-                lr = _lr(c.lr, lrs, arch)
-                if lr is not None:
-                    kw["lr"] = lr
-                if c.weight_decay is not None:
-                    kw["weight_decay"] = c.weight_decay
-                out.append({"probe": "classify", "config": dataclasses.asdict(ClassifyConfig(**kw))})
-                if n == c.fixed_n and seed in c.double_seeds:  # the budget check: the same run at 2x the steps
-                    if c.steps is None:
-                        raise BiasprobeError("classify.double_seeds needs a step budget (classify.steps)")
-                    twice = dict(kw, steps=2 * c.steps)
-                    if "eval_every_steps" in twice and twice["eval_every_steps"]:
-                        twice["eval_every_steps"] = 2 * twice["eval_every_steps"]
-                    out.append({"probe": "classify", "config": dataclasses.asdict(ClassifyConfig(**twice))})
-    return out
 
 
 def by_arch(p: StudyPreset, runs: list[dict]) -> list[dict]:
@@ -323,39 +163,19 @@ def by_arch(p: StudyPreset, runs: list[dict]) -> list[dict]:
     if not isinstance(p.dip.images, dict):
         return sorted(runs, key=lambda r: order.get(r["config"]["arch"], len(order)))  # stable: grid order within
     drawn = {im: i for i, im in enumerate(p.dip.image_names())}
-    batches = sorted({(r["config"].get("steps") or 0, r["config"]["seed"]) for r in runs if r["probe"] != "dip"})
+    batched = {name for name, probe in PROBES.items() if probe.seeds_batched}  # one run holds every seed
+    batches = sorted({(r["config"].get("steps") or 0, r["config"]["seed"]) for r in runs
+                      if r["probe"] not in batched})
 
     def key(r):
         c = r["config"]
         arch = order.get(c["arch"], len(order))
-        if r["probe"] != "dip":
+        if r["probe"] not in batched:
             return (0, 2 * batches.index((c.get("steps") or 0, c["seed"])) + 1.5, arch)
         replicate = len(c["seeds"]) == 1 and c["seeds"][0] not in p.dip.seeds
         return (int(replicate), drawn.get(c["image"], len(drawn)), arch)
 
     return sorted(runs, key=key)
-
-
-def _lr(value, lrs, arch):
-    """The lr of ``arch`` under a plan's ``lr``: None, a number, "calibrated" (``lrs``), or a table (:func:`_per_arch`,
-    e.g. {"skipnet": 0.01, "*": 1e-4})."""
-    if value == "calibrated":
-        return float(lrs[arch])
-    value = _per_arch(value, arch, "lr")
-    return None if value is None else float(value)
-
-
-def _per_arch(value, arch: str, what: str):
-    """A preset value that may differ by architecture: a plain value, or a table {pattern: value} whose first
-    pattern equal to ``arch`` or matching it (fnmatch, e.g. "*") wins."""
-    if not isinstance(value, dict):
-        return value
-    import fnmatch
-
-    for pattern, v in value.items():
-        if pattern == arch or fnmatch.fnmatchcase(arch, pattern):
-            return v
-    raise BiasprobeError(f"no {what} for {arch!r} in the preset's table {value}: add it or a '*' entry")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -371,13 +191,17 @@ def study_job(run: dict) -> dict[str, pd.DataFrame]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def check_classify_data(p: StudyPreset) -> None:
-    """Fail before any run when the predictive probe has no data (a one-line error saying how to give it)."""
-    if p.classify is None:
-        return
-    from biasprobe.probes.classify import cifar
+def grid(p: StudyPreset, lrs: dict[str, dict[str, float]] | None = None) -> list[dict]:
+    """Every probe's runs of preset ``p`` (probe by probe, each in its grid order); ``lrs``: {probe: {arch: lr}}
+    for the probes whose lr is "calibrated"."""
+    return [run for name in p.plans() for run in get_probe(name).grid(p, (lrs or {}).get(name))]
 
-    cifar.load_split("test", data=p.classify.data, data_root=p.classify.data_root, download=p.classify.download)
+
+def check_data(p: StudyPreset) -> None:
+    """Fail before any run when a probe cannot run at all (the predictive probe without data: a one-line error
+    saying how to give it)."""
+    for name, plan in p.plans().items():
+        get_probe(name).check_plan(plan)
 
 
 def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True, run: bool = True) -> dict:
@@ -392,25 +216,25 @@ def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True, run:
                                  "learning rates first: run the study (it resumes) instead")
         run_sweep = _no_sweep
 
-    check_classify_data(p)
+    check_data(p)
     store = ResultStore(Path(store_dir) / "results")
     if run and p.plan_sha256:
         log_plan(Path(store_dir), p)
     t0 = time.perf_counter()
     started = pd.Timestamp.now(tz="UTC").floor("s")
     tables: dict[str, pd.DataFrame] = {}
-    lrs = {"dip": None, "classify": None, "dip_second": None, "classify_second": None}
+    lrs, second_lrs = {}, {}  # {probe: {arch: calibrated lr}}, and the second-best lrs
     if p.calibration.enabled:
-        lrs.update(_calibrate(p, Path(store_dir) / "calibration", tables, progress))
+        lrs, second_lrs = _calibrate(p, Path(store_dir) / "calibration", tables, progress)
 
-    runs = by_arch(p, dip_configs(p, lrs["dip"]) + classify_configs(p, lrs["classify"]))
+    runs = by_arch(p, grid(p, lrs))
     sweep_kw = dict(executor=p.executor, jobs=p.jobs, threads_per_job=p.threads_per_job, slurm=p.slurm,
                     progress=progress)
     run_sweep(runs, study_job, store, desc=f"study {p.name}", **sweep_kw)
     tables.update(collect(store, runs))
 
     if p.calibration.enabled and p.calibration.sensitivity:
-        second = by_arch(p, dip_configs(p, lrs["dip_second"]) + classify_configs(p, lrs["classify_second"]))
+        second = by_arch(p, grid(p, second_lrs))
         run_sweep(second, study_job, store, desc=f"study {p.name} @ 2nd-best lr", **sweep_kw)
         tables["second"] = collect(store, second)
         runs = runs + second
@@ -479,12 +303,12 @@ def run_stats(store, runs: list[dict], started: pd.Timestamp, calibration_root: 
             "recomputed_damaged": recomputed}
 
 
-def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool) -> dict:
-    """Calibrate the lr of every arch for each probe whose preset lr is "calibrated" (biasprobe.studies.calibrate), with
-    the study's own architecture kwargs; returns {probe: {arch: lr}, probe_second: {arch: second-best lr}}."""
+def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool) -> tuple[dict, dict]:
+    """Calibrate the lr of every arch for each probe whose preset lr is "calibrated" (biasprobe.studies.calibrate),
+    with the study's own architecture kwargs; returns ({probe: {arch: lr}}, {probe: {arch: second-best lr}})."""
     from biasprobe.studies import calibrate
 
-    out = {}
+    best, second = {}, {}
     curves, choices = [], []
     for probe, plan in p.plans().items():
         if plan.lr != "calibrated":
@@ -500,12 +324,12 @@ def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool) -> dict
         calibrate.save_choices(chosen, root / "choices.csv")
         curves.append(table)
         choices.append(chosen)
-        out[probe] = {a: calibrate.lookup_lr(chosen, a, probe, rank=1) for a in p.archs}
-        out[f"{probe}_second"] = {a: calibrate.lookup_lr(chosen, a, probe, rank=2) for a in p.archs}
+        best[probe] = {a: calibrate.lookup_lr(chosen, a, probe, rank=1) for a in p.archs}
+        second[probe] = {a: calibrate.lookup_lr(chosen, a, probe, rank=2) for a in p.archs}
     if curves:
         tables["calibration"] = pd.concat(curves, ignore_index=True)
         tables["choices"] = pd.concat(choices, ignore_index=True)
-    return out
+    return best, second
 
 
 def collect(store, runs: list[dict]) -> dict[str, pd.DataFrame]:

@@ -25,8 +25,9 @@ def add_parser(subparsers) -> None:
     add_arch_args(p, multiple=True)
     p.add_argument("--probe", required=True, choices=list(PROBES),
                    help="; ".join(f"{q.name}: {q.kind} probe (score: {q.criterion})" for q in PROBES.values()))
-    p.add_argument("--preset", default="quick", choices=["smoke", "quick", "paper"],
-                   help="grid, seeds and run settings (see biasprobe.studies.calibrate.CALIBRATION_PRESETS); default quick")
+    p.add_argument("--preset", default="lr-quick", metavar="NAME",
+                   help="grid, seeds and run settings: lr-smoke, lr-quick or lr-paper "
+                        "(biasprobe/studies/presets/calibration/), or a JSON file; default lr-quick")
     p.add_argument("--grid", nargs="+", type=float, metavar="LR", help="learning rates (default: the preset's)")
     p.add_argument("--wd-grid", nargs="+", type=float, metavar="WD",
                    help="classify: weight decays to calibrate together with the lr (default: the preset's)")

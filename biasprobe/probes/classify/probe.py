@@ -27,6 +27,23 @@ class ClassifyProbe(Probe):
 
         return ClassifyConfig
 
+    @property
+    def plan_type(self) -> type:
+        from biasprobe.probes.classify.plan import ClassifyPlan
+
+        return ClassifyPlan
+
+    def grid(self, preset, lrs=None) -> list[dict]:
+        from biasprobe.probes.classify.plan import classify_configs
+
+        return classify_configs(preset, lrs)
+
+    def check_plan(self, plan) -> None:
+        """The data: a one-line error saying how to give it when there is none."""
+        from biasprobe.probes.classify import cifar
+
+        cifar.load_split("test", data=plan.data, data_root=plan.data_root, download=plan.download)
+
     def calibration_base(self, base: dict) -> dict:
         """Calibration evaluates on the validation split only (test data must not inform the choice)."""
         if base.get("eval_split", "val") != "val":

@@ -22,9 +22,20 @@ class DIPProbe(Probe):
 
     @property
     def config_type(self) -> type:
-        from biasprobe.probes.dip import DIPConfig
+        from biasprobe.probes.dip.config import DIPConfig
 
         return DIPConfig
+
+    @property
+    def plan_type(self) -> type:
+        from biasprobe.probes.dip.plan import DipPlan
+
+        return DipPlan
+
+    def grid(self, preset, lrs=None) -> list[dict]:
+        from biasprobe.probes.dip.plan import dip_configs
+
+        return dip_configs(preset, lrs)
 
     def check(self, config) -> None:
         """The image, size and task parameters; the task must have a clean image (the score is psnr_gt)."""
