@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Callable
 
 from biasprobe.errors import BiasprobeError
+from biasprobe.literal import parse_literal
 
 FAMILIES = ("cnn", "vit", "swin", "hybrid", "timm", "other")
 STANDARD_ARGS = ("in_chans", "out_chans", "img_size")  # what the factory passes every builder that names it
@@ -193,10 +194,7 @@ def split_kwargs(name: str) -> tuple[str, dict]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip().isidentifier():
             raise BiasprobeError(f"architecture {name!r}: {item!r} is not key=value (write NAME[key=value,...])")
-        try:
-            kw[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            kw[key.strip()] = value.strip()
+        kw[key.strip()] = parse_literal(value.strip())
     return rest, kw
 
 

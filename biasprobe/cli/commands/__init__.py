@@ -71,19 +71,15 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
 
 def parse_kv(items: list[str], flag: str) -> dict:
     """KEY=VALUE strings -> dict; values parsed as Python literals when they are (numbers, lists, True), else str."""
-    import ast
-
     from biasprobe.errors import BiasprobeError
+    from biasprobe.literal import parse_literal
 
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise BiasprobeError(f"{flag} takes KEY=VALUE, got {item!r}")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
+        out[key] = parse_literal(value)
     return out
 
 

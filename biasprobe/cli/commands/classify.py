@@ -59,20 +59,21 @@ def add_parser(subparsers) -> None:
 
 def resolve_hparams(args, arch: str) -> tuple[float, float, str]:
     """(lr, weight decay, lr_source) for one arch: ``calibrated:FILE`` when --lr auto, else ``given``."""
-    auto_lr, auto_wd = args.lr == "auto", args.weight_decay == "auto"
-    lr, wd, source = args.lr, args.weight_decay, "given"
-    if auto_lr or auto_wd:
+    from biasprobe.probes.base import resolve_lr
+    from biasprobe.probes.classify.probe import ClassifyProbe
+
+    wd, found = args.weight_decay, {}
+    if "auto" in (args.lr, args.weight_decay):
         from biasprobe.studies.calibrate import load_choices, lookup
         from biasprobe.errors import BiasprobeError
 
-        found = lookup(load_choices(args.calibration), arch, "classify")
-        if auto_lr:
-            lr, source = found["lr"], f"calibrated:{args.calibration}"
-        if auto_wd:
+        found = lookup(load_choices(args.calibration), arch, ClassifyProbe.name)
+        if wd == "auto":
             if found["weight_decay"] is None:
                 raise BiasprobeError(f"no calibrated weight decay for {arch}/classify in {args.calibration}; "
                                      f"give --weight-decay")
             wd = found["weight_decay"]
+    lr, source = resolve_lr(args.lr, arch, lambda a: found["lr"], calibrated_source=f"calibrated:{args.calibration}")
     return float(lr), float(wd), source
 
 

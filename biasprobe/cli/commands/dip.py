@@ -55,18 +55,22 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def resolve_lr(args, probe: str) -> tuple:
-    """(lr or None, lr_source): ``calibrated:FILE`` for --lr auto, ``given`` for --lr X, ``setting:NAME`` else."""
-    if args.lr == "auto":
+def resolve_lr(args) -> tuple:
+    """(lr or None, lr_source) by the one resolver (``probes.base.resolve_lr``): ``calibrated:FILE`` for --lr auto,
+    ``given`` for --lr X, ``setting:NAME`` (None: the setting's lr) else."""
+    from biasprobe.probes.base import resolve_lr as resolve
+    from biasprobe.probes.dip.probe import DIPProbe
+
+    def calibrated(arch):
         from biasprobe.studies.calibrate import load_choices, lookup_lr
 
-        return lookup_lr(load_choices(args.calibration), args.arch, probe), f"calibrated:{args.calibration}"
-    if args.lr is not None:
-        return args.lr, "given"
-    return None, f"setting:{args.setting}"
+        return lookup_lr(load_choices(args.calibration), arch, DIPProbe.name)
+
+    return resolve(args.lr, args.arch, calibrated, calibrated_source=f"calibrated:{args.calibration}",
+                   default_source=f"setting:{args.setting}")
 
 
-def config_from_args(args):
+def config_from_args(args, lr: float | None = None):
     from biasprobe.probes.dip import DIPConfig
 
     task_params = parse_kv(args.task_param, "--task-param")
@@ -76,7 +80,7 @@ def config_from_args(args):
     return DIPConfig(
         arch=args.arch, image=args.image, task=args.task, task_params=task_params,
         arch_kwargs=arch_kwargs(args), size=args.size or None, setting=args.setting,
-        input_depth=args.input_depth, input_kind=args.input_kind, lr=resolve_lr(args, "dip")[0],
+        input_depth=args.input_depth, input_kind=args.input_kind, lr=lr,
         reg_noise_std=args.reg_noise_std,
         iters=args.iters, stop=args.stop, patience=args.patience, log_every=args.log_every,
         seeds=args.seeds or [args.seed],
@@ -96,8 +100,8 @@ def run(args) -> None:
         check_seed(seed, "--seeds" if args.seeds else "--seed")
     for flag in ("sigma", "drop", "lr", "reg_noise_std"):
         check_finite(getattr(args, flag), "--" + flag.replace("_", "-"))
-    _, lr_source = resolve_lr(args, "dip")
-    cfg = config_from_args(args)
+    lr, lr_source = resolve_lr(args)  # --lr auto reads the choices file once
+    cfg = config_from_args(args, lr)
     check_new(cfg.resolved(), out)  # before the fit: an existing run dir is refused, not overwritten
     check_dip_memory(cfg.resolved())  # a size that cannot fit is refused with the estimate, not OOM-killed
     result = run_dip(cfg, progress=not args.quiet, seed_threads=args.seed_threads)

@@ -14,7 +14,6 @@ boundary jump over steps). ``--init`` draws the radial power spectra of randomly
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,38 +61,19 @@ def run(args: argparse.Namespace) -> None:
 # --run
 
 
-def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict]:
-    """curves, images and config of a finished DIP run; BiasprobeError if the directory is not one."""
-    import numpy as np
-    import pandas as pd
+def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray], str]:
+    """curves, images and title (the arch) of a finished DIP run, read by the one run-folder reader
+    (:func:`biasprobe.probes.dip.records.load_run`); BiasprobeError if the directory is not one."""
+    from biasprobe.probes.dip.records import load_run as read_run
 
-    if not run_dir.is_dir():
-        raise BiasprobeError(f"--run {run_dir}: no such directory (give a run dir written by `biasprobe dip`)")
-    curves_path, images_path = run_dir / "curves.parquet", run_dir / "images.npz"
-    for path in (curves_path, images_path):
-        if not path.is_file():
-            raise BiasprobeError(f"--run {run_dir}: no {path.name}; is the run finished? (rerun `biasprobe dip`)")
-    try:
-        curves = pd.read_parquet(curves_path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise BiasprobeError(f"--run {run_dir}: cannot read curves.parquet ({exc}); rerun `biasprobe dip`") from exc
-    missing = {"step", "metric", "value"} - set(curves.columns)
-    if missing:
-        raise BiasprobeError(f"--run {run_dir}: curves.parquet lacks columns {sorted(missing)}; rerun `biasprobe dip`")
-    try:
-        with np.load(images_path) as npz:
-            images = {k: np.asarray(npz[k], dtype=np.float64) for k in npz.files}
-    except Exception as exc:
-        raise BiasprobeError(f"--run {run_dir}: cannot read images.npz ({exc}); rerun `biasprobe dip`") from exc
+    run = read_run(run_dir, where=f"--run {run_dir}")
+    images = run["images"]
+    if not images:
+        raise BiasprobeError(f"--run {run_dir}: no images.npz; is the run finished? (rerun `biasprobe dip`)")
     if "observed" not in images or not any(_IMAGE_KEY.match(k) for k in images):
         raise BiasprobeError(f"--run {run_dir}: images.npz needs 'observed' and 'best' (or 'best_seed<k>') arrays")
-    config = {}
-    if (run_dir / "config.json").is_file():
-        try:
-            config = json.loads((run_dir / "config.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise BiasprobeError(f"--run {run_dir}: config.json is not valid JSON ({exc})") from exc
-    return curves, images, config if isinstance(config, dict) else {}
+    title = (run["config"].arch if run["config"] is not None else None) or run["meta"].get("arch") or run_dir.name
+    return run["curves"], images, str(title)
 
 
 def outputs_by_seed(images: dict[str, np.ndarray]) -> dict[str, dict[int, np.ndarray]]:
@@ -110,11 +90,9 @@ def spectrum_run(run_dir: Path, out: Path | None = None) -> list[Path]:
     """Draw the three run figures; returns the paths written."""
     import seaborn as sns
 
-    curves, images, config = load_run(run_dir)
+    curves, images, title = load_run(run_dir)
     out = out or run_dir
     out.mkdir(parents=True, exist_ok=True)
-    inner = config.get("config") if isinstance(config.get("config"), dict) else {}
-    title = str(config.get("arch") or inner.get("arch") or run_dir.name)
     sns.set_theme(style="whitegrid", context="paper")
     paths = []
     for draw in (_draw_fbc, _draw_radial, _draw_grid):

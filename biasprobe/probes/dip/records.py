@@ -217,15 +217,43 @@ def save_result(result: DIPResult, out_root) -> list[Path]:
     return dirs
 
 
-def load_run(path) -> dict:
-    """A run directory written by :func:`save_result`, read back: ``config`` (a DIPConfig), ``seed``, ``meta``
-    (provenance), ``curves`` and ``summary`` (a dict)."""
+def load_run(path, where: str | None = None) -> dict:
+    """A DIP run directory (written by :func:`save_result`, or one like it), read back and checked: ``config`` (a
+    DIPConfig; None when config.json has none), ``seed``, ``meta`` (provenance: config.json's other fields),
+    ``curves`` (step, metric, value, ...), ``summary`` (a dict; {} when absent) and ``images`` (images.npz's arrays
+    as float64; {} when absent). The one reader of a run folder: a folder that is not one, or a damaged file, is a
+    one-line BiasprobeError starting with ``where`` (default: the folder)."""
     import json
 
     d = Path(path)
-    if not (d / "config.json").is_file():
-        raise BiasprobeError(f"{d} is not a DIP run directory (no config.json)")
-    meta = json.loads((d / "config.json").read_text())
-    return {"config": DIPConfig(**meta.pop("config")), "seed": meta.pop("seed"), "meta": meta,
-            "curves": pd.read_parquet(d / "curves.parquet"),
-            "summary": json.loads((d / "summary.json").read_text())}
+    where = where or str(d)
+    if not d.is_dir():
+        raise BiasprobeError(f"{where}: no such directory (give a run dir written by `biasprobe dip`)")
+    if not (d / "curves.parquet").is_file():
+        raise BiasprobeError(f"{where}: no curves.parquet; is the run finished? (rerun `biasprobe dip`)")
+    try:
+        curves = pd.read_parquet(d / "curves.parquet")
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise BiasprobeError(f"{where}: cannot read curves.parquet ({exc}); rerun `biasprobe dip`") from exc
+    missing = {"step", "metric", "value"} - set(curves.columns)
+    if missing:
+        raise BiasprobeError(f"{where}: curves.parquet lacks columns {sorted(missing)}; rerun `biasprobe dip`")
+    images = {}
+    if (d / "images.npz").is_file():
+        try:
+            with np.load(d / "images.npz") as npz:
+                images = {k: np.asarray(npz[k], dtype=np.float64) for k in npz.files}
+        except Exception as exc:
+            raise BiasprobeError(f"{where}: cannot read images.npz ({exc}); rerun `biasprobe dip`") from exc
+    meta, summary = {}, {}
+    for name in ("config.json", "summary.json"):
+        if (d / name).is_file():
+            try:
+                data = json.loads((d / name).read_text())
+            except json.JSONDecodeError as exc:
+                raise BiasprobeError(f"{where}: {name} is not valid JSON ({exc})") from exc
+            if isinstance(data, dict):
+                meta, summary = (data, summary) if name == "config.json" else (meta, data)
+    config = meta.pop("config", None)
+    return {"config": DIPConfig(**config) if isinstance(config, dict) else None, "seed": meta.pop("seed", None),
+            "meta": meta, "curves": curves, "summary": summary, "images": images}

@@ -48,7 +48,6 @@ Why the classic three do not use deepinv (deepinv 0.5.0, read and tested against
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
 import inspect
@@ -63,6 +62,7 @@ from torch import nn
 
 from biasprobe import seeding
 from biasprobe.errors import BiasprobeError
+from biasprobe.literal import parse_literal
 
 
 # ------------------------------------------------------------------------------------------- observation
@@ -348,12 +348,7 @@ def _jpeg(clean, seed):
 
 def _literal(v):
     """CLI strings -> Python literals where they parse ('4' -> 4, '(3, 3)' -> (3, 3)); other values unchanged."""
-    if isinstance(v, str):
-        try:
-            return ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            return v
-    return v
+    return parse_literal(v)
 
 
 def _deepinv_obs(task, params, seed, clean, physics, sigma, clip, mask=None, **info) -> Observation:
