@@ -68,6 +68,15 @@ CALIBRATION_PRESETS = {
         "classify": dict(grid=LR_GRID, seeds=[0],
                          base=dict(n_train=1000, epochs=3, val_size=500, warmup_epochs=1.0, measures=False)),
     },
+    "zoo": {
+        # the zoo's decoder ablation: the seed's lr, and 3x and 10x it (the seed's 1e-4 left bilinear-decoder fits
+        # below the noisy input at 5,000 steps); size, cap and stop rule are the study's (calibration_base)
+        "dip": dict(grid=[1e-4, 3e-4, 1e-3], seeds=[0],
+                    base=dict(image="chelsea", task="denoise", task_params={"sigma": 25}, log_every=25,
+                              spectral=False)),
+        "classify": dict(grid=LR_GRID, seeds=[0],
+                         base=dict(n_train=1000, epochs=3, val_size=500, warmup_epochs=1.0, measures=False)),
+    },
     "paper": {
         "dip": dict(grid=LR_GRID, seeds=[0, 1, 2],
                     base=dict(image="chelsea", task="denoise", task_params={"sigma": 25}, size=256, iters=3000,

@@ -68,6 +68,9 @@ class DipPlan:
         iters = self.iters if isinstance(self.iters, int) else max(self.iters.values())  # a table: its longest
         base = dict(base, size=self.size, iters=iters, setting=self.setting, **{
             k: getattr(self, k) for k in ("input_depth", "reg_noise_std") if getattr(self, k) is not None})
+        if self.extra.get("stop") == "peak":  # the criterion is the peak: a calibration fit stops after it
+            base.update(stop="peak", stop_on_gap=False, **{k: self.extra[k] for k in ("patience", "collapse_db")
+                                                           if k in self.extra and not isinstance(self.extra[k], dict)})
         if base["image"] in self.image_names() or any(base["image"] in t.get("images", []) for t in self.tasks):
             raise BiasprobeError(f"the calibration image {base['image']!r} is one of the study's images")
         return base
@@ -232,8 +235,8 @@ def _check_types(p: StudyPreset, where: str) -> None:
     need(isinstance(d.seeds, list) and d.seeds and all(isinstance(s, int) for s in d.seeds), "dip.seeds",
          "a non-empty list of integers")
     need(d.lr is None or d.lr == "calibrated" or isinstance(d.lr, (int, float)) or isinstance(d.lr, dict) and all(
-        isinstance(v, (int, float)) and v > 0 for v in d.lr.values()), "dip.lr",
-         'null, a number, "calibrated" or {"arch pattern": lr, ...}')
+        isinstance(v, (int, float)) and v > 0 or v == "calibrated" for v in d.lr.values()), "dip.lr",
+         'null, a number, "calibrated" or {"arch pattern": lr or "calibrated", ...}')
     for arch in p.archs + d.extra_archs:
         _per_arch(d.lr, arch, "dip.lr")
         _per_arch(d.iters, arch, "dip.iters")
@@ -250,7 +253,7 @@ def _check_types(p: StudyPreset, where: str) -> None:
              "null or a positive integer")
         need(c.lr is None or c.lr == "calibrated" or isinstance(c.lr, (int, float)), "classify.lr",
              'null, a number or "calibrated"')
-    if "calibrated" in (d.lr, getattr(c, "lr", None)):
+    if "calibrated" in (d.lr, getattr(c, "lr", None)) or isinstance(d.lr, dict) and "calibrated" in d.lr.values():
         need(p.calibration.enabled, "calibration.enabled", 'true when an lr is "calibrated"')
 
 
@@ -339,10 +342,17 @@ def by_arch(p: StudyPreset, runs: list[dict]) -> list[dict]:
 def _lr(value, lrs, arch):
     """The lr of ``arch`` under a plan's ``lr``: None, a number, "calibrated" (``lrs``), or a table (:func:`_per_arch`,
     e.g. {"skipnet": 0.01, "*": 1e-4})."""
+    value = _per_arch(value, arch, "lr")
     if value == "calibrated":
         return float(lrs[arch])
-    value = _per_arch(value, arch, "lr")
     return None if value is None else float(value)
+
+
+def calibrated_archs(p: StudyPreset, probe: str, plan) -> list[str]:
+    """The architectures whose lr for ``probe`` is "calibrated" (the plan's lr, or its table's entry for them);
+    the DIP probe's DIP-only extras count too."""
+    archs = p.archs + ([a for a in p.dip.extra_archs if a not in p.archs] if probe == "dip" else [])
+    return [a for a in archs if _per_arch(plan.lr, a, f"{probe}.lr") == "calibrated"]
 
 
 def _per_arch(value, arch: str, what: str):
@@ -487,21 +497,22 @@ def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool) -> dict
     out = {}
     curves, choices = [], []
     for probe, plan in p.plans().items():
-        if plan.lr != "calibrated":
+        archs = calibrated_archs(p, probe, plan)
+        if not archs:
             continue
         cal = calibrate.preset(p.calibration.preset, probe)
         # calibrate under the study's own protocol; only the data differ (calibration image / validation split)
         base = plan.calibration_base(cal["base"])
-        table = calibrate.calibrate(p.archs, probe, cal["grid"], base, root / probe, seeds=cal.get("seeds", (0,)),
+        table = calibrate.calibrate(archs, probe, cal["grid"], base, root / probe, seeds=cal.get("seeds", (0,)),
                                     wd_grid=cal.get("wd_grid"), executor=p.executor, jobs=p.jobs,
                                     threads_per_job=p.threads_per_job, device=p.device, progress=progress,
-                                    arch_kwargs={a: plan.arch_kwargs.get(a, {}) for a in p.archs})
+                                    arch_kwargs={a: plan.arch_kwargs.get(a, {}) for a in archs})
         chosen = calibrate.choose(table)
         calibrate.save_choices(chosen, root / "choices.csv")
         curves.append(table)
         choices.append(chosen)
-        out[probe] = {a: calibrate.lookup_lr(chosen, a, probe, rank=1) for a in p.archs}
-        out[f"{probe}_second"] = {a: calibrate.lookup_lr(chosen, a, probe, rank=2) for a in p.archs}
+        out[probe] = {a: calibrate.lookup_lr(chosen, a, probe, rank=1) for a in archs}
+        out[f"{probe}_second"] = {a: calibrate.lookup_lr(chosen, a, probe, rank=2) for a in archs}
     if curves:
         tables["calibration"] = pd.concat(curves, ignore_index=True)
         tables["choices"] = pd.concat(choices, ignore_index=True)
