@@ -207,3 +207,21 @@ def test_an_injected_collapse_is_detected_and_ends_the_fit(monkeypatch):
     assert s.peak_status == "cut by divergence" and not s.peak_reached
     assert s.steps_run < 300  # stopped `patience` steps after the collapse, not at the cap of 1500
     assert s.gap_censored and s.gap_censor_step == s.collapse_step
+
+
+def test_the_gpu_check_runs_its_path_on_a_cpu(tmp_path):
+    """benchmarks/gpu_check.py is run rarely (a GPU is lent for minutes): its code path is exercised here on the CPU
+    at toy sizes, so the prepared script does not rot."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--device", "cpu", "--sizes", "32", "--archs", "vit", "--dip-steps", "10", "--timed-steps", "2",
+              "--no-zoo", "--out", str(tmp_path)])
+    cp = pd.read_csv(tmp_path / "cuda_path.csv")
+    assert set(cp.check) == {"dip", "classify"} and cp.equal_in_kind.all()
+    st = pd.read_csv(tmp_path / "step_times.csv")
+    assert list(st.arch) == ["vit"] and st.sec_per_step.iloc[0] > 0

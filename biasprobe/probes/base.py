@@ -104,12 +104,12 @@ def resolve_lr(value, arch: str, calibrated: Mapping[str, float] | Callable[[str
     - a number: ``(value, "given")``;
     - ``"calibrated"`` (a preset) or ``"auto"`` (the CLI): the arch's calibrated lr, ``calibrated[arch]`` or
       ``calibrated(arch)`` (a choices file read), ``(lr, calibrated_source)``;
-    - a table {arch pattern: lr} (:func:`per_arch`): the arch's entry, ``"given"``.
+    - a table {arch pattern: lr or "calibrated"} (:func:`per_arch`): the arch's entry, as above.
     """
+    value = per_arch(value, arch, "lr")
     if value in CALIBRATED:
         lr = calibrated(arch) if callable(calibrated) else calibrated[arch]
         return float(lr), calibrated_source
-    value = per_arch(value, arch, "lr")
     if value is None:
         return default, default_source
     return float(value), "given"

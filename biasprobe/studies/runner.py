@@ -23,6 +23,7 @@ import pandas as pd
 
 from biasprobe.errors import BiasprobeError
 from biasprobe.probes import PROBES, get_probe
+from biasprobe.probes.base import CALIBRATED, per_arch
 from biasprobe.probes.classify.plan import ClassifyPlan
 from biasprobe.probes.dip.plan import DipPlan
 from biasprobe.studies.presets import PRESET_DIR  # shipped with the package: a non-editable install finds them
@@ -144,7 +145,7 @@ def _check_types(p: StudyPreset, where: str) -> None:
             need(key in known, f"{name}.extra.{key}",
                  f"a {probe.config_type.__name__} field ({', '.join(sorted(known))})")
         plan.check(need, p.archs)
-    if any(plan.lr == "calibrated" for plan in p.plans().values()):
+    if any(calibrated_archs(p, name, plan) for name, plan in p.plans().items()):
         need(p.calibration.enabled, "calibration.enabled", 'true when an lr is "calibrated"')
 
 
@@ -176,6 +177,13 @@ def by_arch(p: StudyPreset, runs: list[dict]) -> list[dict]:
         return (int(replicate), drawn.get(c["image"], len(drawn)), arch)
 
     return sorted(runs, key=key)
+
+
+def calibrated_archs(p: StudyPreset, probe: str, plan) -> list[str]:
+    """The architectures whose lr under ``plan`` is "calibrated" (the plan's lr, or its table's entry for them); a
+    plan's own extra architectures (the DIP plan's DIP-only extras) count too."""
+    archs = p.archs + [a for a in getattr(plan, "extra_archs", []) if a not in p.archs]
+    return [a for a in archs if per_arch(plan.lr, a, f"{probe}.lr") in CALIBRATED]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -311,21 +319,22 @@ def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool) -> tupl
     best, second = {}, {}
     curves, choices = [], []
     for probe, plan in p.plans().items():
-        if plan.lr != "calibrated":
+        archs = calibrated_archs(p, probe, plan)
+        if not archs:
             continue
         cal = calibrate.preset(p.calibration.preset, probe)
         # calibrate under the study's own protocol; only the data differ (calibration image / validation split)
         base = plan.calibration_base(cal["base"])
-        table = calibrate.calibrate(p.archs, probe, cal["grid"], base, root / probe, seeds=cal.get("seeds", (0,)),
+        table = calibrate.calibrate(archs, probe, cal["grid"], base, root / probe, seeds=cal.get("seeds", (0,)),
                                     wd_grid=cal.get("wd_grid"), executor=p.executor, jobs=p.jobs,
                                     threads_per_job=p.threads_per_job, device=p.device, progress=progress,
-                                    arch_kwargs={a: plan.arch_kwargs.get(a, {}) for a in p.archs})
+                                    arch_kwargs={a: plan.arch_kwargs.get(a, {}) for a in archs})
         chosen = calibrate.choose(table)
         calibrate.save_choices(chosen, root / "choices.csv")
         curves.append(table)
         choices.append(chosen)
-        best[probe] = {a: calibrate.lookup_lr(chosen, a, probe, rank=1) for a in p.archs}
-        second[probe] = {a: calibrate.lookup_lr(chosen, a, probe, rank=2) for a in p.archs}
+        best[probe] = {a: calibrate.lookup_lr(chosen, a, probe, rank=1) for a in archs}
+        second[probe] = {a: calibrate.lookup_lr(chosen, a, probe, rank=2) for a in archs}
     if curves:
         tables["calibration"] = pd.concat(curves, ignore_index=True)
         tables["choices"] = pd.concat(choices, ignore_index=True)

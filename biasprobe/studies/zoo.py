@@ -37,6 +37,7 @@ from biasprobe.studies import generative_vs_predictive as G
 DECODERS = ("pixelshuffle", "bilinear", "transposed")
 
 FIGURES = [
+    ("km_decoders.png", "Kaplan-Meier per generator of the decoder ablation: share of images whose gap is still positive"),
     ("gen_vs_pred.png", "Generative score vs predictive accuracy per architecture, by family"),
     ("psnr_curves.png", "PSNR vs iteration (psnr_gt and psnr_obs) per architecture"),
     ("clf_curves.png", "Classifier accuracy vs optimisation step (plateau check)"),
@@ -154,14 +155,28 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
     clf_zoo = clf[clf.arch.isin(zoo)] if clf is not None else None
     boot = dict(n_boot=int(n_boot), ci=float(ci), seed=int(seed))
     cross = V.cross_tab(dip_zoo, clf_zoo, None, task=task, families={a: family(a, fams) for a in zoo}, **boot)
-    rho = V.verdict_table([], {"c": G.CLAIMS["c"] + " (over the zoo's architectures)"}, dip_zoo, clf_zoo, task=task,
-                          rho=G.RHO, **boot)
-    contrasts, texts = claims(spec, set(dip.arch) if dip is not None else set())
-    texts.pop("c")
-    e_rows = V.verdict_table(contrasts, texts, dip, clf, task=task, **boot) if texts else pd.DataFrame()
-    verdicts = pd.concat([rho, e_rows], ignore_index=True)
+    plan = getattr(preset, "analysis", None) or None
     options = dict(**boot, alpha=V.ALPHA, primary_task=task, rho_threshold=G.RHO_THRESHOLD,
                    min_archs_rho=G.MIN_ARCHS_RHO, no_better_db=G.NO_BETTER_DB, period=8, n_train=None)
+    if plan and "claims" in plan:  # the plan's claims: rho ones over the zoo's archs, the others over every generator
+        pc = G.plan_claims(plan, set())
+        curves = V.nonempty(tables.get("dip_curves"))
+        kw = dict(task=task, horizon=pc["horizon"], alpha=pc["alpha"], gap_window=pc["gap_window"], **boot)
+        over_zoo = {h: t for h, t in pc["texts"].items() if h in pc["rho"]}
+        rest = {h: t for h, t in pc["texts"].items() if h not in over_zoo}
+        parts = [V.verdict_table([c for c in pc["contrasts"] if c.hypothesis in over_zoo], over_zoo, dip_zoo, clf_zoo,
+                                 rho=pc["rho"], dip_curves=curves, **kw) if over_zoo else pd.DataFrame(),
+                 V.verdict_table([c for c in pc["contrasts"] if c.hypothesis in rest], rest, dip, clf,
+                                 dip_curves=curves, **kw) if rest else pd.DataFrame()]
+        verdicts = pd.concat([x for x in parts if len(x)], ignore_index=True)
+        options.update(alpha=pc["alpha"], plan=True, horizon=pc["horizon"], gap_window=pc["gap_window"])
+    else:
+        rho = V.verdict_table([], {"c": G.CLAIMS["c"] + " (over the zoo's architectures)"}, dip_zoo, clf_zoo,
+                              task=task, rho=G.RHO, **boot)
+        contrasts, texts = claims(spec, set(dip.arch) if dip is not None else set())
+        texts.pop("c")
+        e_rows = V.verdict_table(contrasts, texts, dip, clf, task=task, **boot) if texts else pd.DataFrame()
+        verdicts = pd.concat([rho, e_rows], ignore_index=True)
     return {"options": options, "cross_tab": cross, "verdicts": verdicts,
             "leaderboard": leaderboard(cross, dip_zoo, clf_zoo),
             "decoders": decoder_table(dip, spec, task, ci), "runs": V.run_table(dip)}
@@ -214,7 +229,14 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
         "clf_curves.png": R.fig_clf_curves(t.get("clf_epochs"), out / "clf_curves.png"),
     }
     rho = verd[(verd.hypothesis == "c") & (verd.comparison != "overall")]
+    abl = {v["arch"] for v in ablation((meta.get("preset") or {}).get("study", {}).get("decoder_ablation")
+                                       if isinstance(meta.get("preset"), dict) else None)}
+    dsum = t.get("dip_summary")
+    drawn["km_decoders.png"] = G.fig_km_gap(dsum[dsum.arch.isin(abl)] if dsum is not None and abl else None,
+                                            out / "km_decoders.png", opt.get("horizon"), opt.get("primary_task"),
+                                            curves, opt.get("gap_window"))
     md = [f"# {meta.get('title', 'The zoo: generative vs predictive bias across architectures')}", ""]
+    md += R.plan_lines(G.plan_info(meta, t))
     md += R.header(meta, runs)
     if len(rho) and np.isfinite(rho.iloc[0].rho):
         r = rho.iloc[0]

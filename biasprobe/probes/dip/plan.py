@@ -55,6 +55,9 @@ class DipPlan:
         iters = self.iters if isinstance(self.iters, int) else max(self.iters.values())  # a table: its longest
         base = dict(base, size=self.size, iters=iters, setting=self.setting, **{
             k: getattr(self, k) for k in ("input_depth", "reg_noise_std") if getattr(self, k) is not None})
+        if self.extra.get("stop") == "peak":  # the criterion is the peak: a calibration fit stops after it
+            base.update(stop="peak", stop_on_gap=False, **{k: self.extra[k] for k in ("patience", "collapse_db")
+                                                           if k in self.extra and not isinstance(self.extra[k], dict)})
         if base["image"] in self.image_names() or any(base["image"] in t.get("images", []) for t in self.tasks):
             raise BiasprobeError(f"the calibration image {base['image']!r} is one of the study's images")
         return base
@@ -81,8 +84,9 @@ class DipPlan:
         need(isinstance(self.seeds, list) and self.seeds and all(isinstance(s, int) for s in self.seeds),
              "dip.seeds", "a non-empty list of integers")
         need(self.lr is None or self.lr == "calibrated" or isinstance(self.lr, (int, float))
-             or isinstance(self.lr, dict) and all(isinstance(v, (int, float)) and v > 0 for v in self.lr.values()),
-             "dip.lr", 'null, a number, "calibrated" or {"arch pattern": lr, ...}')
+             or isinstance(self.lr, dict) and all(isinstance(v, (int, float)) and v > 0 or v == "calibrated"
+                                                  for v in self.lr.values()),
+             "dip.lr", 'null, a number, "calibrated" or {"arch pattern": lr or "calibrated", ...}')
         for arch in archs + self.extra_archs:
             per_arch(self.lr, arch, "dip.lr")
             per_arch(self.iters, arch, "dip.iters")

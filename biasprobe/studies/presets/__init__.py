@@ -32,7 +32,7 @@ def preset_path(name: str):
 
 
 CALIBRATION_DIR = PRESET_DIR / "calibration"
-RENAMED = {"smoke": "lr-smoke", "quick": "lr-quick", "paper": "lr-paper"}  # calibration presets' former names
+RENAMED = {"smoke": "lr-smoke", "quick": "lr-quick", "paper": "lr-paper", "zoo": "lr-zoo"}  # calibration presets' former names
 
 
 def calibration_names() -> list[str]:
