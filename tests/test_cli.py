@@ -79,7 +79,8 @@ def test_presets_are_package_data(tmp_path):
     package_dir = REPO / "biasprobe" / "studies" / "presets"
     assert all(Path(p) == package_dir / f"{n}.json" for n, p in found.items())
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert all(any(p.match(g) for g in data["biasprobe.studies.presets"]) for p in package_dir.glob("*.json"))
+    assert all(any(p.relative_to(package_dir).match(g) for g in data["biasprobe.studies.presets"])
+               for p in package_dir.rglob("*.json")) and list(package_dir.glob("calibration/lr-*.json"))
 
 
 def test_study_threads_override(capsys):
