@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_dip  # noqa: E402
 
 TINY = dict(channels_down=8, channels_up=8, channels_skip=2, num_scales=3)

@@ -40,7 +40,7 @@ def ssim(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     torchmetrics' ``structural_similarity_index_measure`` (reflect padding, variances clamped at 0, mean over the
     whole map; a test checks the two agree), with the Gaussian window applied along each axis as banded matrix
     products over tiles of 32 output pixels (:func:`_blur_last`) instead of one 11 x 11 grouped convolution; tiles
-    keep the cost per pixel from growing with the side (timings: README, Performance)."""
+    keep the cost per pixel from growing with the side (timings: docs/performance.md)."""
     x, ref = x.float(), ref.float()
     k, c, h, w = x.shape
     half = 5
