@@ -224,3 +224,19 @@ def test_the_gpu_check_runs_its_path_on_a_cpu(tmp_path):
     assert set(cp.check) == {"dip", "classify"} and cp.equal_in_kind.all()
     st = pd.read_csv(tmp_path / "step_times.csv")
     assert list(st.arch) == ["vit"] and st.sec_per_step.iloc[0] > 0
+
+
+def test_a_row_reading_fewer_units_than_planned_is_inconclusive():
+    rows = []
+    for i in range(6):
+        for arch, gain in (("A", 1.0 + 0.01 * i), ("B", 0.0)):
+            rows.append(dict(arch=arch, task="denoise", image=f"im{i}", seed=0, gain_db=gain, peak_reached=True,
+                             gap_negative_step=100.0, gap_area=0.0, stop_step=1000, failed=False))
+    runs = V.gen_run_table(pd.DataFrame(rows))
+    c = V.diff("x", "A", "B", "gain_db", "greater")
+    assert V.evaluate(c, runs, None, planned={"images": 6})["reason"] == ""
+    r = V.evaluate(c, runs, None, planned={"images": 8})
+    assert r["reason"] == "missing units" and r["note"].startswith("6 of the 8 planned images")
+    rows_ = [r]
+    V._decide(rows_, 0.95)
+    assert rows_[0]["verdict"] == "inconclusive"

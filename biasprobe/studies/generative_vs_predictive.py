@@ -121,7 +121,7 @@ def plan_claims(analysis: dict | None, archs) -> dict:
     forms, alpha, horizon, gap window), else this module's own (``CLAIMS``, :func:`claims`)."""
     if not analysis or "claims" not in analysis:
         return dict(texts=CLAIMS, contrasts=claims(archs), rho=RHO, pairs=None, alpha=V.ALPHA, horizon=None,
-                    gap_window=None)
+                    gap_window=None, planned=None)
     texts, contrasts, rho, pairs = {}, [], {}, {}
     for hyp, spec in analysis["claims"].items():
         texts[hyp] = spec["text"]
@@ -132,7 +132,8 @@ def plan_claims(analysis: dict | None, archs) -> dict:
         if spec.get("form") == "opposite_pair":
             pairs[hyp] = spec
     return dict(texts=texts, contrasts=contrasts, rho=rho, pairs=pairs, alpha=float(analysis.get("alpha", V.ALPHA)),
-                horizon=analysis.get("horizon"), gap_window=analysis.get("gap_window"))
+                horizon=analysis.get("horizon"), gap_window=analysis.get("gap_window"),
+                planned=analysis.get("planned_units"))
 
 
 def verdicts(dip_summary: pd.DataFrame | None, clf_summary: pd.DataFrame | None, n_train: int | None = None,
@@ -147,7 +148,8 @@ def verdicts(dip_summary: pd.DataFrame | None, clf_summary: pd.DataFrame | None,
     pc = plan_claims(analysis, archs)
     return V.verdict_table(pc["contrasts"], pc["texts"], dip_summary, clf_summary, task=task, n_train=n_train,
                            rho=pc["rho"], n_boot=n_boot, ci=ci, seed=seed, horizon=pc["horizon"], pairs=pc["pairs"],
-                           alpha=pc["alpha"], dip_curves=dip_curves, gap_window=pc["gap_window"])
+                           alpha=pc["alpha"], dip_curves=dip_curves, gap_window=pc["gap_window"],
+                           planned=pc["planned"])
 
 
 def verdicts_by_task(dip_summary, clf_summary, n_train=None, n_boot=2000, ci=0.95, seed=0, analysis=None,
@@ -174,6 +176,7 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
     options["primary_task"] = task
     plan = getattr(preset, "analysis", None) or None
     if plan:
+        plan = dict(plan, planned_units=planned_units(preset))
         options.update(alpha=float(plan.get("alpha", V.ALPHA)), plan=True, horizon=plan.get("horizon"),
                        gap_window=plan.get("gap_window"))
     by_task = verdicts_by_task(dip, clf, n_train=n_train, analysis=plan, dip_curves=curves, **boot)
@@ -190,6 +193,14 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
         if dip2 is not None or clf2 is not None:
             out["verdicts_second_lr"] = verdicts(dip2, clf2, n_train=n_train, task=task, **boot)
             out["sensitivity"] = V.sensitivity(out["verdicts"], out["verdicts_second_lr"])
+    return out
+
+
+def planned_units(preset) -> dict:
+    """The units the plan expects a row to read: its images (DIP) and its classifier seeds."""
+    out = {"images": len(preset.dip.image_names())}
+    if preset.classify is not None:
+        out["seeds"] = len(preset.classify.seeds)
     return out
 
 
