@@ -240,3 +240,21 @@ def test_a_row_reading_fewer_units_than_planned_is_inconclusive():
     rows_ = [r]
     V._decide(rows_, 0.95)
     assert rows_[0]["verdict"] == "inconclusive"
+
+
+def test_replicate_seeds_estimate_the_spread_and_enter_no_test():
+    from biasprobe.studies import generative_vs_predictive as G
+    from biasprobe.study import load_preset
+    from tests.test_verdicts import make_tables
+
+    p = load_preset("standard")
+    ims = tuple(p.dip.image_names()[:3])
+    dip, clf = make_tables({"skipnet": 6.0, "vit": 2.0, "swin": 1.0, "3c+vit": 2.0, "vit+3c": 3.0},
+                           {"vit": 0.4, "swin": 0.45}, images=ims, seeds=(0, 1), tasks=("denoise",))
+    dip.loc[dip.seed == 1, "gain_db"] += 50.0  # a replicate seed's number must not move any row
+    out = G.analyse({"dip_summary": dip, "clf_summary": clf}, p)
+    r = out["verdicts"].query("comparison == 'swin - vit' and metric == 'gain_db'").iloc[0]
+    assert r.effect == pytest.approx(-1.0, abs=0.3) and r.reason == "missing units"  # 3 of 24 images
+    sp = out["seed_spread"].set_index("arch")
+    assert (sp.images_with_seeds == 3).all() and (sp.seed_sd_db > 30).all()
+    assert len(out["runs"]) == len(dip)  # every run listed, replicates included
