@@ -33,14 +33,36 @@ def step_time(arch: str, cfg_kw: dict, steps: int) -> float:
 
 
 def clf_rate(arch: str, c, steps: int) -> float:
-    """Training images per second of one classifier run (one thread)."""
+    """Training images per second of a classifier (one thread): two runs, of 2 and of 2 + ``steps`` steps, so the
+    data loading and the model build every run pays are left out (the difference is the steps alone)."""
     from biasprobe.probes.classify.train import ClassifyConfig, run_classify
 
-    cfg = ClassifyConfig(arch=arch, n_train=c.fixed_n, steps=steps, batch_size=c.batch_size, seed=0,
-                         measures=False, arch_kwargs=dict(c.arch_kwargs.get(arch, {})))
-    t = time.perf_counter()
-    run_classify(cfg, progress=False)
-    return steps * c.batch_size / (time.perf_counter() - t)
+    took = []
+    for n in (2, 2 + steps):
+        cfg = ClassifyConfig(arch=arch, n_train=c.fixed_n, steps=n, batch_size=c.batch_size, seed=0,
+                             measures=False, eval_every_steps=n, arch_kwargs=dict(c.arch_kwargs.get(arch, {})))
+        t = time.perf_counter()
+        run_classify(cfg, progress=False)
+        took.append(time.perf_counter() - t)
+    return steps * c.batch_size / max(took[1] - took[0], 1e-9)
+
+
+def calibration_cost(p, rows: list[dict], peak_steps: int) -> dict | None:
+    """The DIP calibration's fits (grid points x calibrated generators, each to its peak), from the generators'
+    measured step times."""
+    from biasprobe.studies import calibrate
+    from biasprobe.studies.runner import calibrated_archs
+
+    if not p.calibration.enabled:
+        return None
+    archs = calibrated_archs(p, "dip", p.dip)
+    grid = calibrate.preset(p.calibration.preset, "dip")["grid"]
+    sec = {r["arch"]: r["sec_per_step"] for r in rows if r["probe"] == "dip"}
+    if not archs or not all(x in sec for x in archs):
+        return None
+    return dict(arch=f"{len(archs)} generators x {len(grid)} lrs", probe="calibration (dip)", sec_per_step=float("nan"),
+                planned_steps=peak_steps, fits=len(archs) * len(grid),
+                core_min=round(sum(sec[x] for x in archs) * len(grid) * peak_steps / 60, 1))
 
 
 def main(argv=None) -> None:
@@ -52,7 +74,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="zoo")
     ap.add_argument("--steps", type=int, default=40, help="timed DIP steps per generator")
-    ap.add_argument("--clf-steps", type=int, default=6, help="timed classifier steps per architecture")
+    ap.add_argument("--clf-steps", type=int, default=10, help="timed classifier steps per architecture")
+    ap.add_argument("--probes", nargs="+", default=["dip", "classify"], help="which probes to measure")
     ap.add_argument("--peak-steps", type=int, default=1800)
     ap.add_argument("--gap-steps", type=int, default=2500)
     ap.add_argument("--out", default=None, help="CSV of the per-architecture costs")
@@ -62,7 +85,7 @@ def main(argv=None) -> None:
     runs = dip_configs(p, {x: 1e-4 for x in p.archs + p.dip.extra_archs})
     per_arch = pd.Series([r["config"]["arch"] for r in runs]).value_counts()
     rows = []
-    for arch in p.archs + p.dip.extra_archs:
+    for arch in p.archs + p.dip.extra_archs if "dip" in a.probes else []:
         ex = {k: _per_arch(v, arch, k) for k, v in p.dip.extra.items()}
         cap = _per_arch(p.dip.iters, arch, "dip.iters")
         kw = dict(image="astronaut", task_params={"sigma": 25}, size=p.dip.size, setting=p.dip.setting,
@@ -72,12 +95,11 @@ def main(argv=None) -> None:
         steps = cap if waits and "+" in arch and arch.rsplit("+", 1)[-1].endswith("c") else (
             a.gap_steps if waits else a.peak_steps)
         n_fits = int(per_arch.get(arch, 0))
-        calib = len(p.calibration_grid(arch)) if hasattr(p, "calibration_grid") else 0
         rows.append(dict(arch=arch, probe="dip", sec_per_step=round(sec, 4), planned_steps=min(steps, cap),
                          fits=n_fits, core_min=round(sec * min(steps, cap) * n_fits / 60, 1)))
         print(rows[-1], flush=True)
     c = p.classify
-    if c is not None:
+    if c is not None and "classify" in a.probes:
         for arch in p.archs:
             rate = clf_rate(arch, c, a.clf_steps)
             n = len(c.seeds) + len(getattr(c, "double_seeds", []))
@@ -86,6 +108,9 @@ def main(argv=None) -> None:
                              planned_steps=c.steps, fits=n,
                              core_min=round(steps * c.batch_size / rate / 60 * 1.3, 1)))  # +30%: evals, measures
             print(rows[-1], flush=True)
+    cal = calibration_cost(p, rows, a.peak_steps)
+    if cal:
+        rows.append(cal)
     t = pd.DataFrame(rows)
     print(t.groupby("probe").core_min.sum().to_string(), f"\ntotal core-minutes: {t.core_min.sum():.0f}")
     if a.out:

@@ -225,3 +225,37 @@ def test_the_gpu_check_runs_its_path_on_a_cpu(tmp_path):
     assert set(cp.check) == {"dip", "classify"} and cp.equal_in_kind.all()
     st = pd.read_csv(tmp_path / "step_times.csv")
     assert list(st.arch) == ["vit"] and st.sec_per_step.iloc[0] > 0
+
+
+def test_a_row_reading_fewer_units_than_planned_is_inconclusive():
+    rows = []
+    for i in range(6):
+        for arch, gain in (("A", 1.0 + 0.01 * i), ("B", 0.0)):
+            rows.append(dict(arch=arch, task="denoise", image=f"im{i}", seed=0, gain_db=gain, peak_reached=True,
+                             gap_negative_step=100.0, gap_area=0.0, stop_step=1000, failed=False))
+    runs = V.gen_run_table(pd.DataFrame(rows))
+    c = V.diff("x", "A", "B", "gain_db", "greater")
+    assert V.evaluate(c, runs, None, planned={"images": 6})["reason"] == ""
+    r = V.evaluate(c, runs, None, planned={"images": 8})
+    assert r["reason"] == "missing units" and r["note"].startswith("6 of the 8 planned images")
+    rows_ = [r]
+    V._decide(rows_, 0.95)
+    assert rows_[0]["verdict"] == "inconclusive"
+
+
+def test_replicate_seeds_estimate_the_spread_and_enter_no_test():
+    from biasprobe.studies import generative_vs_predictive as G
+    from biasprobe.studies.runner import load_preset
+    from tests.test_verdicts import make_tables
+
+    p = load_preset("standard")
+    ims = tuple(p.dip.image_names()[:3])
+    dip, clf = make_tables({"skipnet": 6.0, "vit": 2.0, "swin": 1.0, "3c+vit": 2.0, "vit+3c": 3.0},
+                           {"vit": 0.4, "swin": 0.45}, images=ims, seeds=(0, 1), tasks=("denoise",))
+    dip.loc[dip.seed == 1, "gain_db"] += 50.0  # a replicate seed's number must not move any row
+    out = G.analyse({"dip_summary": dip, "clf_summary": clf}, p)
+    r = out["verdicts"].query("comparison == 'swin - vit' and metric == 'gain_db'").iloc[0]
+    assert r.effect == pytest.approx(-1.0, abs=0.3) and r.reason == "missing units"  # 3 of 24 images
+    sp = out["seed_spread"].set_index("arch")
+    assert (sp.images_with_seeds == 3).all() and (sp.seed_sd_db > 30).all()
+    assert len(out["runs"]) == len(dip)  # every run listed, replicates included

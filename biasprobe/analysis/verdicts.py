@@ -382,13 +382,14 @@ def image_values(runs: pd.DataFrame, arch: str, metric: str) -> pd.DataFrame:
 
 def evaluate(c: Contrast, runs: pd.DataFrame | None, pred: pd.DataFrame | None, ci: float = 0.95,
              horizon: float | None = None, pred_double: pd.DataFrame | None = None,
-             alpha: float = 0.025) -> dict:
+             alpha: float = 0.025, planned: dict | None = None) -> dict:
     """One contrast's row: effect, interval, one-sided p-values (per comparison; the claim's rule is applied by
     :func:`_decide`), and the reason a verdict cannot be read when one applies. Images are the units of DIP
     contrasts (``runs``: :func:`gen_run_table` rows of one task): gains by a paired t over images, gap times by the
     exact paired Gehan test with the KM restricted-mean difference to ``horizon`` as the effect. Seeds are the units
     of predictive contrasts (``pred``: :func:`pred_scores` at the budget; ``pred_double``: the same seeds at twice
-    the budget, the budget check)."""
+    the budget, the budget check). ``planned``: {"images": n, "seeds": m}, the units the plan expects: a row that
+    reads fewer is inconclusive (missing units), never decided on a smaller sample without a word."""
     r = _row_base(c, None)
     metric = METRICS_BY_CONTRAST.get(c.metric)
     dip_metric = metric is not None and metric.probe == GENERATIVE
@@ -458,6 +459,10 @@ def evaluate(c: Contrast, runs: pd.DataFrame | None, pred: pd.DataFrame | None, 
             notes.append(check["note"])
             if check["sensitive"]:
                 reason = "budget-sensitive"
+    want = (planned or {}).get(unit)
+    if want and r["n_units"] < want:
+        reason = reason or "missing units"
+        notes.insert(0, f"{r['n_units']} of the {want} planned {unit}")
     if not reason and res is not None and np.isfinite(res.get("se", np.nan)):
         r["_res"] = res
     r.update(reason=reason, note="; ".join(notes))
@@ -599,7 +604,7 @@ def verdict_table(contrasts: list[Contrast], texts: dict[str, str], dip_summary:
                   rho: dict[str, RhoClaim] | None = None, n_boot: int = 2000, ci: float = 0.95,
                   seed: int = 0, horizon: float | None = None, pairs: dict[str, dict] | None = None,
                   alpha: float | None = None, dip_curves: pd.DataFrame | None = None,
-                  gap_window: int | None = None) -> pd.DataFrame:
+                  gap_window: int | None = None, planned: dict | None = None) -> pd.DataFrame:
     """A study's verdicts on one DIP task (default :func:`primary_task`): for each claim in ``texts`` (its text),
     in order, the rows of its ``contrasts`` (:func:`evaluate`, decided by :func:`_decide`), or for a claim in
     ``pairs`` its opposite-ordering rows (:func:`pair_rows`), then its rho row when it has one in ``rho``
@@ -618,7 +623,7 @@ def verdict_table(contrasts: list[Contrast], texts: dict[str, str], dip_summary:
     pred2 = pred_scores(clf_double, n_train) if clf_double is not None else None
     out: list[dict] = []
     for hyp, text in texts.items():
-        rows = [evaluate(c, runs, pred, ci, horizon, pred2, alpha) for c in contrasts if c.hypothesis == hyp]
+        rows = [evaluate(c, runs, pred, ci, horizon, pred2, alpha, planned) for c in contrasts if c.hypothesis == hyp]
         for r in rows:
             r.update(task=task, claim=text)
         _decide(rows, ci, alpha)

@@ -121,7 +121,7 @@ def plan_claims(analysis: dict | None, archs) -> dict:
     forms, alpha, horizon, gap window), else this module's own (``CLAIMS``, :func:`claims`)."""
     if not analysis or "claims" not in analysis:
         return dict(texts=CLAIMS, contrasts=claims(archs), rho=RHO, pairs=None, alpha=V.ALPHA, horizon=None,
-                    gap_window=None)
+                    gap_window=None, planned=None)
     texts, contrasts, rho, pairs = {}, [], {}, {}
     for hyp, spec in analysis["claims"].items():
         texts[hyp] = spec["text"]
@@ -132,7 +132,8 @@ def plan_claims(analysis: dict | None, archs) -> dict:
         if spec.get("form") == "opposite_pair":
             pairs[hyp] = spec
     return dict(texts=texts, contrasts=contrasts, rho=rho, pairs=pairs, alpha=float(analysis.get("alpha", V.ALPHA)),
-                horizon=analysis.get("horizon"), gap_window=analysis.get("gap_window"))
+                horizon=analysis.get("horizon"), gap_window=analysis.get("gap_window"),
+                planned=analysis.get("planned_units"))
 
 
 def verdicts(dip_summary: pd.DataFrame | None, clf_summary: pd.DataFrame | None, n_train: int | None = None,
@@ -147,7 +148,8 @@ def verdicts(dip_summary: pd.DataFrame | None, clf_summary: pd.DataFrame | None,
     pc = plan_claims(analysis, archs)
     return V.verdict_table(pc["contrasts"], pc["texts"], dip_summary, clf_summary, task=task, n_train=n_train,
                            rho=pc["rho"], n_boot=n_boot, ci=ci, seed=seed, horizon=pc["horizon"], pairs=pc["pairs"],
-                           alpha=pc["alpha"], dip_curves=dip_curves, gap_window=pc["gap_window"])
+                           alpha=pc["alpha"], dip_curves=dip_curves, gap_window=pc["gap_window"],
+                           planned=pc["planned"])
 
 
 def verdicts_by_task(dip_summary, clf_summary, n_train=None, n_boot=2000, ci=0.95, seed=0, analysis=None,
@@ -170,26 +172,54 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
     boot = dict(n_boot=options["n_boot"], ci=options["ci"], seed=options["seed"])
     dip, clf = V.nonempty(tables.get("dip_summary")), V.nonempty(tables.get("clf_summary"))
     curves = V.nonempty(tables.get("dip_curves"))
+    spread, dip_all = None, dip
+    if dip is not None and preset is not None and getattr(preset.dip, "replicate", None):
+        # the plan's units are its seeds; the replicate seeds only estimate the seed-to-seed spread
+        spread = seed_spread(dip)
+        dip = V.nonempty(dip[dip.seed.isin(preset.dip.seeds)])
     task = V.primary_task(dip)
     options["primary_task"] = task
     plan = getattr(preset, "analysis", None) or None
     if plan:
+        plan = dict(plan, planned_units=planned_units(preset))
         options.update(alpha=float(plan.get("alpha", V.ALPHA)), plan=True, horizon=plan.get("horizon"),
                        gap_window=plan.get("gap_window"))
     by_task = verdicts_by_task(dip, clf, n_train=n_train, analysis=plan, dip_curves=curves, **boot)
     clf_base = V.split_budgets(clf)[0]
-    out = {"options": options,
+    out = {"options": options, "seed_spread": spread,
            "cross_tab": V.cross_tab(dip, clf_base, curves, n_train=n_train,
                                     period=options["period"], task=task, **boot),
            "verdicts": by_task[by_task.task == task].reset_index(drop=True) if task else by_task,
            "verdicts_by_task": by_task,
-           "runs": V.run_table(dip)}
+           "runs": V.run_table(dip_all)}
     second = tables.get("second")
     if isinstance(second, dict):
         dip2, clf2 = V.nonempty(second.get("dip_summary")), V.nonempty(second.get("clf_summary"))
         if dip2 is not None or clf2 is not None:
             out["verdicts_second_lr"] = verdicts(dip2, clf2, n_train=n_train, task=task, **boot)
             out["sensitivity"] = V.sensitivity(out["verdicts"], out["verdicts_second_lr"])
+    return out
+
+
+def seed_spread(dip: pd.DataFrame) -> pd.DataFrame:
+    """Per architecture, from the images fitted with several seeds: the seed-to-seed SD of the gain (pooled over
+    those images) and the SD between images of the per-image gain (all images, lowest seed), so a reader sees
+    which of the two the intervals are made of."""
+    rows = []
+    for arch, g in dip.groupby("arch", sort=True):
+        multi = g.groupby("image").filter(lambda x: len(x) > 1)
+        within = (multi.groupby("image").gain_db.var(ddof=1).mean() ** 0.5) if len(multi) else np.nan
+        first = g.sort_values("seed").groupby("image").first().gain_db
+        rows.append(dict(arch=arch, images_with_seeds=int(multi.image.nunique()), seed_sd_db=within,
+                         image_sd_db=float(first.std(ddof=1)) if len(first) > 1 else np.nan))
+    return pd.DataFrame(rows)
+
+
+def planned_units(preset) -> dict:
+    """The units the plan expects a row to read: its images (DIP) and its classifier seeds."""
+    out = {"images": len(preset.dip.image_names())}
+    if preset.classify is not None:
+        out["seeds"] = len(preset.classify.seeds)
     return out
 
 
@@ -325,6 +355,12 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
            f"mean over seeds. Brackets: {ci:.0%} t intervals (images as strata). gap<0 step: first step where "
            f"psnr_gt < psnr_obs; a run where it never happens counts at its stop (share censored in brackets). "
            f"Full table: `cross_tab.csv`.", "", R.markdown_table(compact)]
+    sp = analysis.get("seed_spread")
+    if isinstance(sp, pd.DataFrame) and len(sp):
+        md += ["## Seed-to-seed and image-to-image spread", "",
+               "The gain's SD between seeds on the images fitted with the replicate seeds (pooled over them), and "
+               "its SD between images (the plan's seed on every image): the replicate seeds enter no test.", "",
+               R.markdown_table(sp)]
     md += R.runs_md(runs)
     md += R.plateau_md(clf, t.get("clf_epochs"))
     if runs is not None and len(runs):
