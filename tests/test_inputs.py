@@ -9,14 +9,17 @@ from PIL import Image
 from biasprobe import BiasprobeError
 
 
-def test_one_class_data_is_refused_in_one_line(tmp_path):
-    from biasprobe.probes.classify import cifar
+def test_one_class_data_is_refused_before_training(tmp_path):
+    import torch
+
+    from biasprobe.probes.classify.train import ClassifyConfig, prepare_data
 
     for split in ("train", "test"):
         (tmp_path / split / "cat").mkdir(parents=True)
-        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / split / "cat" / "0.png")
-    with pytest.raises(BiasprobeError, match="1 class folder.*at least 2"):
-        cifar.load_split("test", data=tmp_path)
+        for i in range(4):
+            Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / split / "cat" / f"{i}.png")
+    with pytest.raises(BiasprobeError, match="1 class.*at least 2"):
+        prepare_data(ClassifyConfig(arch="vit", n_train=2, data=str(tmp_path)), torch.device("cpu"))
 
 
 def test_a_dip_run_folder_gets_the_umask_mode(tmp_path):

@@ -103,9 +103,6 @@ def _load_imagefolder(root: str, split: str) -> Split:
         ds = ImageFolder(str(folder), loader=str)  # only the (path, label) list; we decode below
     except (FileNotFoundError, OSError) as exc:
         raise BiasprobeError(f"--data {root}: {split}/ holds no images in class folders ({exc})") from exc
-    if len(ds.classes) < 2:
-        raise BiasprobeError(f"--data {root}: {split}/ has {len(ds.classes)} class folder(s); a classifier needs at "
-                             f"least 2 (one sub-folder per class)")
     images = np.empty((len(ds.samples), IMG_SIZE, IMG_SIZE, 3), dtype=np.uint8)
     for i, (path, _) in enumerate(ds.samples):
         try:

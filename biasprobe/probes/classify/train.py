@@ -163,6 +163,9 @@ class ProbeData:
 
 def prepare_data(cfg: ClassifyConfig, device: torch.device) -> ProbeData:
     train = cifar.load_split("train", cfg.data, cfg.data_root, cfg.download)
+    if train.num_classes < 2:  # refused before training: calibration and ECE need at least two classes
+        raise BiasprobeError(f"the training data ({train.source}) has {train.num_classes} class(es); a classifier "
+                             f"needs at least 2 (one sub-folder per class)")
     idx = cifar.balanced_indices(train.labels, cfg.n_train, seeding.stream_seed(cfg.seed, "subset"), train.num_classes)
     if cfg.eval_split == "test":
         ev = cifar.load_split("test", cfg.data, cfg.data_root, cfg.download)
