@@ -259,3 +259,28 @@ def test_replicate_seeds_estimate_the_spread_and_enter_no_test():
     sp = out["seed_spread"].set_index("arch")
     assert (sp.images_with_seeds == 3).all() and (sp.seed_sd_db > 30).all()
     assert len(out["runs"]) == len(dip)  # every run listed, replicates included
+
+
+def test_the_pair_form_of_c_opposite_alike_and_missing_units():
+    """(c)'s pair form: two architectures ordered one way by the gain and the other by accuracy support it (IUT in
+    the pair, Holm over pairs and directions); every pair ordered alike refutes it; fewer units than planned decide
+    nothing."""
+    from tests.test_verdicts import make_tables
+
+    gen, spec = {"A": 5.0, "B": 2.0, "C": 1.0}, {"form": "opposite_pair"}
+    texts = {"c": "the probes order some pair oppositely"}
+
+    def table(pred, planned=None):
+        dip, clf = make_tables(gen, pred, tasks=("denoise",), ns=(1000,), noise=0.05)
+        return V.verdict_table([], texts, dip, clf, pairs={"c": spec}, planned=planned)
+
+    v = table({"A": 0.3, "B": 0.5, "C": 0.6})  # A best generatively, worst predictively
+    pairs = v[(v.hypothesis == "c") & v.comparison.str.contains(" vs ")].set_index("comparison")
+    assert pairs.loc["A vs B", "verdict"] == "ordered oppositely"
+    assert V.overall(v)["c"] == "supported"
+    v = table({"A": 0.6, "B": 0.5, "C": 0.3})  # the same order on both probes: every pair alike
+    assert set(v[v.comparison.str.contains(" vs ")].verdict) == {"ordered alike"}
+    assert V.overall(v)["c"] == "refuted"
+    v = table({"A": 0.3, "B": 0.5, "C": 0.6}, planned={"images": 20})
+    assert V.overall(v)["c"] == "inconclusive"
+    assert (v[v.comparison.str.contains(" vs ")].verdict == "undecided").all()

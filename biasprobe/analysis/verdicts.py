@@ -628,7 +628,7 @@ def verdict_table(contrasts: list[Contrast], texts: dict[str, str], dip_summary:
             r.update(task=task, claim=text)
         _decide(rows, ci, alpha)
         if pairs and hyp in pairs:
-            rows += pair_rows(hyp, text, pairs[hyp], runs, pred, task, ci, alpha, pred2)
+            rows += pair_rows(hyp, text, pairs[hyp], runs, pred, task, ci, alpha, pred2, planned)
         if rho and hyp in rho:
             rrow = rho_rows(hyp, text, rho[hyp], dip_summary, clf_base, task, n_train, n_boot, ci, seed,
                             decisive=not (pairs and hyp in pairs))[0]
@@ -671,7 +671,8 @@ def with_gap_window(dip_summary: pd.DataFrame, dip_curves: pd.DataFrame | None, 
     return d
 
 
-def pair_rows(hyp: str, claim: str, spec: dict, runs, pred, task, ci: float, alpha: float, pred2=None) -> list[dict]:
+def pair_rows(hyp: str, claim: str, spec: dict, runs, pred, task, ci: float, alpha: float, pred2=None,
+              planned: dict | None = None) -> list[dict]:
     """The opposite-ordering form of "the two probes differ": for every pair of architectures run by both probes
     and each direction, the generative contrast A - B > 0 on the gain and the predictive A - B < 0 on accuracy,
     both at alpha (intersection-union within the pair: its p is the larger of the two); Holm over all pairs and
@@ -682,8 +683,9 @@ def pair_rows(hyp: str, claim: str, spec: dict, runs, pred, task, ci: float, alp
     rows = []
     for i, a in enumerate(archs):
         for b in archs[i + 1:]:
-            gen = evaluate(diff(hyp, a, b, "gain_db", "greater"), runs, pred, ci)
-            prd = evaluate(diff(hyp, a, b, "pred_acc", "greater"), runs, pred, ci, pred_double=pred2, alpha=alpha)
+            gen = evaluate(diff(hyp, a, b, "gain_db", "greater"), runs, pred, ci, planned=planned)
+            prd = evaluate(diff(hyp, a, b, "pred_acc", "greater"), runs, pred, ci, pred_double=pred2, alpha=alpha,
+                           planned=planned)
             r = _row_base(Contrast(hyp, ((a, 1.0), (b, -1.0)), "gain_db vs pred_acc", "opposite"), task, claim)
             reasons = sorted({x["reason"] for x in (gen, prd) if x["reason"]})
             # direction 1: a > b generatively, a < b predictively; direction 2: the reverse
