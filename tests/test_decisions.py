@@ -284,3 +284,27 @@ def test_the_pair_form_of_c_opposite_alike_and_missing_units():
     v = table({"A": 0.3, "B": 0.5, "C": 0.6}, planned={"images": 20})
     assert V.overall(v)["c"] == "inconclusive"
     assert (v[v.comparison.str.contains(" vs ")].verdict == "undecided").all()
+
+
+@pytest.mark.parametrize("window,collapse_db", [(1, 0.0), (5, 0.0), (5, 3.0), (1, 2.0)])
+def test_the_incremental_stop_rule_equals_stop_state_at_every_update(window, collapse_db):
+    from biasprobe.probes.dip.records import StopRule
+
+    rng = np.random.default_rng(window * 10 + int(collapse_db))
+    T, K, patience = 400, 3, 30
+    t = np.arange(T)[:, None]
+    psnr_gt = 20 + 5 * np.sin(t / 60 + np.arange(K)) + rng.normal(0, 0.5, (T, K))
+    gap = 1.5 * np.cos(t / 40 + np.arange(K)) + rng.normal(0, 0.4, (T, K))
+    psnr_gt[250:, 1] -= 12  # a collapse of seed 1 (psnr_obs falls with it)
+    psnr_gt[rng.random((T, K)) < 0.01] = np.nan
+    rule = StopRule(K, patience, window, True, collapse_db)
+    cuts = np.sort(rng.choice(np.arange(1, T), 40, replace=False))
+    start = 0
+    for end in list(cuts) + [T]:
+        rule.update(psnr_gt[start:end], gap[start:end])
+        start = end
+        want = stop_state(psnr_gt[:end], gap[:end], patience, window, True, collapse_db)
+        got = rule.state()
+        pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    if collapse_db:
+        assert np.isfinite(rule.state().collapse_step).any()  # the collapse case is exercised

@@ -19,8 +19,9 @@ the guard runs on the device with ``torch.where`` (no host sync per step); on a 
 Stopping (``stop``): ``"fixed"`` runs ``iters`` steps; ``"peak"`` stops once every seed's psnr_gt peak and (unless
 ``stop_on_gap`` is false) its gap crossing (gap = psnr_gt - psnr_obs turning negative and staying so for
 ``gap_window`` steps) lie ``patience`` steps back, or the seed has collapsed (``collapse_db``: psnr_obs stuck that
-far below its best for ``patience`` steps) (``records.stop_state``, read at log steps), ``iters`` being the cap. Each seed's summary says whether its peak was reached (``peak_reached``) and
-whether its gap crossing was observed or is censored at the stop (``gap_censored``).
+far below its best for ``patience`` steps), ``iters`` being the cap. The rule is ``records.StopRule``, an
+incremental object fed only the steps since the last log step. Each seed's summary says whether its peak was
+reached (``peak_reached``) and whether its gap crossing was observed or is censored at the stop (``gap_censored``).
 
 Batching seeds (:class:`engine.SeedBatch`): all K networks' parameters are updated by one fused Adam call; the nets
 run either one after another, each on its own leaf tensors (``batching="loop"``), or as one
@@ -61,7 +62,7 @@ from biasprobe.probes.dip import quality as metrics
 from biasprobe.probes.dip.config import DIPConfig, DIPResult
 from biasprobe.probes.dip.engine import Guard, SeedBatch, Stopped, auto_batching, bcast, channels_last, seed_groups
 from biasprobe.probes.dip.prepare import build_nets, make_input, observe, prepare_image
-from biasprobe.probes.dip.records import hwc, stop_state, summarise
+from biasprobe.probes.dip.records import StopRule, hwc, summarise
 from biasprobe.errors import BiasprobeError
 from biasprobe.runinfo import cpu_has_bf16, provenance, resolve_device
 
@@ -190,6 +191,7 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
         raise BiasprobeError(f"--stop peak needs a ground truth to find the peak; task {cfg.task!r} has none here: "
                              "use --stop fixed")
     steps_run = cfg.iters
+    rule = StopRule(K, cfg.patience, cfg.gap_window, cfg.stop_on_gap, cfg.collapse_db) if cfg.stop == "peak" else None
 
     bar = tqdm(range(cfg.iters), desc=desc or f"dip {cfg.arch} {cfg.task}", disable=not progress, leave=False)
     t0 = time.perf_counter()
@@ -233,9 +235,11 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
                     hist_var[step] = var
 
             # stop="peak": read the rule at log steps (they sync with the host anyway); the stop step is logged
-            stopping = cfg.stop == "peak" and step in log.steps and step < cfg.iters - 1 and bool(
-                stop_state(hist_psnr_gt[: step + 1].cpu().numpy(), hist_gap[: step + 1].cpu().numpy(),
-                           cfg.patience, cfg.gap_window, cfg.stop_on_gap, cfg.collapse_db).done.all())
+            stopping = False
+            if rule is not None and step in log.steps and step < cfg.iters - 1:
+                rule.update(hist_psnr_gt[rule.steps: step + 1].cpu().numpy(),
+                            hist_gap[rule.steps: step + 1].cpu().numpy())  # only the steps since the last log step
+                stopping = bool(rule.state().done.all())
             if step in log.steps or stopping:
                 log(step, x, ema, per_seed, backtracks, hist_psnr_gt[step])
                 if step in log.snapshot_steps or stopping:

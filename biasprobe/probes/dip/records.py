@@ -93,6 +93,85 @@ def stop_state(hist_psnr_gt: np.ndarray, hist_gap: np.ndarray, patience: int, ga
     return pd.DataFrame(rows)
 
 
+class StopRule:
+    """:func:`stop_state`, kept incrementally: fed the per-step psnr_gt and gap of the steps since its last update
+    (once per log step: only those rows cross to the host), it holds per seed the running best, the gap-crossing
+    state and the collapse check, so a log step costs its new steps, not the whole history. Its :meth:`state`
+    equals ``stop_state`` over everything fed so far (a test checks it on random histories at every step).
+
+    A collapse is only known ``patience`` steps after it starts, so the steps of a current low-psnr_obs streak are
+    held back: they count toward the best and the crossing in :meth:`state` (as ``stop_state`` counts them while no
+    collapse is known), and are dropped for good once the streak reaches ``patience`` (they lie after the cut)."""
+
+    def __init__(self, k: int, patience: int, gap_window: int = 1, stop_on_gap: bool = True,
+                 collapse_db: float = 0.0):
+        self.patience, self.window, self.stop_on_gap, self.collapse_db = patience, gap_window, stop_on_gap, collapse_db
+        self.steps = 0
+        # per seed: committed (best, best_step, first_pos, run_start, run_len, cross); collapse check; held steps
+        self.st = [(-math.inf, -1, None, None, 0, math.nan) for _ in range(k)]
+        self.obs_best = [-math.inf] * k
+        self.held: list[list[tuple[int, float, float]]] = [[] for _ in range(k)]
+        self.cut = [math.nan] * k
+
+    def _step(self, st: tuple, t: int, gt: float, gap: float) -> tuple:
+        best, best_step, first_pos, run_start, run_len, cross = st
+        if gt > best:  # NaN never is
+            best, best_step = gt, t
+        if first_pos is None and gap >= 0:
+            first_pos = t
+        if first_pos is not None and gap < 0:
+            run_start = t if run_start is None else run_start
+            run_len += 1
+            if run_len >= self.window and math.isnan(cross):
+                cross = float(run_start)
+        else:
+            run_start, run_len = None, 0
+        return best, best_step, first_pos, run_start, run_len, cross
+
+    def update(self, psnr_gt: np.ndarray, gap: np.ndarray) -> None:
+        """Feed the steps since the last update: arrays (n, K), one row per step, in order."""
+        for row_gt, row_gap in zip(np.asarray(psnr_gt, float), np.asarray(gap, float)):
+            t = self.steps
+            for k, (gt, g) in enumerate(zip(row_gt, row_gap)):
+                if not math.isnan(self.cut[k]):
+                    continue  # collapsed: nothing after the cut is read
+                if self.collapse_db <= 0:
+                    self.st[k] = self._step(self.st[k], t, gt, g)
+                    continue
+                obs = gt - g
+                if obs > self.obs_best[k]:
+                    self.obs_best[k] = obs
+                if obs >= self.obs_best[k] - self.collapse_db:  # not low: the held steps were not a collapse
+                    for step in self.held[k] + [(t, gt, g)]:
+                        self.st[k] = self._step(self.st[k], *step)
+                    self.held[k] = []
+                else:
+                    self.held[k].append((t, gt, g))
+                    if len(self.held[k]) >= self.patience:
+                        self.cut[k], self.held[k] = float(self.held[k][0][0]), []
+            self.steps += 1
+
+    def state(self) -> pd.DataFrame:
+        """The columns of :func:`stop_state` for the steps fed so far."""
+        last = self.steps - 1
+        rows = []
+        for k, st in enumerate(self.st):
+            for step in self.held[k]:
+                st = self._step(st, *step)
+            best, best_step, first_pos, _, _, cross = st
+            cut = self.cut[k]
+            neg = math.nan if cut == 0 else 0.0 if first_pos is None else cross
+            if math.isfinite(cut):
+                status = "reached" if best_step >= 0 and cut - best_step >= self.patience else "cut by divergence"
+            else:
+                status = "reached" if best_step >= 0 and last - best_step >= self.patience else "not reached"
+            crossed = math.isfinite(neg) and last - neg >= self.patience
+            done = math.isfinite(cut) or (status == "reached" and (crossed or not self.stop_on_gap))
+            rows.append(dict(best_step=best_step, gap_negative_step=neg, peak_reached=status == "reached",
+                             peak_status=status, collapse_step=cut, done=bool(done)))
+        return pd.DataFrame(rows)
+
+
 def summarise(cfg, curves, hist_psnr_gt, hist_var, base_psnr, backtracks, seconds, peak_mb, n_params, hw,
               hist_gap=None):
     """One row per seed; ``base_psnr``: the corrupted input's PSNR per seed (None without ground truth). The
