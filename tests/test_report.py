@@ -207,8 +207,23 @@ def test_second_half_gain_reads_the_curves(tables):
     """Accuracy rising linearly to its final value at step 80 of 100: the middle (step 50) is at 5/8 of it, so
     the second half adds 3/8 of the final accuracy; the report's budget table shows it."""
     half = R.half_gain(tables["clf_epochs"])
+    half.index = [a for a, _ in half.index]  # one budget here: (arch, budget) -> arch
     final = tables["clf_summary"].groupby("arch").final_test_acc.mean()
     assert half.sort_index().to_numpy() == pytest.approx((0.375 * final).sort_index().to_numpy())
-    md = "\n".join(R.plateau_md(tables["clf_summary"].assign(plateaued=True), tables["clf_epochs"]))
-    assert "second_half_gain" in md
+    md = "\n".join(R.plateau_md(tables["clf_summary"].assign(plateaued=True, steps_run=100), tables["clf_epochs"]))
+    assert "second_half_gain" in md and "last_quarter_slope_per_100" in md
     assert R.half_gain(None).empty
+    # the last quarter (steps 75-100) is nearly flat: the accuracy reached its final value at step 80
+    slopes = R.slope_table(tables["clf_epochs"])
+    assert len(slopes) == tables["clf_summary"].arch.nunique() and (slopes.slope_per_100.abs() < 5).all()
+
+
+def test_slope_table_gives_the_last_quarter_slope_with_its_se():
+    rows = []
+    for seed, rise in ((0, 0.01), (1, 0.03)):  # accuracy points per step: 1 and 3 per 100 steps in the last quarter
+        for step in range(0, 201, 20):
+            rows.append(dict(arch="A", n_train=1000, seed=seed, step=step, test_acc=0.2 + rise * step / 100))
+    t = R.slope_table(pd.DataFrame(rows))
+    r = t.iloc[0]
+    assert (r.arch, r.steps, r.runs) == ("A", 200, 2)
+    assert r.slope_per_100 == pytest.approx(2.0) and r.slope_se == pytest.approx(1.0)

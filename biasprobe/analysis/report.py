@@ -331,22 +331,51 @@ def fig_clf_curves(clf_curves: pd.DataFrame | None, path, n_train=None) -> Path 
     return _save(fig, path)
 
 
+def _runs_of(curves: pd.DataFrame):
+    """The curves table split into runs (by run_id when the store added it), each with its budget (last step)."""
+    keys = ["run_id"] if "run_id" in curves else ["arch", "n_train", "seed"]
+    for _, g in curves.dropna(subset=["test_acc"]).groupby(keys):
+        g = g.sort_values("step")
+        yield g.arch.iloc[0], int(g.step.max()), g
+
+
 def half_gain(curves: pd.DataFrame | None) -> pd.Series:
-    """Per arch: test accuracy at the end of the budget minus at its middle (the logged step nearest half of it),
-    mean over runs: what the second half of the budget, not only its last tenth, still added."""
+    """Per (arch, budget): test accuracy at the end of the budget minus at its middle (the logged step nearest half
+    of it), mean over runs: what the second half of the budget, not only its last tenth, still added."""
     if curves is None or not len(curves) or "test_acc" not in curves or "step" not in curves:
         return pd.Series(dtype=float)
     gains = {}
-    for keys, g in curves.dropna(subset=["test_acc"]).groupby(["arch", "n_train", "seed"]):
-        g = g.sort_values("step")
+    for arch, budget, g in _runs_of(curves):
         mid = g.iloc[(g.step - g.step.max() / 2).abs().argmin()]
-        gains.setdefault(keys[0], []).append(g.test_acc.iloc[-1] - mid.test_acc)
-    return pd.Series({a: float(np.mean(v)) for a, v in gains.items()})
+        gains.setdefault((arch, budget), []).append(g.test_acc.iloc[-1] - mid.test_acc)
+    return pd.Series({k: float(np.mean(v)) for k, v in gains.items()})
+
+
+def slope_table(curves: pd.DataFrame | None) -> pd.DataFrame:
+    """Per (arch, budget): the least-squares slope of test accuracy over the last quarter of the budget, in points
+    per 100 steps (each run's slope, ``stats.slope_with_se``), its mean over runs and that mean's standard error
+    over runs: a slope whose interval clears zero says the budget was still buying accuracy."""
+    from biasprobe.analysis import stats
+
+    cols = ["arch", "steps", "runs", "slope_per_100", "slope_se"]
+    if curves is None or not len(curves) or "test_acc" not in curves or "step" not in curves:
+        return pd.DataFrame(columns=cols)
+    per = {}
+    for arch, budget, g in _runs_of(curves):
+        tail = g[g.step >= 0.75 * budget]
+        slope, _ = stats.slope_with_se(tail.step, tail.test_acc * 100)
+        if np.isfinite(slope):
+            per.setdefault((arch, budget), []).append(100 * slope)
+    rows = [dict(arch=a, steps=b, runs=len(v), slope_per_100=float(np.mean(v)),
+                 slope_se=float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else np.nan)
+            for (a, b), v in sorted(per.items())]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def plateau_md(clf: pd.DataFrame | None, curves: pd.DataFrame | None = None) -> list[str]:
-    """Which classifier runs were still gaining in the last tenth of their budget, and what the second half of
-    the budget added (from the accuracy-vs-step ``curves``, the runs' step tables)."""
+    """Which classifier runs were still gaining in the last tenth of their budget, what the second half of the
+    budget added, and the last quarter's slope with its standard error over seeds (from the accuracy-vs-step
+    ``curves``, the runs' step tables), per architecture and budget."""
     if clf is None or "plateaued" not in clf:
         return []
     flat = clf[clf.plateaued.notna()]
@@ -354,19 +383,27 @@ def plateau_md(clf: pd.DataFrame | None, curves: pd.DataFrame | None = None) -> 
         return []
     rising = flat[~flat.plateaued.astype(bool)]
     tol = flat.plateau_tol.iloc[0] if "plateau_tol" in flat else None
-    aggs = {k: v for k, v in dict(steps=("steps_run", "max"), plateau_gain=("plateau_gain", "mean"),
+    by = ["arch", "steps_run"] if "steps_run" in flat else ["arch"]
+    aggs = {k: v for k, v in dict(runs=("seed", "size"), plateau_gain=("plateau_gain", "mean"),
                                    plateaued=("plateaued", "mean")).items() if v[0] in flat}
-    g = flat.assign(plateaued=flat.plateaued.astype(float)).groupby("arch").agg(**aggs).reset_index()
+    g = flat.assign(plateaued=flat.plateaued.astype(float)).groupby(by).agg(**aggs).reset_index()
     half = half_gain(curves)
-    if len(half):
-        g["second_half_gain"] = g.arch.map(half)
+    if len(half) and "steps_run" in g:
+        g["second_half_gain"] = [half.get((a, int(b)), np.nan) for a, b in zip(g.arch, g.steps_run)]
+    slopes = slope_table(curves)
+    if len(slopes) and "steps_run" in g:
+        sl = slopes.set_index(["arch", "steps"])
+        g["last_quarter_slope_per_100"] = [sl.slope_per_100.get((a, int(b)), np.nan) for a, b in zip(g.arch, g.steps_run)]
+        g["slope_se"] = [sl.slope_se.get((a, int(b)), np.nan) for a, b in zip(g.arch, g.steps_run)]
     return ["## Classifier budgets", "",
-            f"Every classifier ran the same number of AdamW steps. plateau gain: accuracy at the end minus at 90% "
-            f"of the budget (mean over runs); a run is flagged as still rising when it gains more than "
-            f"{fmt(tol) if tol is not None else 'the tolerance'} there. With a cosine schedule the last tenth runs "
-            f"at a small learning rate, so a small gain there is necessary, not sufficient, for a plateau: "
-            f"second_half_gain (accuracy at the end minus at the middle of the budget) and the curves (figure "
-            f"below) show how much the budget's second half still added.", "",
+            f"One row per architecture and step budget (runs at twice the budget are the budget check). plateau gain: "
+            f"accuracy at the end minus at 90% of the budget (mean over runs); a run is flagged as still rising "
+            f"when it gains more than {fmt(tol) if tol is not None else 'the tolerance'} there. With a cosine "
+            f"schedule the last tenth runs at a small learning rate, so a small gain there is necessary, not "
+            f"sufficient, for a plateau: second_half_gain (accuracy at the end minus at the middle of the budget), "
+            f"the last quarter's slope in accuracy points per 100 steps with its standard error over seeds, and "
+            f"the budget check in the claims table (a contrast read again at twice the steps) say how much the "
+            f"budget still mattered.", "",
             f"Still rising: **{', '.join(f'{r.arch}/n{r.n_train}/s{r.seed}' for r in rising.itertuples()) or 'none'}**.",
             "", markdown_table(g.rename(columns={"plateaued": "share plateaued"})), ""]
 
