@@ -1,4 +1,4 @@
-"""Learning-rate calibration: the choice, resume through the store, lookup errors, the CLI, --lr auto."""
+"""Learning-rate calibration: the choice, resume through the store, lookup errors, the CLI, --lr calibrated."""
 
 import json
 import math
@@ -157,7 +157,7 @@ def test_classify_calibration_scores_on_the_validation_split(tmp_path):
     assert ch.lr == t.loc[t.score.idxmax(), "lr"] and ch.weight_decay == 0.05
 
 
-def test_cli_calibrate_then_dip_lr_auto(tmp_path, capsys):
+def test_cli_calibrate_then_dip_lr_calibrated(tmp_path, capsys):
     out = tmp_path / "cal"
     rc = main(["calibrate", "--arch", "skipnet", "--probe", "dip", "--preset", "lr-smoke", "--grid", "1e-3", "1e-2",
                "--set", "size=32", "iters=3", f"arch_kwargs={TINY}", "--out", str(out), "--device", "cpu",
@@ -181,8 +181,8 @@ def test_cli_calibrate_then_dip_lr_auto(tmp_path, capsys):
     assert sorted(merged.arch.unique()) == ["skipnet", "vit"] and len(merged) == 4
     assert cal.load_choices(out / "choices.csv").set_index("arch").loc["skipnet", "lr"] == ch.lr[0]
 
-    # --lr auto uses the stored lr and records where it came from; --lr X overrides it
-    for flag, lr, source in ((["--lr", "auto"], ch.lr[0], f"calibrated:{out / 'choices.csv'}"),
+    # --lr calibrated uses the stored lr and records where it came from; --lr X overrides it
+    for flag, lr, source in ((["--lr", "calibrated"], ch.lr[0], f"calibrated:{out / 'choices.csv'}"),
                              (["--lr", "0.005"], 0.005, "given"), ([], 0.01, "setting:dip")):
         runs = tmp_path / f"runs{len(flag)}{lr}"
         rc = main(["dip", "--arch", "skipnet", "--arch-kw", "num_scales=3", "channels_down=8", "channels_up=8",
@@ -194,20 +194,20 @@ def test_cli_calibrate_then_dip_lr_auto(tmp_path, capsys):
         assert summary["lr"] == pytest.approx(lr) and summary["lr_source"] == source
 
     capsys.readouterr()
-    rc = main(["dip", "--arch", "unet", "--lr", "auto", "--calibration", str(out / "choices.csv"),
+    rc = main(["dip", "--arch", "unet", "--lr", "calibrated", "--calibration", str(out / "choices.csv"),
                "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert rc == 2 and "no calibrated lr for unet/dip" in err and err.count("\n") == 1
 
 
-def test_cli_classify_lr_auto(tmp_path, capsys):
+def test_cli_classify_lr_calibrated(tmp_path, capsys):
     path = tmp_path / "choices.csv"
     rows = [("skipnet", "classify", 3e-3, 0.1, 0, 0.5), ("skipnet", "classify", 1e-3, 0.1, 0, 0.4)]
     cal.save_choices(cal.choose(pd.DataFrame(rows, columns=["arch", "probe", "lr", "weight_decay", "seed",
                                                             "score"])), path)
     rc = main(["classify", "--arch", "skipnet", "--n-train", "50", "--epochs", "1", "--batch-size", "25",
-               "--eval-split", "val", "--val-size", "50", "--attr-samples", "0", "--lr", "auto",
-               "--weight-decay", "auto", "--calibration", str(path), "--arch-kw", "channels_down=8",
+               "--eval-split", "val", "--val-size", "50", "--attr-samples", "0", "--lr", "calibrated",
+               "--weight-decay", "calibrated", "--calibration", str(path), "--arch-kw", "channels_down=8",
                "--arch-kw", "channels_up=8", "--arch-kw", "channels_skip=2", "--arch-kw", "num_scales=3",
                "--device", "cpu", "--out", str(tmp_path / "runs"), "--quiet"])
     assert rc == 0
@@ -216,7 +216,7 @@ def test_cli_classify_lr_auto(tmp_path, capsys):
     conf = json.loads((run_dir / "config.json").read_text())["config"]
     assert conf["lr"] == 3e-3 and conf["weight_decay"] == 0.1
     assert summary["lr"] == 3e-3 and summary["lr_source"] == f"calibrated:{path}"
-    rc = main(["classify", "--arch", "vit", "--lr", "auto", "--calibration", str(path)])
+    rc = main(["classify", "--arch", "vit", "--lr", "calibrated", "--calibration", str(path)])
     err = capsys.readouterr().err
     assert rc == 2 and "no calibrated lr for vit/classify" in err and err.count("\n") == 1
 
@@ -245,3 +245,11 @@ def test_a_former_calibration_preset_name_names_the_new_one(capsys):
     rc = main(["calibrate", "--arch", "skipnet", "--probe", "dip", "--preset", "quick", "--out", "/tmp/x"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "'quick' is now called 'lr-quick'" in err
+
+
+def test_the_former_word_auto_fails_in_one_line_naming_calibrated(capsys):
+    from biasprobe.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["dip", "--arch", "vit", "--lr", "auto"])
+    assert e.value.code == 2 and "'auto' is now 'calibrated'" in capsys.readouterr().err

@@ -74,7 +74,7 @@ def test_one_lr_resolver_says_where_each_lr_came_from():
     assert resolve_lr(None, "vit", default=0.01, default_source="setting:dip") == (0.01, "setting:dip")
     assert resolve_lr(3e-4, "vit") == (3e-4, "given")
     assert resolve_lr("calibrated", "vit", {"vit": 1e-3}) == (1e-3, "calibrated")
-    assert resolve_lr("auto", "vit", lambda a: 2e-3, calibrated_source="calibrated:c.csv") == (2e-3, "calibrated:c.csv")
+    assert resolve_lr("calibrated", "vit", lambda a: 2e-3, calibrated_source="calibrated:c.csv") == (2e-3, "calibrated:c.csv")
 
 
 def test_an_iters_table_gives_each_arch_its_cap():

@@ -81,7 +81,7 @@ class Probe:
 # ----------------------------------------------------------------------------------------------------------------
 # Learning rates: one resolver for the commands (--lr) and the studies (a plan's lr)
 
-CALIBRATED = ("calibrated", "auto")  # the words for "this arch's calibrated rate": a preset's, the CLI's --lr
+CALIBRATED = ("calibrated",)  # the one word for "this arch's calibrated rate", in presets and in the CLI's --lr
 
 
 def per_arch(value, arch: str, what: str):
@@ -102,7 +102,7 @@ def resolve_lr(value, arch: str, calibrated: Mapping[str, float] | Callable[[str
 
     - None: ``(default, default_source)`` (e.g. the DIP setting's lr, ``setting:dip``);
     - a number: ``(value, "given")``;
-    - ``"calibrated"`` (a preset) or ``"auto"`` (the CLI): the arch's calibrated lr, ``calibrated[arch]`` or
+    - ``"calibrated"`` (a preset, or ``--lr calibrated``): the arch's calibrated lr, ``calibrated[arch]`` or
       ``calibrated(arch)`` (a choices file read), ``(lr, calibrated_source)``;
     - a table {arch pattern: lr or "calibrated"} (:func:`per_arch`): the arch's entry, as above.
     """

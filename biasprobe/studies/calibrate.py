@@ -26,7 +26,7 @@ computed twice. The device is not part of that key (``device=`` argument), and n
 ``DIPConfig`` / ``ClassifyConfig`` that ``base`` leaves unset.
 
 Results: ``calibrate`` -> long table (one row per arch, probe, lr, weight decay, seed); ``choose`` -> one row per
-(arch, probe); ``save_choices`` / ``load_choices`` (CSV); ``lookup_lr`` for ``--lr auto``.
+(arch, probe); ``save_choices`` / ``load_choices`` (CSV); ``lookup_lr`` for ``--lr calibrated``.
 """
 
 from __future__ import annotations

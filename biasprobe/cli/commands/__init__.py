@@ -83,11 +83,14 @@ def parse_kv(items: list[str], flag: str) -> dict:
     return out
 
 
-def number_or_auto(text: str):
-    """argparse type: a float, or the word ``auto`` (use the calibrated value)."""
+def number_or_calibrated(text: str):
+    """argparse type: a float, or the word ``calibrated`` (the arch's calibrated value, as in presets). The former
+    word ``auto`` fails in one line naming it."""
+    if text == "calibrated":
+        return "calibrated"
     if text == "auto":
-        return "auto"
+        raise argparse.ArgumentTypeError("'auto' is now 'calibrated' (one word for a calibrated rate, as in presets)")
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number or calibrated, got {text!r}") from None

@@ -5,7 +5,7 @@ then writes into ``OUT``: ``choices.csv`` (one row per arch and probe: chosen lr
 score, grid, seeds, criterion; rows of other archs/probes already in the file are kept), ``scores_<probe>.csv``
 (the long table: one row per arch, lr, weight decay, seed) and ``calibration_<probe>.png`` (score vs lr per arch);
 the CSVs and the figure keep the rows of archs calibrated by earlier calls into the same OUT.
-``biasprobe dip|classify --lr auto --calibration OUT/choices.csv`` then use the chosen values. See
+``biasprobe dip|classify --lr calibrated --calibration OUT/choices.csv`` then use the chosen values. See
 ``biasprobe.studies.calibrate`` for the protocol.
 """
 

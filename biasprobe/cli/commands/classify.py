@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from biasprobe.cli.commands import add_arch_args, add_device_arg, arch_kwargs, load_arch_modules, number_or_auto, out_dir
+from biasprobe.cli.commands import add_arch_args, add_device_arg, arch_kwargs, load_arch_modules, number_or_calibrated, out_dir
 
 
 def add_parser(subparsers) -> None:
@@ -26,13 +26,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=None, help="budget in passes over the subset (default 30; "
                                                             "not with --steps)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=number_or_auto, default=1e-3,
-                   help="AdamW peak learning rate (default 1e-3), or auto: each arch's calibrated lr "
+    p.add_argument("--lr", type=number_or_calibrated, default=1e-3,
+                   help="AdamW peak learning rate (default 1e-3), or calibrated: each arch's calibrated lr "
                         "(biasprobe calibrate --probe classify)")
-    p.add_argument("--weight-decay", type=number_or_auto, default=0.05,
-                   help="default 0.05, or auto: the weight decay calibrated with the lr (if a wd grid was used)")
+    p.add_argument("--weight-decay", type=number_or_calibrated, default=0.05,
+                   help="default 0.05, or calibrated: the weight decay calibrated with the lr (if a wd grid was used)")
     p.add_argument("--calibration", default="runs/calibration/choices.csv", metavar="FILE",
-                   help="choices.csv that --lr auto / --weight-decay auto read")
+                   help="choices.csv that --lr calibrated / --weight-decay calibrated read")
     p.add_argument("--warmup-epochs", type=float, default=2.0, help="linear warm-up, then cosine decay")
     p.add_argument("--warmup-frac", type=float, default=0.05,
                    help="with --steps: warm-up over this fraction of the steps (default 0.05)")
@@ -58,17 +58,17 @@ def add_parser(subparsers) -> None:
 
 
 def resolve_hparams(args, arch: str) -> tuple[float, float, str]:
-    """(lr, weight decay, lr_source) for one arch: ``calibrated:FILE`` when --lr auto, else ``given``."""
+    """(lr, weight decay, lr_source) for one arch: ``calibrated:FILE`` when --lr calibrated, else ``given``."""
     from biasprobe.probes.base import resolve_lr
     from biasprobe.probes.classify.probe import ClassifyProbe
 
     wd, found = args.weight_decay, {}
-    if "auto" in (args.lr, args.weight_decay):
+    if "calibrated" in (args.lr, args.weight_decay):
         from biasprobe.studies.calibrate import load_choices, lookup
         from biasprobe.errors import BiasprobeError
 
         found = lookup(load_choices(args.calibration), arch, ClassifyProbe.name)
-        if wd == "auto":
+        if wd == "calibrated":
             if found["weight_decay"] is None:
                 raise BiasprobeError(f"no calibrated weight decay for {arch}/classify in {args.calibration}; "
                                      f"give --weight-decay")

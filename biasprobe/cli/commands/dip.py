@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from biasprobe.cli.commands import (add_arch_args, add_device_arg, arch_kwargs, load_arch_modules, number_or_auto, out_dir,
+from biasprobe.cli.commands import (add_arch_args, add_device_arg, arch_kwargs, load_arch_modules, number_or_calibrated, out_dir,
                                 parse_kv)
 
 
@@ -24,10 +24,10 @@ def add_parser(sub) -> None:
                    help="dip: Ulyanov 2018 (depth 32, lr 0.01, reg-noise 1/30, 3000 it); "
                         "study: transformer study (depth 3, lr 1e-4, no reg-noise, 5000 it)")
     p.add_argument("--iters", type=int, help="iterations (default from --setting)")
-    p.add_argument("--lr", type=number_or_auto, help="Adam learning rate (default from --setting), or auto: the lr "
+    p.add_argument("--lr", type=number_or_calibrated, help="Adam learning rate (default from --setting), or calibrated: the lr "
                                              "calibrated for this arch (biasprobe calibrate --probe dip)")
     p.add_argument("--calibration", default="runs/calibration/choices.csv", metavar="FILE",
-                   help="choices.csv that --lr auto reads")
+                   help="choices.csv that --lr calibrated reads")
     p.add_argument("--input-depth", type=int, help="input channels (default from --setting)")
     p.add_argument("--input-kind", default="noise", choices=["noise", "meshgrid"])
     p.add_argument("--reg-noise-std", type=float, help="input perturbation std (default from --setting)")
@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
 
 
 def resolve_lr(args) -> tuple:
-    """(lr or None, lr_source) by the one resolver (``probes.base.resolve_lr``): ``calibrated:FILE`` for --lr auto,
+    """(lr or None, lr_source) by the one resolver (``probes.base.resolve_lr``): ``calibrated:FILE`` for --lr calibrated,
     ``given`` for --lr X, ``setting:NAME`` (None: the setting's lr) else."""
     from biasprobe.probes.base import resolve_lr as resolve
     from biasprobe.probes.dip.probe import DIPProbe
@@ -100,7 +100,7 @@ def run(args) -> None:
         check_seed(seed, "--seeds" if args.seeds else "--seed")
     for flag in ("sigma", "drop", "lr", "reg_noise_std"):
         check_finite(getattr(args, flag), "--" + flag.replace("_", "-"))
-    lr, lr_source = resolve_lr(args)  # --lr auto reads the choices file once
+    lr, lr_source = resolve_lr(args)  # --lr calibrated reads the choices file once
     cfg = config_from_args(args, lr)
     check_new(cfg.resolved(), out)  # before the fit: an existing run dir is refused, not overwritten
     check_dip_memory(cfg.resolved())  # a size that cannot fit is refused with the estimate, not OOM-killed
