@@ -161,7 +161,8 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
     if plan and "claims" in plan:  # the plan's claims: rho ones over the zoo's archs, the others over every generator
         pc = G.plan_claims(plan, set())
         curves = V.nonempty(tables.get("dip_curves"))
-        kw = dict(task=task, horizon=pc["horizon"], alpha=pc["alpha"], gap_window=pc["gap_window"], **boot)
+        kw = dict(task=task, horizon=pc["horizon"], alpha=pc["alpha"], gap_window=pc["gap_window"],
+                  planned=G.planned_units(preset), **boot)
         over_zoo = {h: t for h, t in pc["texts"].items() if h in pc["rho"]}
         rest = {h: t for h, t in pc["texts"].items() if h not in over_zoo}
         parts = [V.verdict_table([c for c in pc["contrasts"] if c.hypothesis in over_zoo], over_zoo, dip_zoo, clf_zoo,
