@@ -241,6 +241,7 @@ def test_a_row_reading_fewer_units_than_planned_is_inconclusive():
     rows_ = [r]
     V._decide(rows_, 0.95)
     assert rows_[0]["verdict"] == "inconclusive"
+    assert "images would give 80% power" in rows_[0]["power_note"]  # a power line even while units are missing
 
 
 def test_replicate_seeds_estimate_the_spread_and_enter_no_test():

@@ -463,8 +463,8 @@ def evaluate(c: Contrast, runs: pd.DataFrame | None, pred: pd.DataFrame | None, 
     if want and r["n_units"] < want:
         reason = reason or "missing units"
         notes.insert(0, f"{r['n_units']} of the {want} planned {unit}")
-    if not reason and res is not None and np.isfinite(res.get("se", np.nan)):
-        r["_res"] = res
+    if reason in ("", "missing units") and res is not None and np.isfinite(res.get("se", np.nan)):
+        r["_res"] = res  # for the power line (also of a row still missing units: how many would decide it)
     r.update(reason=reason, note="; ".join(notes))
     return r
 
@@ -521,12 +521,13 @@ def _decide(rows: list[dict], ci: float, alpha: float | None = None) -> None:
             continue
         if not testable(r):
             r["verdict"] = "inconclusive"
-            continue
-        r["verdict"] = ("supported" if r["p_support"] < alpha else
-                        "refuted" if np.isfinite(r["p_refute_holm"]) and r["p_refute_holm"] < alpha
-                        else "inconclusive")
-        if r["verdict"] == "inconclusive":
-            r["reason"] = "power"
+        else:
+            r["verdict"] = ("supported" if r["p_support"] < alpha else
+                            "refuted" if np.isfinite(r["p_refute_holm"]) and r["p_refute_holm"] < alpha
+                            else "inconclusive")
+            if r["verdict"] == "inconclusive":
+                r["reason"] = "power"
+        if r["verdict"] == "inconclusive" and r["reason"] in ("power", "missing units"):
             if res is not None:
                 m = -abs(r["margin"]) if r["kind"] == "equivalent" else r["margin"]
                 kind = "greater" if r["kind"] == "equivalent" else r["kind"]
@@ -536,6 +537,10 @@ def _decide(rows: list[dict], ci: float, alpha: float | None = None) -> None:
                        else "the effect is not on the claimed side of the margin: no sample size supports it")
                 r["power_note"] = why
                 r["note"] = "; ".join(x for x in (r["note"], why) if x)
+            elif r["metric"] == "gap_time":  # the exact Gehan test: n images all ordered give p = 2^-n
+                need = math.ceil(math.log2(1 / alpha) + 1e-9)
+                r["power_note"] = (f"the exact paired Gehan test needs at least {need} images ordered the claimed way "
+                                   f"(p = 2^-n < {alpha:g}), more when some pairs go against")
 
 
 def _overall(hyp: str, task, rows: list[dict], claim: str = "") -> dict:

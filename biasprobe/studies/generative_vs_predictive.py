@@ -215,6 +215,22 @@ def seed_spread(dip: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def power_md(verd: pd.DataFrame) -> list[str]:
+    """One power line per inconclusive decisive row that has one: how many units (images, seeds) would give 80%
+    power at its observed effect and spread (noncentral t), or why none would."""
+    if "power_note" not in verd:
+        return []
+    rows = verd[(verd.verdict == "inconclusive") & verd.decisive.astype(bool)
+                & verd.power_note.fillna("").astype(bool)]
+    if not len(rows):
+        return []
+    md = ["## Power of the undecided rows", "",
+          "For each decisive row not decided: the units that would give it 80% power (one-sided, alpha as planned) "
+          "at the effect and spread observed so far, a planning guide, not a result.", ""]
+    md += [f"- ({r.hypothesis}) {r.comparison} on {r.metric} ({r.reason}): {r.power_note}." for r in rows.itertuples()]
+    return md + [""]
+
+
 def planned_units(preset) -> dict:
     """The units the plan expects a row to read: its images (DIP) and its classifier seeds."""
     out = {"images": len(preset.dip.image_names())}
@@ -365,6 +381,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
     md += R.plateau_md(clf, t.get("clf_epochs"))
     if runs is not None and len(runs):
         write_atomic(out / "dip_runs.csv", runs.to_csv(index=False))
+    md += power_md(verd)
     md += ["## Readings", ""]
     for h in sorted(verd.hypothesis.unique()):
         md += [R.reading(verd, h, ci), ""]
