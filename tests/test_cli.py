@@ -98,6 +98,36 @@ def test_study_threads_override(capsys):
     assert "--threads must be at least 1" in err
 
 
+def test_study_data_naming_the_default_subset_keeps_the_run_ids(tmp_path):
+    """--data pointing at the default CIFAR-10 subset (by any spelling of its path) is the same data, so the runs
+    keep the ids a study without --data gives them (a committed store is reused, not recomputed); another folder
+    is recorded, as an absolute path."""
+    import argparse
+    import os
+
+    import pytest
+
+    from biasprobe.cli.commands.study import _apply_overrides
+    from biasprobe.probes.classify.cifar import default_data_dir
+    from biasprobe.studies.runner import grid, load_preset
+
+    default = default_data_dir()
+    if default is None:
+        pytest.skip("no default CIFAR-10 subset beside the checkout")
+
+    def configs(data):
+        args = argparse.Namespace(executor=None, jobs=None, threads=None, device=None, partition=None,
+                                  sensitivity=False, data=data, data_root=None, download=False)
+        preset = _apply_overrides(load_preset("standard"), args)
+        return [r for r in grid(preset) if r["probe"] == "classify"], preset
+
+    plain, _ = configs(None)
+    named, preset = configs(os.path.relpath(default))
+    assert preset.classify.data is None and named == plain
+    other, preset = configs(str(tmp_path))
+    assert preset.classify.data == str(tmp_path.resolve()) and other != plain
+
+
 @pytest.mark.parametrize("argv, words", [
     (["dip", "--arch", "0c+vit"], ["0c+vit", "1 to 16"]),
     (["dip", "--arch", "vit+999999c"], ["999999", "1 to 16"]),

@@ -67,6 +67,30 @@ def test_rmst_difference_is_the_area_between_km_curves():
     assert res["effect"] == pytest.approx(150 - 50)
 
 
+def test_rmst_interval_resamples_images_and_keeps_the_pairing():
+    # image effects shared by both architectures (between-image spread >> the A-B difference): the paired interval
+    # resamples images, so the shared spread cancels; two independent KM variances would not let it.
+    rng = np.random.default_rng(0)
+    base = rng.uniform(500, 3000, 12)
+    a, b = base + 300 + rng.normal(0, 20, 12), base
+    res = stats.rmst_difference(a, np.zeros(12), b, np.zeros(12), horizon=5000)
+    assert res["effect"] == pytest.approx(np.mean(a - b))
+    assert res["ci_low"] > 250 and res["ci_high"] < 350
+    assert "resampling images" in res["method"] and "restricted times observed" in res["method"]
+
+
+def test_rmst_interval_with_censoring_at_the_cap_equals_the_refitted_km_bootstrap():
+    # censoring only at the cap = horizon: restricted times are observed, so the fast path (mean of per-image
+    # differences of min(T, horizon)) is the Kaplan-Meier RMST; an early censoring takes the refitting path
+    a, ac = np.array([5000, 5000, 4200, 3100, 5000, 2500]), np.array([1, 1, 0, 0, 1, 0])
+    b, bc = np.array([900, 1200, 800, 1500, 700, 1000]), np.zeros(6)
+    fast = stats.rmst_difference(a, ac, b, bc, horizon=5000)
+    assert fast["effect"] == pytest.approx(np.mean(np.minimum(a, 5000) - b))
+    assert fast["ci_low"] <= fast["effect"] <= fast["ci_high"]
+    early = stats.rmst_difference(a, [1, 1, 0, 0, 1, 1], b, bc, horizon=5000, n_resamples=200)
+    assert "KM refitted" in early["method"] and early["ci_low"] <= early["effect"] <= early["ci_high"]
+
+
 def test_two_level_rho_interval_resamples_architectures():
     rng = np.random.default_rng(0)
     archs = [f"a{i}" for i in range(5)]

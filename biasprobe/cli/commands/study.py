@@ -93,9 +93,15 @@ def _apply_overrides(preset, args):
                                  "calibrate (set calibration.enabled and lr \"calibrated\" in a copy of it)")
         preset.calibration.sensitivity = True
     if preset.classify is not None:
+        from biasprobe.probes.classify.cifar import default_data_dir
+
+        default = default_data_dir()
         for key in ("data", "data_root"):
             if getattr(args, key):
-                setattr(preset.classify, key, str(Path(getattr(args, key)).resolve()))
+                path = Path(getattr(args, key)).resolve()
+                if key == "data" and default is not None and path == default.resolve():
+                    continue  # the default subset named explicitly: same data, so the same runs (ids) as without
+                setattr(preset.classify, key, str(path))
         if args.download:
             preset.classify.download = True
     return preset
