@@ -86,7 +86,12 @@ def test_rmst_interval_with_censoring_at_the_cap_equals_the_refitted_km_bootstra
     b, bc = np.array([900, 1200, 800, 1500, 700, 1000]), np.zeros(6)
     fast = stats.rmst_difference(a, ac, b, bc, horizon=5000)
     assert fast["effect"] == pytest.approx(np.mean(np.minimum(a, 5000) - b))
-    assert fast["ci_low"] <= fast["effect"] <= fast["ci_high"]
+    assert fast["ci_low"] <= fast["effect"] <= fast["ci_high"] and "restricted times observed" in fast["method"]
+    # censored at the last logged step (4999 of a 5000-step cap), after every crossing: still the empirical curve
+    last = stats.rmst_difference(np.where(ac, 4999, a), ac, b, bc, horizon=5000)
+    assert "restricted times observed" in last["method"] and last["effect"] == pytest.approx(fast["effect"])
+    assert (last["ci_low"], last["ci_high"]) == pytest.approx((fast["ci_low"], fast["ci_high"]))
+    # a censoring (2500) before a crossing (3100, 4200): Kaplan-Meier is refitted on every resample
     early = stats.rmst_difference(a, [1, 1, 0, 0, 1, 1], b, bc, horizon=5000, n_resamples=200)
     assert "KM refitted" in early["method"] and early["ci_low"] <= early["effect"] <= early["ci_high"]
 
@@ -308,6 +313,8 @@ def test_the_pair_form_of_c_opposite_alike_and_missing_units():
     assert V.overall(v)["c"] == "refuted"
     v = table({"A": 0.3, "B": 0.5, "C": 0.6}, planned={"images": 20})
     assert V.overall(v)["c"] == "inconclusive"
+    summary = v[(v.hypothesis == "c") & (v.comparison == "some pair ordered oppositely")].iloc[0]
+    assert summary.reason == "missing units"  # not "power": the pairs were never tested
     assert (v[v.comparison.str.contains(" vs ")].verdict == "undecided").all()
 
 

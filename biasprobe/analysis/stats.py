@@ -253,28 +253,36 @@ def rmst(times, censored, horizon: float) -> float:
     return float(restricted_mean_survival_time(km, t=horizon))
 
 
+def _censored_after_events(t, censored, horizon: float) -> bool:
+    """Whether every censored time comes at or after every event before the horizon (then Kaplan-Meier is the
+    empirical survival curve, censored units counting as still going at the horizon)."""
+    events = t[~censored & (t < horizon)]
+    return not events.size or not censored.any() or bool(t[censored].min() >= events.max())
+
+
 def rmst_difference(a, a_censored, b, b_censored, horizon: float, ci: float = 0.95, n_resamples: int = 1999,
                     seed: int = 0) -> dict:
     """RMST(A) - RMST(B) to ``horizon`` (:func:`rmst`, lifelines) for paired units (one A and one B time per image),
     with a percentile interval from resampling the units: an image drawn twice brings both its times, so the
     pairing is kept (``scipy.stats.bootstrap``, ``paired=True``).
 
-    When no time is censored before the horizon (the usual case: every censoring is at the common cap and the
-    horizon is that cap) each unit's restricted time min(T, horizon) is observed, the Kaplan-Meier RMST is exactly
-    their mean, and the bootstrap runs on the per-image differences of restricted times (vectorised). Otherwise
-    each resample refits both Kaplan-Meier curves (slower)."""
+    When, in each arm, no censoring comes before an event that is before the horizon (the usual case: every
+    censoring is at the common cap, after every crossing), the Kaplan-Meier curve is the empirical share still
+    positive, so the RMST is exactly the mean of the units' restricted times (min(T, horizon) for an event, the
+    horizon for a censored time) and so is every resample's: the bootstrap runs on the per-image differences of
+    restricted times (vectorised). Otherwise each resample refits both Kaplan-Meier curves (slower)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     ac, bc = np.asarray(a_censored, bool), np.asarray(b_censored, bool)
     ma, mb = rmst(a, ac, horizon), rmst(b, bc, horizon)
     effect = ma - mb
     out = dict(effect=effect, n_units=int(a.size), rmst_a=ma, rmst_b=mb)
-    early = (ac & (a < horizon)).any() or (bc & (b < horizon)).any()
+    early = not (_censored_after_events(a, ac, horizon) and _censored_after_events(b, bc, horizon))
     if a.size < 2:
         return dict(out, se=math.nan, ci_low=-math.inf, ci_high=math.inf,
                     method=f"KM RMST to {horizon:g} (lifelines); no interval from {a.size} image")
     rng = np.random.default_rng(seed)
     if not early:
-        d = np.minimum(a, horizon) - np.minimum(b, horizon)
+        d = np.where(ac, horizon, np.minimum(a, horizon)) - np.where(bc, horizon, np.minimum(b, horizon))
         if np.ptp(d) == 0:
             lo = hi = float(d[0])
             se = 0.0

@@ -726,7 +726,9 @@ def pair_rows(hyp: str, claim: str, spec: dict, runs, pred, task, ci: float, alp
              note=f"{v.count('supported')} pair(s) ordered oppositely, {v.count('refuted')} alike, "
                   f"{v.count('inconclusive')} undecided of {len(rows)}")
     if c["verdict"] == "inconclusive":
-        c["reason"] = "power" if rows else "missing runs"
+        # why the undecided pairs are undecided (missing units, truncated, ...); power when they were all tested
+        why = sorted({x for r in rows if r["verdict"] == "inconclusive" for x in r["reason"].split(", ") if x})
+        c["reason"] = (", ".join(why) if why else "power") if rows else "missing runs"
     for r in rows:
         r["component"] = True  # shown per pair; the claim's overall reads the summary row
         r["verdict"] = dict(zip(VERDICTS, PAIR_VERDICTS)).get(r["verdict"], "undecided")
