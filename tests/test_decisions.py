@@ -38,6 +38,31 @@ def test_holm_on_the_refute_side():
     assert V._overall("x", "denoise", rows)["verdict"] == "refuted"
 
 
+def test_the_holm_family_is_every_decisive_row_even_one_that_cannot_be_tested():
+    # a claim of two decisive rows, one truncated: the other's p_refute 0.02 is Holm-adjusted over both (0.04), so
+    # the claim is not refuted on a family made smaller by the missing row
+    rows = [_row(0.9, 0.02), _row(0.9, 0.001)]
+    rows[1]["reason"] = "truncated"
+    V._decide(rows, 0.95, alpha=0.025)
+    assert rows[0]["p_refute_holm"] == pytest.approx(0.04) and rows[0]["verdict"] == "inconclusive"
+    assert rows[1]["verdict"] == "inconclusive" and math.isnan(rows[1]["p_refute_holm"])
+    assert V._overall("x", "denoise", rows)["verdict"] == "inconclusive"
+
+
+def test_an_accuracy_row_waits_for_the_planned_budget_check():
+    pred = pd.DataFrame([dict(arch=a, seed=s, pred_acc=acc + 0.001 * s) for s in range(6)
+                         for a, acc in (("A", 0.5), ("B", 0.4))])
+    c = V.diff("x", "A", "B", "pred_acc", "greater")
+    assert V.evaluate(c, None, pred, planned={"seeds": 6})["reason"] == ""  # no budget check planned
+    r = V.evaluate(c, None, pred, planned={"seeds": 6, "double_seeds": 3})
+    assert r["reason"] == "missing units" and "0 of the 3 planned seeds at 2x" in r["note"]
+    double = pred[pred.seed < 2].assign(pred_acc=lambda d: d.pred_acc + 0.05)
+    r = V.evaluate(c, None, pred, pred_double=double, planned={"seeds": 6, "double_seeds": 3})
+    assert r["reason"] == "missing units" and "2 of the 3" in r["note"]
+    r = V.evaluate(c, None, pred, pred_double=pred[pred.seed < 3], planned={"seeds": 6, "double_seeds": 3})
+    assert r["reason"] == "" and "budget check on 3 seeds" in r["note"]
+
+
 def test_exploratory_rows_get_no_verdict_word():
     rows = [_row(0.001, 0.9, decisive=False)]
     V._decide(rows, 0.95)
@@ -271,6 +296,23 @@ def test_a_row_reading_fewer_units_than_planned_is_inconclusive():
     V._decide(rows_, 0.95)
     assert rows_[0]["verdict"] == "inconclusive"
     assert "images would give 80% power" in rows_[0]["power_note"]  # a power line even while units are missing
+
+
+def test_a_censored_gap_time_is_the_last_step_a_crossing_could_still_be_seen():
+    # a crossing must last gap_window steps to count, so a run that stopped at 4999 without one is known to cross
+    # (if ever) after 4999 - 100 + 1 = 4900, not after 4999; a collapse censors at the collapse, the same way
+    d = pd.DataFrame([dict(arch="A", task="denoise", image="i", seed=0, gain_db=1.0, peak_reached=True,
+                           gap_negative_step=np.nan, gap_area=0.0, stop_step=4999, failed=False, gap_window=100,
+                           gap_censor_step=np.nan),
+                      dict(arch="A", task="denoise", image="j", seed=0, gain_db=1.0, peak_reached=True,
+                           gap_negative_step=np.nan, gap_area=0.0, stop_step=3000, failed=False, gap_window=100,
+                           gap_censor_step=2500.0),
+                      dict(arch="A", task="denoise", image="k", seed=0, gain_db=1.0, peak_reached=True,
+                           gap_negative_step=1200.0, gap_area=0.0, stop_step=1500, failed=False, gap_window=100,
+                           gap_censor_step=np.nan)])
+    runs = V.gen_run_table(d).set_index("image")
+    assert runs.gap_negative_step.to_dict() == {"i": 4900.0, "j": 2401.0, "k": 1200.0}
+    assert runs.gap_negative_censored.to_dict() == {"i": True, "j": True, "k": False}
 
 
 def test_replicate_seeds_estimate_the_spread_and_enter_no_test():

@@ -79,22 +79,6 @@ def test_holm():
     assert list(stats.holm([0.5, 0.9])) == [pytest.approx(1.0), pytest.approx(1.0)]  # capped at 1, monotone
 
 
-def test_censored_bounds_and_interval():
-    # A never crossed (censored at 3000), B crossed at 900: A - B >= 2100, unbounded above
-    lo, hi = stats.censored_bounds([3000, 1200], [True, False], [900, 1000], [False, False])
-    assert list(lo) == [2100, 200] and hi[0] == np.inf and hi[1] == 200
-    res_lo, res_hi = stats.censored_interval(lo, hi, ["a", "b"])
-    p_sup, p_ref = stats.test_claim(res_lo, "greater", 0.0, res_hi)
-    assert np.isnan(p_ref)  # an infinite upper bound: the claim cannot be refuted
-    # B censored: A - B is unbounded below: no support from these units
-    lo, hi = stats.censored_bounds([500, 600, 700], [False] * 3, [3000, 3000, 3000], [True] * 3)
-    assert (lo == -np.inf).all()
-    res_lo, res_hi = stats.censored_interval(lo, hi, ["a"] * 3)
-    p_sup, p_ref = stats.test_claim(res_lo, "greater", 0.0, res_hi)
-    assert np.isnan(p_sup) and p_ref < 0.025  # A crossed well before B's censoring time: refuted
-    assert stats.verdict(p_sup, p_ref) == "refuted"
-
-
 def test_bca_interval_and_units_needed():
     rng = np.random.default_rng(1)
     v = rng.normal(1.0, 1.0, 12)

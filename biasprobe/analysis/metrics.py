@@ -56,8 +56,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            "area (trapezoid over the logged steps) of the positive part of the gap psnr_gt - psnr_obs",
            header="gap area", unit="dB*steps"),
     Metric("gap_negative_step", "step where the gap turns negative (censored at the stop)", GENERATIVE, "unit",
-           "first step where psnr_gt - psnr_obs < 0 after being >= 0; the run's stop step when it never is "
-           "(censored)",
+           "first step where psnr_gt - psnr_obs < 0 after being >= 0 and stays so for the gap window; when it "
+           "never does (censored), the last step at which such a crossing could still have been seen: the stop "
+           "(or collapse) - gap window + 1",
            header="gap<0 step (censored)", unit="steps", censored="gap_negative_censored", contrast="gap_time"),
     Metric("pred_acc", "test accuracy at fixed N", PREDICTIVE, "unit", "final test accuracy of the run at N",
            header="acc @N={n}", source="final_test_acc", fixed_n=True, ci="pred", count="n_seeds", contrast="pred_acc",

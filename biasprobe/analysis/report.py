@@ -484,7 +484,7 @@ def verdict_md(v: pd.DataFrame, ci: float) -> str:
                          "n": fmt(r.n_units), "method": r.method,
                          "p support (row) / refute (Holm)": f"{_p(r.p_support)} / "
                                                             f"{_p(getattr(r, 'p_refute_holm', np.nan))}"
-                         if np.isfinite(r.p_support) or np.isfinite(r.p_refute) else "",
+                         if r.decisive and (np.isfinite(r.p_support) or np.isfinite(r.p_refute)) else "",
                          "verdict": "exploratory: no verdict" if not r.decisive else verdict_word(r)})
     return markdown_table(pd.DataFrame(rows))
 
@@ -517,8 +517,8 @@ def runs_md(runs: pd.DataFrame) -> list[str]:
         saved = 1 - t.steps_run.sum() / t.iters.sum()
         md += [f"- Stopping after the peak ran {int(t.steps_run.sum())} steps (summed over runs) of the "
                f"{int(t.iters.sum())} that a fixed count at the cap would have run ({saved:.0%} saved)."]
-    md += ["- Gap crossing: the step where psnr_gt falls below psnr_obs; blank when it never did (censored at the "
-           "stop).", ""]
+    md += ["- Gap crossing (as the run recorded it): the step where psnr_gt falls below psnr_obs and stays below "
+           "for the run's gap window; blank when it never did (censored).", ""]
     cols = [c for c in ("arch", "task", "image", "seed", "max_psnr_gt", "gain_db", "max_psnr_gt_step",
                         "gap_negative_step", "stop_step", "peak_reached", "backtracks", "failed", "sec_per_step")
             if c in t]
@@ -550,10 +550,16 @@ def header(meta: dict, runs: pd.DataFrame | None) -> list[str]:
     partial banner (runs missing from the store), and the wall time or the --report-only note."""
     md = []
     if runs is not None and "peak_reached" in runs and len(runs) and not runs.peak_reached.astype(bool).all():
-        n_t = int((~runs.peak_reached.astype(bool)).sum())
-        md += [f"**{n_t} of {len(runs)} DIP fits stopped before their peak (truncated): the generative scores they "
-               f"give are fitting speeds, not peaks, and every verdict that reads them is inconclusive "
-               f"(truncated).**", ""]
+        short = ~runs.peak_reached.astype(bool)
+        rep = runs["replicate"].astype(bool) if "replicate" in runs else pd.Series(False, index=runs.index)
+        n_t, n_rep = int((short & ~rep).sum()), int((short & rep).sum())
+        if n_t:
+            md += [f"**{n_t} of {int((~rep).sum())} DIP fits stopped before their peak (truncated): the generative "
+                   f"scores they give are fitting speeds, not peaks, and every verdict that reads them is "
+                   f"inconclusive (truncated).**", ""]
+        if n_rep:
+            md += [f"{n_rep} replicate-seed fit(s) stopped before their peak: they enter no test, only the "
+                   f"seed-spread table.", ""]
     if meta.get("missing_runs"):
         md += [f"**Partial report: {meta['missing_runs']} of the study's runs are not in the store yet (still "
                f"running, or stopped). Rerun the command without --report-only to finish them (finished runs are "
@@ -575,8 +581,8 @@ def claims_intro(opt: dict, ci: float) -> str:
         return (f"Each claim is tested as the stated contrasts of its analysis plan on the "
                 f"{opt.get('primary_task') or 'DIP'} task: a weighted difference of architectures, claimed greater "
                 f"(> m) or less (< m) than a stated margin m. Images are the units of DIP contrasts (one value per "
-                f"image: the mean over its seeds for gains, seed 0 for gap times): gains by a paired t over images, "
-                f"gap times (censored at the stop) by the exact paired Gehan test, with the difference of "
+                f"image, from the plan's seed; replicate seeds enter no test): gains by a paired t over images, "
+                f"gap times (censored at the last step a lasting crossing could still be seen) by the exact paired Gehan test, with the difference of "
                 f"Kaplan-Meier restricted mean times to step {opt.get('horizon')} as the effect; classifier seeds "
                 f"are the units of accuracy contrasts (paired t). A row is supported when its own one-sided p "
                 f"support < {a}; a claim that needs every row is supported when every decisive row is "

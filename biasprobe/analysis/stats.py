@@ -19,19 +19,18 @@ Tests against a margin
 ----------------------
 A claim about a contrast's true effect E is one of: ``greater`` (E > margin), ``less`` (E < margin) or
 ``equivalent`` (|E| < margin, two one-sided tests, TOST). Each row gets two one-sided p-values: ``p_support`` (H0:
-the claim is false) and ``p_refute`` (H0: the claim's opposite, beyond the margin, is false). Within a hypothesis,
-both families are Holm-corrected; a row is ``supported`` if its corrected p_support < alpha, ``refuted`` if its
-corrected p_refute < alpha, else ``inconclusive``. With alpha = 0.025 a single row is supported exactly when its
+the claim is false) and ``p_refute`` (H0: the claim's opposite, beyond the margin, is false). How a claim's rows
+combine is the claim's form (``analysis.verdicts._decide``: support of a conjunction needs every row's own
+p_support < alpha, intersection-union; refutation is Holm over the rows' p_refute; :func:`verdict` for one row).
+With alpha = 0.025 a single row is supported exactly when its
 95% two-sided interval lies on the claimed side of the margin, and refuted only when it lies on the wrong side of
 it (a small effect is not a refutation). A tie inside an equivalence margin can be supported.
 
 Censored differences
 --------------------
-A time that was not observed (the gap never turned negative before the run stopped) is censored at its stop: the
-true value is >= the recorded one. A difference A - B then lies in [lo, hi] (lo uses A's recorded value and B's
-upper bound, which is infinite when B is censored). Support (E > margin) is tested on the lo values and refutation
-on the hi values, so neither can be claimed from a censored number taken at face value; a row whose hi values are
-infinite cannot be refuted.
+A time that was not observed (the gap never turned negative before the run stopped) is censored: the true value is
+later than the recorded one. ``gehan_paired`` tests a paired difference of such times exactly (what the data order)
+and ``rmst_difference`` gives its effect as a difference of Kaplan-Meier restricted means.
 """
 
 from __future__ import annotations
@@ -184,30 +183,6 @@ def units_needed(res: dict, margin: float, ci: float = 0.95) -> float:
         return math.inf
     z = stats.norm.ppf((1 + ci) / 2)
     return float(math.ceil(n * (z * se / abs(eff - margin)) ** 2))
-
-
-def censored_bounds(a, a_censored, b, b_censored) -> tuple[np.ndarray, np.ndarray]:
-    """Bounds [lo, hi] of the differences A - B of times right-censored at their recorded values ``a``, ``b``: a
-    censored time is at least its recorded value. lo = a - b, or -inf when B is censored (B may be arbitrarily
-    late); hi = a - b, or +inf when A is censored."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    ac, bc = np.asarray(a_censored, bool), np.asarray(b_censored, bool)
-    return np.where(bc, -np.inf, a - b), np.where(ac, np.inf, a - b)
-
-
-def censored_interval(lo, hi, strata, ci: float = 0.95, method: str = "auto") -> tuple[dict, dict]:
-    """Intervals of the lower-bound and the upper-bound differences (``censored_bounds``). An infinite bound in any
-    unit makes that side's interval infinite (its test cannot pass), instead of dropping the unit."""
-    out = []
-    for values, sign in ((lo, -1), (hi, 1)):
-        v = np.asarray(values, float)
-        if np.isinf(v).any():
-            inf = sign * math.inf
-            out.append(dict(effect=inf, se=math.inf, df=math.nan, ci_low=inf if sign > 0 else -math.inf,
-                            ci_high=math.inf if sign > 0 else inf, n_units=int(v.size), method="censored"))
-        else:
-            out.append(stratified_interval(v, strata, ci, method))
-    return out[0], out[1]
 
 
 # ---------------------------------------------------------------------------------------------------------------

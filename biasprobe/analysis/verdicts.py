@@ -25,15 +25,20 @@ Decisions
 ---------
 A claim is a few :class:`Contrast` rows: a weighted sum of architectures' unit values (``A - B``, or
 ``r * skipnet - T`` for "far less"), a kind (greater / less / equivalent, ``stats.KINDS``) and a margin, stated in
-its row. Intervals and tests are ``stats.stratified_interval`` (t, images as strata) for generative contrasts,
-``stats.censored_interval`` for gap times and a t interval over seeds for predictive ones; within a hypothesis
-(and task) the decisive rows are Holm-corrected and decided by ``stats.verdict`` at ``ALPHA``. A row is
-``inconclusive`` with a ``reason`` when its runs did not reach their peak (``truncated``), when a classifier had not
-plateaued (``not plateaued``), when an architecture has no runs (``missing runs``) or when the interval is too wide
-(``power``: the note gives about how many units would decide). A hypothesis is supported when every decisive row
-is, refuted when one is, else inconclusive. Exploratory rows are shown but never decide. A :class:`RhoClaim` is
-Spearman's rho across architectures with a percentile bootstrap interval (units resampled within each arch),
-decided only with at least its ``min_archs`` architectures (``inconclusive (underpowered)`` below).
+its row (:func:`evaluate`). Images are the units of DIP contrasts: gains by a paired t over images
+(``stats.t_interval``), gap times (right-censored) by the exact paired Gehan test (``stats.gehan_paired``) with the
+Kaplan-Meier restricted-mean difference as the effect (``stats.rmst_difference``); seeds are the units of
+predictive contrasts (paired t). The claim's form decides (:func:`_decide`): support needs every decisive row
+supported at ``ALPHA`` on its own (intersection-union, no correction); refutation is Holm over all the decisive
+rows (any refuted row refutes the claim). A row is ``inconclusive`` with a ``reason`` when its runs did not reach
+their peak (``truncated``), when its accuracy contrast changes at twice the training budget
+(``budget-sensitive``; the budget check replaces a plateau flag for contrasts), when it reads fewer units than
+planned (``missing units``), when an architecture has no runs (``missing runs``) or when the data cannot decide
+(``power``: the note gives about how many units would). Exploratory rows show estimate and interval only. The
+opposite-ordering form of "the probes differ" is :func:`pair_rows`. A :class:`RhoClaim` is Spearman's rho across
+architectures with a two-level percentile bootstrap interval (architectures, then units within each), decided only
+with at least its ``min_archs`` architectures (``inconclusive (underpowered)`` below; ``not plateaued`` when an
+architecture's classifiers were still rising).
 """
 
 from __future__ import annotations
@@ -108,7 +113,8 @@ def percentile_ci(samples: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
 def gen_run_table(dip_summary: pd.DataFrame) -> pd.DataFrame:
     """Per (arch, task, image, seed) run: the declared DIP unit metrics (``metrics.declared(GENERATIVE, "unit")``) from
     their source columns, plus the run's ``peak_reached``, ``failed``, ``stop_step`` and the censoring of its gap
-    time (a censored metric's NaN becomes the run's stop step, flagged in its ``censored`` column). Tables made
+    time (a censored metric's NaN becomes the last step at which a crossing could still have started and been
+    seen: the stop (or collapse) - gap_window + 1, flagged in its ``censored`` column). Tables made
     before these columns existed: the peak counts as reached when it lies >= 300 steps before the last step, the
     stop is the last step, nothing failed."""
     gen = declared(GENERATIVE, "unit")
@@ -123,10 +129,13 @@ def gen_run_table(dip_summary: pd.DataFrame) -> pd.DataFrame:
     runs["failed"] = d["failed"].astype(bool) if "failed" in d else False
     for m in gen:
         values = d[m.source].astype(float)
-        if m.censored:  # censored at the stop, or at a collapse
+        if m.censored:  # censored at the stop, or at a collapse, less the window a crossing needs to be seen
             runs[m.censored] = values.isna()
-            values = values.fillna(d["gap_censor_step"].astype(float).fillna(last) if "gap_censor_step" in d
-                                   else last)
+            end = d["gap_censor_step"].astype(float).fillna(last) if "gap_censor_step" in d else last
+            window = d["gap_read_window"] if "gap_read_window" in d else d["gap_window"] if "gap_window" in d \
+                else 1
+            window = pd.Series(window, index=d.index).astype(float).fillna(1)
+            values = values.fillna((end - window + 1).clip(lower=0))
         runs[m.name] = values
     return runs
 
@@ -233,9 +242,12 @@ def rank_correlation(gen_units: pd.DataFrame, pred_units: pd.DataFrame, gen_col:
     k = len(archs)
     pick = rng.integers(0, k, (n_boot, k))  # level 1: architectures
 
-    def boot_means(d):  # level 2: each architecture's units, drawn afresh for every draw
-        m = np.stack([d[a][rng.integers(0, d[a].size, (n_boot, d[a].size))].mean(1) for a in archs], axis=1)
-        return np.take_along_axis(m, pick, axis=1)
+    def boot_means(d):  # level 2: the units of each (draw, slot)'s architecture, drawn afresh for that slot
+        out = np.empty(pick.shape)
+        for j, a in enumerate(archs):
+            at = pick == j
+            out[at] = d[a][rng.integers(0, d[a].size, (int(at.sum()), d[a].size))].mean(1)
+        return out
 
     rx = sps.rankdata(boot_means(gen), axis=1)
     ry = sps.rankdata(boot_means(pred), axis=1)
@@ -453,12 +465,19 @@ def evaluate(c: Contrast, runs: pd.DataFrame | None, pred: pd.DataFrame | None, 
         if short:
             reason = "truncated"
             notes.append(f"peak not reached in {len(short)} unit(s): {_names(short)}")
-    elif guard == "budget" and pred_double is not None and len(pred_double):
-        check = budget_check(c, pred, pred_double, alpha)
-        if check:
-            notes.append(check["note"])
-            if check["sensitive"]:
-                reason = "budget-sensitive"
+    elif guard == "budget":
+        want2 = (planned or {}).get("double_seeds")
+        have2 = 0
+        if pred_double is not None and len(pred_double):
+            have2 = len(set.intersection(*(set(pred_double.seed[pred_double.arch == a]) for a in c.archs)))
+            check = budget_check(c, pred, pred_double, alpha)
+            if check:
+                notes.append(check["note"])
+                if check["sensitive"]:
+                    reason = "budget-sensitive"
+        if want2 and have2 < want2:  # the plan's budget check has not run (in full): nothing is decided without it
+            reason = reason or "missing units"
+            notes.append(f"budget check: {have2} of the {want2} planned seeds at 2x the budget")
     want = (planned or {}).get(unit)
     if want and r["n_units"] < want:
         reason = reason or "missing units"
@@ -501,8 +520,8 @@ def _names(names: list[str], show: int = 6) -> str:
 def _decide(rows: list[dict], ci: float, alpha: float | None = None) -> None:
     """Set the verdicts of a claim's rows. Support of a conjunctive claim is an intersection-union test (Berger
     1982): each decisive row is tested at alpha on its own, no correction (``p_support``). Refutation (any row
-    refuted refutes the claim) is Holm-corrected over the decisive rows (``p_refute_holm``). Rows with a reason
-    (truncated, missing runs, budget-sensitive, censored) stay inconclusive and do not count in the correction;
+    refuted refutes the claim) is Holm-corrected over all its decisive rows (``p_refute_holm``). Rows with a
+    reason (truncated, missing runs, budget-sensitive, censored) stay inconclusive and enter the correction at p = 1;
     exploratory rows get no verdict word. An inconclusive row's note says about how many units would decide it
     (80% power, noncentral t, at the observed spread)."""
     alpha = ALPHA if alpha is None else alpha
@@ -510,9 +529,13 @@ def _decide(rows: list[dict], ci: float, alpha: float | None = None) -> None:
     def testable(r):
         return not r["reason"] and (np.isfinite(r["p_support"]) or np.isfinite(r["p_refute"]))
 
-    live = [r for r in rows if r["decisive"] and testable(r)]
-    for r, p in zip(live, stats.holm([r["p_refute"] for r in live])):
-        r["p_refute_holm"] = float(p)
+    # the Holm family is every decisive row: one that cannot be tested (a reason, or no p) enters at p = 1, so a
+    # claim is never refuted under a weaker correction because some of its rows are missing or truncated
+    dec = [r for r in rows if r["decisive"]]
+    fam = [r["p_refute"] if testable(r) and np.isfinite(r["p_refute"]) else 1.0 for r in dec]
+    for r, p in zip(dec, stats.holm(fam)):
+        if testable(r):
+            r["p_refute_holm"] = float(p)
     for r in rows:
         r.setdefault("p_refute_holm", np.nan)
         res = r.pop("_res", None)
@@ -661,6 +684,7 @@ def with_gap_window(dip_summary: pd.DataFrame, dip_curves: pd.DataFrame | None, 
 
     d = dip_summary.copy()
     own = d["gap_window"].fillna(1).astype(int) if "gap_window" in d else pd.Series(1, index=d.index)
+    d["gap_read_window"] = int(window)
     redo = own != int(window)
     if not redo.any():
         return d
@@ -706,11 +730,12 @@ def pair_rows(hyp: str, claim: str, spec: dict, runs, pred, task, ci: float, alp
                           f"; accuracy {fmt_num(prd['effect'])} [{fmt_num(prd['ci_low'])}, "
                           f"{fmt_num(prd['ci_high'])}]" + (f"; {prd['note']}" if prd["note"] else ""))
             rows.append(r)
-    live = [r for r in rows if not r["reason"]]
-    adj = stats.holm([p for r in live for p in r["_p"]])  # every pair, both directions
-    for k, r in enumerate(live):
-        r["p_support"] = float(np.nanmin(adj[2 * k: 2 * k + 2])) if np.isfinite(adj[2 * k: 2 * k + 2]).any() \
-            else np.nan
+    # Holm over every pair and both directions; a pair that cannot be tested (a reason) enters at p = 1
+    fam = [p if not r["reason"] and np.isfinite(p) else 1.0 for r in rows for p in r["_p"]]
+    adj = stats.holm(fam)
+    for k, r in enumerate(rows):
+        if not r["reason"]:
+            r["p_support"] = float(np.min(adj[2 * k: 2 * k + 2]))
     for r in rows:
         r.pop("_p", None)
         r["verdict"] = ("supported" if r["p_support"] < alpha else "refuted" if r["p_refute"] < alpha

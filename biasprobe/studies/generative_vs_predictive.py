@@ -183,15 +183,18 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
     if plan:
         plan = dict(plan, planned_units=planned_units(preset))
         options.update(alpha=float(plan.get("alpha", V.ALPHA)), plan=True, horizon=plan.get("horizon"),
-                       gap_window=plan.get("gap_window"))
+                       gap_window=plan.get("gap_window") or (getattr(preset.dip, "extra", None) or {}).get("gap_window"))
     by_task = verdicts_by_task(dip, clf, n_train=n_train, analysis=plan, dip_curves=curves, **boot)
     clf_base = V.split_budgets(clf)[0]
     out = {"options": options, "seed_spread": spread,
-           "cross_tab": V.cross_tab(dip, clf_base, curves, n_train=n_train,
+           "cross_tab": V.cross_tab(V.with_gap_window(dip, curves, options.get("gap_window")) if dip is not None
+                                    else None, clf_base, curves, n_train=n_train,
                                     period=options["period"], task=task, **boot),
            "verdicts": by_task[by_task.task == task].reset_index(drop=True) if task else by_task,
            "verdicts_by_task": by_task,
            "runs": V.run_table(dip_all)}
+    if preset is not None and getattr(preset.dip, "replicate", None) and len(out["runs"]):
+        out["runs"]["replicate"] = ~out["runs"].seed.isin(preset.dip.seeds)
     second = tables.get("second")
     if isinstance(second, dict):
         dip2, clf2 = V.nonempty(second.get("dip_summary")), V.nonempty(second.get("clf_summary"))
@@ -232,10 +235,13 @@ def power_md(verd: pd.DataFrame) -> list[str]:
 
 
 def planned_units(preset) -> dict:
-    """The units the plan expects a row to read: its images (DIP) and its classifier seeds."""
+    """The units the plan expects a row to read: its images (DIP), its classifier seeds and the seeds of its
+    budget check (run again at twice the steps)."""
     out = {"images": len(preset.dip.image_names())}
     if preset.classify is not None:
         out["seeds"] = len(preset.classify.seeds)
+        if preset.classify.double_seeds:
+            out["double_seeds"] = len(preset.classify.double_seeds)
     return out
 
 
@@ -367,10 +373,15 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
             md += [f"### {task}", "", R.verdict_md(g, ci)]
     md += ["## Cross-tab", "",
            f"One row per architecture, {opt.get('primary_task') or 'DIP'} task. Generative score: max psnr_gt gain "
-           f"over the corrupted input, mean over (image, seed) units; predictive: final test accuracy at fixed N, "
+           + (f"over the corrupted input, mean over images (the plan's seed); predictive: final test accuracy at "
+              f"fixed N, mean over seeds. Brackets: {ci:.0%} t intervals over images (seeds for accuracy). gap<0 "
+              f"step: the crossing the analysis reads (the gap below zero for {opt.get('gap_window')} steps), "
+              f"mean over images; a run where it never happens counts at the last step it could have been seen "
+              f"(share censored in brackets). Full table: `cross_tab.csv`." if opt.get("plan") else
+              f"over the corrupted input, mean over (image, seed) units; predictive: final test accuracy at fixed N, "
            f"mean over seeds. Brackets: {ci:.0%} t intervals (images as strata). gap<0 step: first step where "
            f"psnr_gt < psnr_obs; a run where it never happens counts at its stop (share censored in brackets). "
-           f"Full table: `cross_tab.csv`.", "", R.markdown_table(compact)]
+           f"Full table: `cross_tab.csv`."), "", R.markdown_table(compact)]
     sp = analysis.get("seed_spread")
     if isinstance(sp, pd.DataFrame) and len(sp):
         md += ["## Seed-to-seed and image-to-image spread", "",
