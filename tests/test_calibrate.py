@@ -50,6 +50,18 @@ def test_choose_ties_go_to_the_smaller_lr_and_nan_ranks_last():
     assert ch.lr == 1e-3 and ch.second_lr == 1e-2 and math.isnan(ch.second_score)
 
 
+def test_choose_prefers_settings_whose_fits_peaked():
+    # 1e-4's fit was still rising at the cap: its score is a lower bound, so the peaked 1e-3 is chosen though it
+    # scores less; when no setting peaked the best score is chosen and the choice says so
+    t = table([("a", 1e-4, 0, 26.0), ("a", 1e-3, 0, 25.0), ("a", 1e-2, 0, 20.0),
+               ("b", 1e-4, 0, 26.0), ("b", 1e-3, 0, 25.0)])
+    t["peak_reached"] = [False, True, True, False, False]
+    ch = cal.choose(t).set_index("arch")
+    assert ch.loc["a", "lr"] == 1e-3 and ch.loc["a", "second_lr"] == 1e-2 and ch.loc["a", "peaked"]
+    assert ch.loc["b", "lr"] == 1e-4 and not ch.loc["b", "peaked"]
+    assert cal.choose(table([("c", 1e-4, 0, 1.0)])).iloc[0].peaked  # tables without the column: unknown = yes
+
+
 def test_choose_with_weight_decay_grid_second_is_another_lr():
     rows = [("a", "classify", lr, wd, 0, s) for lr, wd, s in [
         (1e-3, 0.01, 0.50), (1e-3, 0.1, 0.60), (3e-3, 0.01, 0.55), (3e-3, 0.1, 0.40), (1e-2, 0.01, 0.30)]]
@@ -126,6 +138,7 @@ def test_dip_calibration_resumes_without_rerunning(tmp_path):
     t = cal.calibrate(["skipnet"], "dip", [1e-3, 1e-2], DIP_BASE, store.root, seeds=(0, 1), progress=False,
                       device="cpu")
     assert len(store.run_ids()) == 2  # one run per lr, both seeds batched in it
+    assert "peak_reached" in t  # the choice prefers settings whose fits peaked
     assert len(t) == 4 and set(t.seed) == {0, 1} and t.weight_decay.isna().all()
     assert np.isfinite(t.score).all() and (t.score > 0).all()
     assert (t.probe == "dip").all() and (t.cpu_seconds > 0).all()
@@ -135,6 +148,12 @@ def test_dip_calibration_resumes_without_rerunning(tmp_path):
                        device="cpu")
     assert {r: (store.runs_dir / r / "meta.json").stat().st_mtime_ns for r in store.run_ids()} == stamps
     pd.testing.assert_frame_equal(t, t2)
+    # compute=False (a report drawn from the store) reads the same table; a grid not finished is one line
+    pd.testing.assert_frame_equal(t, cal.calibrate(["skipnet"], "dip", [1e-3, 1e-2], DIP_BASE, store.root,
+                                                   seeds=(0, 1), progress=False, device="cpu", compute=False))
+    with pytest.raises(BiasprobeError, match="1 of its 2 runs.*run the study"):
+        cal.calibrate(["skipnet"], "dip", [1e-2, 3e-2], DIP_BASE, store.root, seeds=(0, 1), progress=False,
+                      device="cpu", compute=False)
     # a wider grid runs only the new lr, and returns only this grid's rows
     t3 = cal.calibrate(["skipnet"], "dip", [1e-3, 1e-2, 1e-1], DIP_BASE, store.root, seeds=(0, 1),
                        progress=False, device="cpu")

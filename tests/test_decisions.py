@@ -182,6 +182,10 @@ def test_image_draw_is_seeded_and_from_the_population():
     a = draw_images(24, 2026)
     assert a == draw_images(24, 2026) and len(set(a)) == 24 and set(a) <= set(pool)
     assert a != draw_images(24, 2027)
+    # a nested draw keeps every image of a smaller one, so a study can add images and keep its runs
+    six = draw_images(6, 2027, nested=True)
+    assert draw_images(12, 2027, nested=True)[:6] == six and draw_images(24, 2027, nested=True)[:6] == six
+    assert a == draw_images(24, 2026, nested=False)  # the default is the draw the standard study was made with
 
 
 def test_plan_hash_changes_with_a_margin_and_marks_the_report(tmp_path):
@@ -358,6 +362,31 @@ def test_the_pair_form_of_c_opposite_alike_and_missing_units():
     summary = v[(v.hypothesis == "c") & (v.comparison == "some pair ordered oppositely")].iloc[0]
     assert summary.reason == "missing units"  # not "power": the pairs were never tested
     assert (v[v.comparison.str.contains(" vs ")].verdict == "undecided").all()
+
+
+def test_c_decided_by_rho_with_the_pair_form_beside_it_truncated_archs_left_out():
+    """The zoo's form of (c): rho decides (at least min_archs architectures), the pair form is shown but decides
+    nothing; an architecture with a fit short of its peak is left out and named; classifiers still rising are
+    named, not a guard, when the plan reads accuracy at the fixed budget."""
+    from tests.test_verdicts import make_tables
+
+    archs = [f"a{i}" for i in range(6)]
+    gen = {a: float(i) for i, a in enumerate(archs)}
+    pred = {a: 0.3 + 0.05 * ((3 * i) % 6) for i, a in enumerate(archs)}  # an order unrelated to gen's
+    dip, clf = make_tables(gen, pred, tasks=("denoise",), ns=(1000,), noise=0.02)
+    dip.loc[(dip.arch == "a5") & (dip.image == dip.image.iloc[0]), "peak_reached"] = False
+    clf.loc[clf.arch == "a1", "plateaued"] = False
+    rho = V.RhoClaim(0.5, 5, "less", exclude_truncated=True, guard_plateau=False)
+    v = V.verdict_table([], {"c": "differ"}, dip, clf, rho={"c": rho}, pairs={"c": {"decides": "rho"}}, n_boot=300)
+    r = v[v.metric == "rho"].iloc[0]
+    assert r.decisive and r.n_units == 5 and "left out (a fit short of its peak): a5" in r.note
+    assert "still rising" in r.note and "a1" in r.note and r.reason != "not plateaued"
+    summary = v[v.comparison == "some pair ordered oppositely"].iloc[0]
+    assert not summary.decisive and summary.verdict == "" and summary.reason == "exploratory"
+    assert V.overall(v)["c"] == (r.verdict or "inconclusive")
+    # the default: a truncated architecture makes rho inconclusive (truncated), a still-rising one not plateaued
+    v = V.verdict_table([], {"c": "differ"}, dip, clf, rho={"c": V.RhoClaim(0.5, 5)}, n_boot=300)
+    assert v[v.metric == "rho"].iloc[0].reason == "truncated"
 
 
 @pytest.mark.parametrize("window,collapse_db", [(1, 0.0), (5, 0.0), (5, 3.0), (1, 2.0)])

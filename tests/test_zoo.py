@@ -68,7 +68,7 @@ def test_the_cpu_zoo_plan_one_cap_drawn_images_calibrated_ablation():
     abl = p.dip.extra_archs
     assert calibrated_archs(p, "dip", p.dip) == abl and calibrated_archs(p, "classify", p.classify) == []
     runs = dip_configs(p, {a: 3e-4 for a in abl})
-    assert {r["config"]["iters"] for r in runs} == {8000} and {len(r["config"]["seeds"]) for r in runs} == {1}
+    assert {r["config"]["iters"] for r in runs} == {12000} and {len(r["config"]["seeds"]) for r in runs} == {1}
     assert len({r["config"]["image"] for r in runs}) == 6
     lr = {r["config"]["arch"]: r["config"]["lr"] for r in runs}
     assert all(lr[a] == 3e-4 for a in abl) and all(lr[a] == 1e-4 for a in p.archs)
@@ -76,11 +76,14 @@ def test_the_cpu_zoo_plan_one_cap_drawn_images_calibrated_ablation():
     assert all(waits[a] for a in abl) and not any(waits[a] for a in p.archs)
     pc = G.plan_claims(p.analysis, set())
     assert set(pc["texts"]) == {"c", "e|pixelshuffle", "e|bilinear", "s", "i"} and pc["rho"]["c"].min_archs == 17
+    # (c): rho decides, the pair form is shown beside it; truncated architectures are left out of rho by name
+    assert pc["pairs"]["c"]["decides"] == "rho" and pc["rho"]["c"].exclude_truncated
+    assert p.dip.images["draw"]["nested"] is True  # more images later keep these 6 and their runs
     (inter,) = [c for c in pc["contrasts"] if c.hypothesis == "i"]
     assert dict(inter.weights) == {"vit[decoder=bilinear]+3c": 1.0, "vit[decoder=bilinear]": -1.0,
                                    "vit[decoder=pixelshuffle]+3c": -1.0, "vit[decoder=pixelshuffle]": 1.0}
     base = p.dip.calibration_base({"image": "chelsea"})
-    assert base["stop"] == "peak" and base["stop_on_gap"] is False and base["iters"] == 8000
+    assert base["stop"] == "peak" and base["stop_on_gap"] is False and base["iters"] == 12000
 
 
 def test_the_zoo_plan_decides_the_decoder_question_from_synthetic_tables():

@@ -590,6 +590,10 @@ class RhoClaim:
     threshold: float
     min_archs: int
     kind: str = "less"
+    exclude_truncated: bool = False  # leave out (and name) an architecture with a fit short of its peak; else the
+    #   row is inconclusive (truncated)
+    guard_plateau: bool = True  # an architecture whose classifiers were still rising makes the row "not plateaued";
+    #   False: accuracy is read at the fixed budget and the still-rising ones are only named
 
 
 def rho_rows(hyp: str, claim: str, rc: RhoClaim, dip_summary, clf_summary, task, n_train=None, n_boot=2000,
@@ -605,12 +609,20 @@ def rho_rows(hyp: str, claim: str, rc: RhoClaim, dip_summary, clf_summary, task,
         c.update(reason="missing runs", note="needs both probes' tables")
     else:
         gen, pred = gen_scores(dip_summary, task), pred_scores(clf_summary, n_train)
+        short = sorted(set(gen.arch[~gen.peak_reached.astype(bool)]) & set(pred.arch))
+        left_out = []
+        if rc.exclude_truncated and short:
+            left_out, short = short, []
+            gen = gen[~gen.arch.isin(left_out)]
         r = rank_correlation(gen, pred, n_boot=n_boot, ci=ci, seed=seed)
         c.update(rho=r["rho"], rho_ci_low=r["ci_low"], rho_ci_high=r["ci_high"], effect=r["rho"],
                  ci_low=r["ci_low"], ci_high=r["ci_high"], n_units=r["n_archs"],
-                 note=f"archs: {_names(r['archs'], 12)}")
-        short = sorted(set(gen.arch[~gen.peak_reached.astype(bool)]) & set(r["archs"]))
+                 note=f"archs: {_names(r['archs'], 12)}" + (
+                     f"; left out (a fit short of its peak): {', '.join(left_out)}" if left_out else ""))
         flat = sorted(set(pred.arch[~pred.plateaued.astype(bool)]) & set(r["archs"]))
+        if flat and not rc.guard_plateau:
+            c["note"] += f"; classifiers still rising at the budget (read there, as planned): {_names(flat, 12)}"
+            flat = []
         below, above = r["ci_high"] < rc.threshold, r["ci_low"] > rc.threshold
         if r["n_archs"] < rc.min_archs:
             c.update(reason="underpowered", note=c["note"] + f"; {r['n_archs']} archs < {rc.min_archs}",
@@ -636,7 +648,8 @@ def verdict_table(contrasts: list[Contrast], texts: dict[str, str], dip_summary:
     """A study's verdicts on one DIP task (default :func:`primary_task`): for each claim in ``texts`` (its text),
     in order, the rows of its ``contrasts`` (:func:`evaluate`, decided by :func:`_decide`), or for a claim in
     ``pairs`` its opposite-ordering rows (:func:`pair_rows`), then its rho row when it has one in ``rho``
-    (:func:`rho_rows`: decisive only when the claim has no pair form), then its ``overall`` row. ``gap_window``:
+    (:func:`rho_rows`: decisive when the claim has no pair form or its pair spec says ``"decides": "rho"``; the
+    pair form is then exploratory), then its ``overall`` row. ``gap_window``:
     the gap crossing the analysis reads (:func:`with_gap_window`). Columns ``VERDICT_COLUMNS``."""
     alpha = ALPHA if alpha is None else alpha
     dip_summary, clf_summary = nonempty(dip_summary), nonempty(clf_summary)
@@ -657,9 +670,14 @@ def verdict_table(contrasts: list[Contrast], texts: dict[str, str], dip_summary:
         _decide(rows, ci, alpha)
         if pairs and hyp in pairs:
             rows += pair_rows(hyp, text, pairs[hyp], runs, pred, task, ci, alpha, pred2, planned)
+        by_rho = bool(pairs and hyp in pairs and pairs[hyp].get("decides") == "rho")
+        if by_rho:  # the pair form beside a decisive rho: its rows are shown, its summary decides nothing
+            for r in rows:
+                if r["comparison"] == "some pair ordered oppositely":
+                    r.update(decisive=False, verdict="", reason="exploratory")
         if rho and hyp in rho:
             rrow = rho_rows(hyp, text, rho[hyp], dip_summary, clf_base, task, n_train, n_boot, ci, seed,
-                            decisive=not (pairs and hyp in pairs))[0]
+                            decisive=by_rho or not (pairs and hyp in pairs))[0]
             if not rrow["decisive"]:  # the population form beside a decisive pair form: estimate and interval
                 rrow.update(verdict="", reason=rrow["reason"] or "exploratory")
             rows.append(rrow)

@@ -152,19 +152,31 @@ def _weight_decays(probe, base: dict, wd_grid: list[float] | None) -> list[dict]
 def calibrate(archs: list[str], probe: str, grid: list[float], base: dict, store: str | Path, seeds=(0,),
               executor: str = "local", jobs: int = 1, progress: bool = True, wd_grid: list[float] | None = None,
               device: str = "auto", threads_per_job: int | None = None,
-              arch_kwargs: dict[str, dict] | None = None) -> pd.DataFrame:
+              arch_kwargs: dict[str, dict] | None = None, compute: bool = True) -> pd.DataFrame:
     """Run (or resume) the calibration sweep into the result store at ``store``; return the long table of this
     calibration: arch, probe, lr, weight_decay (NaN for dip), seed, score, diverged, cpu_seconds, wall_seconds,
     device, run_id, seconds (as stored). All architectures run as one sweep, so a pool's workers stay busy.
     Runs already in the store are not repeated. A run that fails raises one BiasprobeError after the sweep
-    (finished runs are kept; rerun to retry the failed ones)."""
+    (finished runs are kept; rerun to retry the failed ones). ``compute=False`` runs nothing: the table is read
+    from the store, and a calibration not finished there is one BiasprobeError."""
     from biasprobe.studies.sweep import ResultStore, run_sweep
 
     configs = calibration_configs(archs, probe, grid, base, seeds, wd_grid, arch_kwargs)
     store = ResultStore(store)
-    fn = functools.partial(run_one, device=device)
-    index = run_sweep(configs, fn, store, executor=executor, jobs=jobs, threads_per_job=threads_per_job,
-                      progress=progress, desc=f"calibrate {probe}")
+    if compute:
+        fn = functools.partial(run_one, device=device)
+        index = run_sweep(configs, fn, store, executor=executor, jobs=jobs, threads_per_job=threads_per_job,
+                          progress=progress, desc=f"calibrate {probe}")
+    else:
+        from biasprobe.studies.sweep import run_id
+
+        ids = [run_id(c) for c in configs]
+        index = store.index()
+        index = index[index.run_id.isin(ids)]
+        if int((index.status == "done").sum()) < len(set(ids)):
+            raise BiasprobeError(f"the {probe} calibration has {int((index.status == 'done').sum())} of its "
+                                 f"{len(set(ids))} runs in {store.root}: run the study (it resumes) to finish it "
+                                 f"before a report can be drawn")
     failed = index[index.status == "failed"]
     if len(failed):
         first = str(failed.error.iloc[0]).splitlines()[0] if failed.error.iloc[0] else "?"
@@ -186,8 +198,11 @@ def curves(table: pd.DataFrame) -> pd.DataFrame:
     """Mean score over seeds per (arch, probe, lr, weight_decay): the calibration curve."""
     key = ["arch", "probe", "lr", "weight_decay"]
     t = table.assign(weight_decay=table.weight_decay.fillna(-1.0))  # NaN (dip) would drop out of groupby
+    # whether every seed's score is a peak (a DIP fit still rising at its cap scores a lower bound); unknown: yes
+    t["peaked"] = t["peak_reached"].map(lambda x: True if pd.isna(x) else bool(x)) if "peak_reached" in t else True
     out = t.groupby(key, sort=True).agg(score=("score", "mean"), n_seeds=("seed", "nunique"),
-                                        seeds=("seed", lambda s: " ".join(str(int(x)) for x in sorted(set(s)))))
+                                        seeds=("seed", lambda s: " ".join(str(int(x)) for x in sorted(set(s)))),
+                                        peaked=("peaked", "all"))
     out = out.reset_index()
     out["weight_decay"] = out.weight_decay.where(out.weight_decay >= 0)
     # a seed that diverged makes the mean NaN: that setting ranks last
@@ -195,17 +210,19 @@ def curves(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def choose(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (arch, probe): the lr (and weight decay) with the highest mean score, and the second-best lr
-    (the best setting among the *other* learning rates), for the sensitivity check. Ties go to the smaller lr.
-    Columns: arch, probe, lr, weight_decay, score, second_lr, second_weight_decay, second_score, at_edge (the
-    chosen lr is the grid's smallest or largest: widen the grid), grid, wd_grid, seeds, criterion, n_runs."""
+    """One row per (arch, probe): the lr (and weight decay) with the highest mean score among the settings whose
+    fits reached their peak (a score read from a fit still rising at the cap is a lower bound, so such a setting is
+    chosen only when none peaked), and the second-best lr (the best setting among the *other* learning rates, by
+    the same rule), for the sensitivity check. Ties go to the smaller lr. Columns: arch, probe, lr, weight_decay,
+    score, second_lr, second_weight_decay, second_score, at_edge (the chosen lr is the grid's smallest or largest:
+    widen the grid), grid, wd_grid, seeds, criterion, n_runs, peaked (the chosen setting's fits all peaked)."""
     need = {"arch", "probe", "lr", "weight_decay", "seed", "score"}
     if not need <= set(table.columns):
         raise BiasprobeError(f"a calibration table needs columns {sorted(need)}, got {sorted(table.columns)}")
     rows = []
     for (arch, probe), c in curves(table).groupby(["arch", "probe"], sort=True):
-        ranked = c.assign(_s=c.score.fillna(-np.inf)).sort_values(["_s", "lr"], ascending=[False, True],
-                                                                   kind="stable")
+        ranked = c.assign(_s=c.score.fillna(-np.inf)).sort_values(["peaked", "_s", "lr"],
+                                                                   ascending=[False, False, True], kind="stable")
         best = ranked.iloc[0]
         others = ranked[ranked.lr != best.lr]
         second = others.iloc[0] if len(others) else None
@@ -219,7 +236,7 @@ def choose(table: pd.DataFrame) -> pd.DataFrame:
             at_edge=bool(len(lrs) > 1 and best.lr in (lrs[0], lrs[-1])),
             grid=" ".join(f"{x:g}" for x in lrs), wd_grid=" ".join(f"{x:g}" for x in wds),
             seeds=best.seeds, criterion=PROBES[probe].criterion if probe in PROBES else "score",
-            n_runs=int(((table.arch == arch) & (table.probe == probe)).sum()),
+            n_runs=int(((table.arch == arch) & (table.probe == probe)).sum()), peaked=bool(best.peaked),
         ))
     return pd.DataFrame(rows)
 
@@ -229,7 +246,7 @@ def choose(table: pd.DataFrame) -> pd.DataFrame:
 
 
 CHOICE_COLUMNS = ["arch", "probe", "lr", "weight_decay", "score", "second_lr", "second_weight_decay",
-                  "second_score", "at_edge", "grid", "wd_grid", "seeds", "criterion", "n_runs"]
+                  "second_score", "at_edge", "grid", "wd_grid", "seeds", "criterion", "n_runs", "peaked"]
 
 
 def save_choices(df: pd.DataFrame, path: str | Path, merge: bool = True) -> pd.DataFrame:
@@ -329,6 +346,6 @@ def plot_curves(table: pd.DataFrame, path: str | Path, choices: pd.DataFrame | N
 
 
 def print_choices(choices: pd.DataFrame, file=sys.stdout) -> None:
-    cols = ["arch", "probe", "lr", "weight_decay", "score", "second_lr", "second_score", "at_edge", "seeds"]
+    cols = ["arch", "probe", "lr", "weight_decay", "score", "second_lr", "second_score", "at_edge", "peaked", "seeds"]
     print(choices[[c for c in cols if c in choices]].to_string(index=False, float_format=lambda v: f"{v:.4g}"),
           file=file)

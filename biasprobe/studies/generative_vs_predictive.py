@@ -128,7 +128,8 @@ def plan_claims(analysis: dict | None, archs) -> dict:
         contrasts += [parse_contrast(hyp, row) for row in spec.get("rows", [])]
         if "rho" in spec:
             r = spec["rho"]
-            rho[hyp] = RhoClaim(float(r["threshold"]), int(r["min_archs"]), r.get("kind", "less"))
+            rho[hyp] = RhoClaim(float(r["threshold"]), int(r["min_archs"]), r.get("kind", "less"),
+                                bool(r.get("exclude_truncated", False)), bool(r.get("guard_plateau", True)))
         if spec.get("form") == "opposite_pair":
             pairs[hyp] = spec
     return dict(texts=texts, contrasts=contrasts, rho=rho, pairs=pairs, alpha=float(analysis.get("alpha", V.ALPHA)),

@@ -219,9 +219,6 @@ def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True, run:
     from biasprobe.studies.sweep import ResultStore, run_sweep
 
     if not run:
-        if p.calibration.enabled:
-            raise BiasprobeError("--report-only reads the runs a study has stored; this preset calibrates its "
-                                 "learning rates first: run the study (it resumes) instead")
         run_sweep = _no_sweep
 
     check_data(p)
@@ -233,7 +230,7 @@ def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True, run:
     tables: dict[str, pd.DataFrame] = {}
     lrs, second_lrs = {}, {}  # {probe: {arch: calibrated lr}}, and the second-best lrs
     if p.calibration.enabled:
-        lrs, second_lrs = _calibrate(p, Path(store_dir) / "calibration", tables, progress)
+        lrs, second_lrs = _calibrate(p, Path(store_dir) / "calibration", tables, progress, compute=run)
 
     runs = by_arch(p, grid(p, lrs))
     sweep_kw = dict(executor=p.executor, jobs=p.jobs, threads_per_job=p.threads_per_job, slurm=p.slurm,
@@ -311,9 +308,11 @@ def run_stats(store, runs: list[dict], started: pd.Timestamp, calibration_root: 
             "recomputed_damaged": recomputed}
 
 
-def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool) -> tuple[dict, dict]:
+def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool,
+               compute: bool = True) -> tuple[dict, dict]:
     """Calibrate the lr of every arch for each probe whose preset lr is "calibrated" (biasprobe.studies.calibrate),
-    with the study's own architecture kwargs; returns ({probe: {arch: lr}}, {probe: {arch: second-best lr}})."""
+    with the study's own architecture kwargs; returns ({probe: {arch: lr}}, {probe: {arch: second-best lr}}).
+    ``compute=False`` (--report-only) reads a finished calibration from the store and runs nothing."""
     from biasprobe.studies import calibrate
 
     best, second = {}, {}
@@ -328,9 +327,11 @@ def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool) -> tupl
         table = calibrate.calibrate(archs, probe, cal["grid"], base, root / probe, seeds=cal.get("seeds", (0,)),
                                     wd_grid=cal.get("wd_grid"), executor=p.executor, jobs=p.jobs,
                                     threads_per_job=p.threads_per_job, device=p.device, progress=progress,
-                                    arch_kwargs={a: plan.arch_kwargs.get(a, {}) for a in archs})
+                                    arch_kwargs={a: plan.arch_kwargs.get(a, {}) for a in archs},
+                                    compute=compute)
         chosen = calibrate.choose(table)
-        calibrate.save_choices(chosen, root / "choices.csv")
+        if compute:
+            calibrate.save_choices(chosen, root / "choices.csv")
         curves.append(table)
         choices.append(chosen)
         best[probe] = {a: calibrate.lookup_lr(chosen, a, probe, rank=1) for a in archs}

@@ -166,7 +166,8 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
         over_zoo = {h: t for h, t in pc["texts"].items() if h in pc["rho"]}
         rest = {h: t for h, t in pc["texts"].items() if h not in over_zoo}
         parts = [V.verdict_table([c for c in pc["contrasts"] if c.hypothesis in over_zoo], over_zoo, dip_zoo, clf_zoo,
-                                 rho=pc["rho"], dip_curves=curves, **kw) if over_zoo else pd.DataFrame(),
+                                 rho=pc["rho"], pairs=pc["pairs"], dip_curves=curves, **kw)
+                 if over_zoo else pd.DataFrame(),
                  V.verdict_table([c for c in pc["contrasts"] if c.hypothesis in rest], rest, dip, clf,
                                  dip_curves=curves, **kw) if rest else pd.DataFrame()]
         verdicts = pd.concat([x for x in parts if len(x)], ignore_index=True)
@@ -229,7 +230,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
                                            out / "psnr_curves.png"),
         "clf_curves.png": R.fig_clf_curves(t.get("clf_epochs"), out / "clf_curves.png"),
     }
-    rho = verd[(verd.hypothesis == "c") & (verd.comparison != "overall")]
+    rho = verd[(verd.hypothesis == "c") & (verd.metric == "rho")]
     abl = {v["arch"] for v in ablation((meta.get("preset") or {}).get("study", {}).get("decoder_ablation")
                                        if isinstance(meta.get("preset"), dict) else None)}
     dsum = t.get("dip_summary")
@@ -243,7 +244,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
         r = rho.iloc[0]
         md += [f"Spearman rho (generative gain vs predictive accuracy) over {int(r.n_units)} architectures: "
                f"{R.fmt(r.rho)} [{R.fmt(r.rho_ci_low)}, {R.fmt(r.rho_ci_high)}] ({ci:.0%} percentile bootstrap); "
-               f"claim (c), rho < {G.RHO_THRESHOLD:g}: **{R.verdict_word(r)}**.", ""]
+               f"claim (c), rho < {r.margin:g}: **{R.verdict_word(r) if r.decisive else 'exploratory'}**.", ""]
     md += ["## Claims", "", R.claims_intro(opt, ci) + " Claim (e) is tested once per decoder (`e|DECODER`), on "
            "the ablation's generators. Full table: `verdicts.csv`.", "", R.verdict_md(verd, ci)]
     md += ["## Leaderboard", "",
@@ -256,8 +257,14 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
            "bilinear = x2 bilinear + 1x1 conv stages; transposed = 4x4 stride-2 transposed conv stages), alone (T), "
            "with convs after (T+kc) or before (kc+T). decoder_range: the largest minus the smallest mean gain over "
            "the decoders for that backbone and variant. Full table: `decoders.csv`.", "", _decoders_md(dec, ci)]
+    md += G.power_md(verd)
     md += R.runs_md(runs)
     md += R.plateau_md(t.get("clf_summary"), t.get("clf_epochs"))
+    if t.get("choices") is not None:
+        md += ["## Calibrated learning rates", "",
+               "The ablation generators' learning rates, chosen on the calibration image before the study's runs "
+               "(among the settings whose fits peaked; at_edge: the choice is the grid's smallest or largest lr).",
+               "", R.markdown_table(t["choices"])]
     md += R.failed_section(t.get("failed"))
     md += [R.provenance(meta)] + R.figures_section(drawn, FIGURES)
     path = out / "report.md"

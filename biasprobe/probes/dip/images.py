@@ -198,14 +198,18 @@ def population(sets=IMAGE_SETS) -> list[str]:
     return out
 
 
-def draw_images(n: int, seed: int, sets=IMAGE_SETS) -> list[str]:
+def draw_images(n: int, seed: int, sets=IMAGE_SETS, nested: bool = False) -> list[str]:
     """A simple random sample (without replacement) of ``n`` images from :func:`population` (``sets``), drawn with
     numpy's PCG64 seeded by ``seed``; returned in the order drawn. The same (n, seed, sets) always draws the same
-    images, so a study's plan fixes its sample by stating them."""
+    images, so a study's plan fixes its sample by stating them. ``nested``: the first ``n`` of one seeded
+    permutation of the whole population, so a larger ``n`` keeps every image of a smaller one (a study can add
+    images without losing its runs); the default keeps the draw the standard study's plan was made with."""
     pool = population(sets)
     if not isinstance(n, int) or not 1 <= n <= len(pool):
         raise BiasprobeError(f"cannot draw {n!r} images from {len(pool)} ({', '.join(sets)}): ask for 1..{len(pool)}")
     rng = np.random.default_rng(seed)
+    if nested:
+        return [pool[i] for i in rng.permutation(len(pool))[:n]]
     return [pool[i] for i in rng.choice(len(pool), size=n, replace=False)]
 
 

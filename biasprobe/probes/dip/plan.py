@@ -36,10 +36,10 @@ class DipPlan:
             from biasprobe.probes.dip.images import IMAGE_SETS, draw_images
 
             d = self.images.get("draw")
-            if not isinstance(d, dict) or set(d) - {"n", "seed", "sets"} or not {"n", "seed"} <= set(d):
+            if not isinstance(d, dict) or set(d) - {"n", "seed", "sets", "nested"} or not {"n", "seed"} <= set(d):
                 raise BiasprobeError('dip.images: give a list of images or {"draw": {"n": N, "seed": S, '
-                                     '"sets": [...]}}')
-            return draw_images(d["n"], d["seed"], tuple(d.get("sets", IMAGE_SETS)))
+                                     '"sets": [...], "nested": true|false}}')
+            return draw_images(d["n"], d["seed"], tuple(d.get("sets", IMAGE_SETS)), bool(d.get("nested", False)))
         return list(self.images)
 
     def seed_lists(self, image: str, images: list[str]) -> list[list[int]]:

@@ -75,6 +75,7 @@ class DIPProbe(Probe):
         s, c = tables["summary"], tables["curves"]
         scores = pd.DataFrame(dict(seed=s.seed.astype(int), score=s.max_psnr_gt.astype(float),
                                    max_psnr_gt_step=s.max_psnr_gt_step, final_psnr_gt=s.final_psnr_gt,
-                                   baseline_psnr=s.baseline_psnr, backtracks=s.backtracks, diverged=False))
+                                   baseline_psnr=s.baseline_psnr, backtracks=s.backtracks, diverged=False,
+                                   peak_reached=s.peak_reached.astype(bool) if "peak_reached" in s else True))
         curves = c.loc[c.metric.isin(["psnr_gt", "psnr_obs"]), ["seed", "step", "metric", "value"]]
         return {"scores": scores, "curves": curves.reset_index(drop=True)}
