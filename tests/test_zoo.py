@@ -102,6 +102,31 @@ def test_the_zoo_plan_decides_the_decoder_question_from_synthetic_tables():
     assert o["i"] == "supported"
     s = out["verdicts"][(out["verdicts"].hypothesis == "s") & (out["verdicts"].metric == "gain_db")].iloc[0]
     assert s.verdict == "supported" and s.effect == pytest.approx(3.0, abs=0.3)
+    # (c) as planned: rho over the 20 decides; the pair form over them is shown, exploratory
+    v = out["verdicts"][out["verdicts"].hypothesis == "c"]
+    assert v[v.metric == "rho"].iloc[0].decisive and v[v.metric == "rho"].iloc[0].n_units == 20
+    pairs = v[v.comparison.str.contains(" vs ")]
+    assert len(pairs) == 20 * 19 // 2
+    assert v[v.comparison == "some pair ordered oppositely"].iloc[0].reason == "exploratory"
+
+
+def test_zoo_report_km_per_decoder_and_power_lines(tmp_path):
+    import dataclasses
+
+    p = Z.prepare(load_preset("zoo"))
+    ps, bi = "vit[decoder=pixelshuffle]", "vit[decoder=bilinear]"
+    gen = {a: 0.0 for a in p.archs}
+    gen.update({ps: 1.0, f"{ps}+3c": 1.2, f"3c+{ps}": 1.0, bi: 1.1, f"{bi}+3c": 1.0, f"3c+{bi}": 1.1})
+    t = _tables(gen, {a: 0.3 for a in p.archs}, neg={a: 100.0 for a in gen})
+    out = Z.analyse(t, p)
+    path = Z.write_report(tmp_path, t, out, {"wall_seconds": 60.0, "device": "cpu",
+                                             "preset": dataclasses.asdict(p)})
+    text = path.read_text()
+    assert "## Power of the undecided rows" in text
+    from PIL import Image
+
+    w, h = Image.open(tmp_path / "km_decoders.png").size
+    assert w > 1.8 * h  # one panel per decoder, side by side
 
 
 def test_name_keywords_round_trip():

@@ -260,7 +260,8 @@ def plan_info(meta: dict, tables: dict) -> dict | None:
     p = _build(StudyPreset, d, "preset")
     names = p.dip.image_names()
     frames = [x for x in (tables.get("dip_summary"), tables.get("clf_summary")) if isinstance(x, pd.DataFrame)]
-    ids = pd.concat([f[["run_id"]] for f in frames if "run_id" in f]).drop_duplicates() if frames else None
+    with_ids = [f[["run_id"]] for f in frames if "run_id" in f]
+    ids = pd.concat(with_ids).drop_duplicates() if with_ids else None
     under = other = unlogged = 0
     if ids is not None and len(ids) and meta.get("store"):
         from biasprobe.studies.sweep import ResultStore
@@ -275,20 +276,22 @@ def plan_info(meta: dict, tables: dict) -> dict | None:
     have = set()
     if isinstance(dip, pd.DataFrame) and len(dip):
         have = set(map(tuple, dip[dip.seed.isin(p.dip.seeds)][["arch", "image"]].to_numpy()))
-    missing = [f"{a}/{im}" for im in names for a in p.archs if (a, im) not in have]
+    gens = list(p.archs) + [a for a in (getattr(p.dip, "extra_archs", None) or []) if a not in p.archs]
+    missing = [f"{a}/{im}" for im in names for a in gens if (a, im) not in have]
     shown = ", ".join(names) if len(names) <= 6 else ", ".join(names[:6]) + f" and {len(names) - 6} more"
     draw = p.dip.images.get("draw") if isinstance(p.dip.images, dict) else None
     how = (f"drawn at random from {' + '.join(draw.get('sets', []))} with seed {draw['seed']}: " if draw
            else "named in the plan: ")
     return dict(file=preset.get("plan_file"), sha256=preset["plan_sha256"], n_images=len(names),
                 images=how + shown, runs_under=under, runs_other=other, runs_unlogged=unlogged,
-                missing_units=(f"{len(missing)} of {len(names) * len(p.archs)} (architecture, image) units: "
+                missing_units=(f"{len(missing)} of {len(names) * len(gens)} (generator, image) units: "
                                + V._names(missing, 8)) if missing else "")
 
 
-def fig_km_gap(dip_summary, path, horizon=None, task=None, dip_curves=None, gap_window=None):
+def fig_km_gap(dip_summary, path, horizon=None, task=None, dip_curves=None, gap_window=None, panel_of=None):
     """Kaplan-Meier curves (lifelines) per architecture: the share of images (seed 0) whose gap is still positive
-    (not yet sustainedly negative) at each step, censored marks where a fit stopped before crossing."""
+    (not yet sustainedly negative) at each step, censored marks where a fit stopped before crossing.
+    ``panel_of``: arch -> panel title (e.g. its decoder), one panel each; default one panel."""
     if dip_summary is None or not len(dip_summary):
         return None
     import matplotlib
@@ -300,22 +303,28 @@ def fig_km_gap(dip_summary, path, horizon=None, task=None, dip_curves=None, gap_
     d = V.with_gap_window(dip_summary, dip_curves, gap_window)
     runs = V.gen_run_table(d)
     runs = runs[runs.task == (task or V.primary_task(d))]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for arch in sorted(runs.arch.unique()):
-        u = V.image_values(runs, arch, "gap_time")
-        if not len(u):
-            continue
-        t = u.value.to_numpy(float)
-        e = ~u.censored.to_numpy(bool)
-        if horizon:
-            e &= t <= horizon
-            t = np.minimum(t, horizon)
-        KaplanMeierFitter(label=f"{arch} ({int(e.sum())}/{len(t)} crossed)").fit(t, e).plot_survival_function(
-            ax=ax, ci_show=False, show_censors=True)
-    ax.set_xlabel("step")
-    ax.set_ylabel("share of images with gap still positive")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7)
+    archs = sorted(runs.arch.unique())
+    panel = {a: (panel_of(a) if panel_of else "") for a in archs}
+    titles = sorted(set(panel.values()))
+    fig, axes = plt.subplots(1, len(titles), figsize=(6.5 * len(titles), 4), squeeze=False, sharey=True)
+    for ax, title in zip(axes[0], titles):
+        for arch in (a for a in archs if panel[a] == title):
+            u = V.image_values(runs, arch, "gap_time")
+            if not len(u):
+                continue
+            t = u.value.to_numpy(float)
+            e = ~u.censored.to_numpy(bool)
+            if horizon:
+                e &= t <= horizon
+                t = np.minimum(t, horizon)
+            KaplanMeierFitter(label=f"{arch} ({int(e.sum())}/{len(t)} crossed)").fit(t, e).plot_survival_function(
+                ax=ax, ci_show=False, show_censors=True)
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=7)
+        if title:
+            ax.set_title(title)
+    axes[0][0].set_ylabel("share of images with gap still positive")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

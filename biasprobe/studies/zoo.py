@@ -231,12 +231,14 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
         "clf_curves.png": R.fig_clf_curves(t.get("clf_epochs"), out / "clf_curves.png"),
     }
     rho = verd[(verd.hypothesis == "c") & (verd.metric == "rho")]
-    abl = {v["arch"] for v in ablation((meta.get("preset") or {}).get("study", {}).get("decoder_ablation")
-                                       if isinstance(meta.get("preset"), dict) else None)}
+    decoder_of = {v["arch"]: v["decoder"] for v in ablation(
+        (meta.get("preset") or {}).get("study", {}).get("decoder_ablation")
+        if isinstance(meta.get("preset"), dict) else None)}
+    abl = set(decoder_of)
     dsum = t.get("dip_summary")
     drawn["km_decoders.png"] = G.fig_km_gap(dsum[dsum.arch.isin(abl)] if dsum is not None and abl else None,
                                             out / "km_decoders.png", opt.get("horizon"), opt.get("primary_task"),
-                                            curves, opt.get("gap_window"))
+                                            curves, opt.get("gap_window"), panel_of=lambda a: f"decoder: {decoder_of.get(a, '?')}")
     md = [f"# {meta.get('title', 'The zoo: generative vs predictive bias across architectures')}", ""]
     md += R.plan_lines(G.plan_info(meta, t))
     md += R.header(meta, runs)
