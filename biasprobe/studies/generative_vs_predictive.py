@@ -184,6 +184,7 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
     if plan:
         plan = dict(plan, planned_units=planned_units(preset))
         options.update(alpha=float(plan.get("alpha", V.ALPHA)), plan=True, horizon=plan.get("horizon"),
+                       plan_seeds=len(preset.dip.seeds) if preset is not None else 1,
                        gap_window=plan.get("gap_window") or (getattr(preset.dip, "extra", None) or {}).get("gap_window"))
     by_task = verdicts_by_task(dip, clf, n_train=n_train, analysis=plan, dip_curves=curves, **boot)
     clf_base = V.split_budgets(clf)[0]
@@ -331,6 +332,24 @@ def fig_km_gap(dip_summary, path, horizon=None, task=None, dip_curves=None, gap_
     return Path(path)
 
 
+def cross_tab_intro(opt: dict, ci: float) -> str:
+    """What the cross-tab's columns are, as the analysis read them (plan or not, one seed or several per image)."""
+    head = f"One row per architecture, {opt.get('primary_task') or 'DIP'} task. Generative score: max psnr_gt gain "
+    if not opt.get("plan"):
+        return head + (f"over the corrupted input, mean over (image, seed) units; predictive: final test accuracy at "
+                       f"fixed N, mean over seeds. Brackets: {ci:.0%} t intervals (images as strata). gap<0 step: "
+                       f"first step where psnr_gt < psnr_obs; a run where it never happens counts at its stop (share "
+                       f"censored in brackets). Full table: `cross_tab.csv`.")
+    several = opt.get("plan_seeds", 1) > 1
+    return head + (f"over the corrupted input, mean over images ("
+                   + ("of each image's mean over its seeds" if several else "the plan's seed")
+                   + f"); predictive: final test accuracy at fixed N, mean over seeds. Brackets: {ci:.0%} t "
+                   + ("intervals with images as strata" if several else "intervals over images")
+                   + f" (seeds for accuracy). gap<0 step: the crossing the analysis reads (the gap below zero for "
+                   f"{opt.get('gap_window')} steps), mean over the fits; a fit where it never happens counts at the "
+                   f"last step it could have been seen (share censored in brackets). Full table: `cross_tab.csv`.")
+
+
 def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
     """Write report.md, cross_tab.{csv,md}, verdicts.csv, verdicts_by_task.csv, dip_runs.csv,
     verdicts_second_lr.csv and sensitivity.csv (when in ``analysis``) and the figures into ``out_dir``; returns
@@ -381,17 +400,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
                "Each task on its own (never averaged into the primary task's scores).", ""]
         for task, g in by_task[by_task.task != opt.get("primary_task")].groupby("task", sort=True):
             md += [f"### {task}", "", R.verdict_md(g, ci)]
-    md += ["## Cross-tab", "",
-           f"One row per architecture, {opt.get('primary_task') or 'DIP'} task. Generative score: max psnr_gt gain "
-           + (f"over the corrupted input, mean over images (the plan's seed); predictive: final test accuracy at "
-              f"fixed N, mean over seeds. Brackets: {ci:.0%} t intervals over images (seeds for accuracy). gap<0 "
-              f"step: the crossing the analysis reads (the gap below zero for {opt.get('gap_window')} steps), "
-              f"mean over images; a run where it never happens counts at the last step it could have been seen "
-              f"(share censored in brackets). Full table: `cross_tab.csv`." if opt.get("plan") else
-              f"over the corrupted input, mean over (image, seed) units; predictive: final test accuracy at fixed N, "
-           f"mean over seeds. Brackets: {ci:.0%} t intervals (images as strata). gap<0 step: first step where "
-           f"psnr_gt < psnr_obs; a run where it never happens counts at its stop (share censored in brackets). "
-           f"Full table: `cross_tab.csv`."), "", R.markdown_table(compact)]
+    md += ["## Cross-tab", "", cross_tab_intro(opt, ci), "", R.markdown_table(compact)]
     sp = analysis.get("seed_spread")
     if isinstance(sp, pd.DataFrame) and len(sp):
         md += ["## Seed-to-seed and image-to-image spread", "",
