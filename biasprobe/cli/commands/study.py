@@ -61,7 +61,9 @@ def add_study_args(p: argparse.ArgumentParser, name: str | None = None) -> None:
     p.add_argument("--data", help="CIFAR-10 ImageFolder (train/ test/) for the predictive probe")
     p.add_argument("--data-root", help="torchvision CIFAR-10 root (with --download to fetch it)")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10")
-    p.add_argument("--device", help="auto, cpu or cuda (overrides the preset)")
+    p.add_argument("--device", help="auto, cpu or cuda (overrides the preset). The device is part of each run's "
+                                    "identity: a study resumed with another --device than its stored runs' "
+                                    "computes its runs again (a committed store's runs are device auto)")
     p.add_argument("--sensitivity", action="store_true",
                    help="also rerun both grids at each arch's second-best calibrated lr and report whether each "
                         "verdict holds there (robust/sensitive); finished runs are reused")
