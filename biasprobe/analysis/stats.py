@@ -238,8 +238,8 @@ def _censored_after_events(t, censored, horizon: float) -> bool:
 def rmst_difference(a, a_censored, b, b_censored, horizon: float, ci: float = 0.95, n_resamples: int = 1999,
                     seed: int = 0) -> dict:
     """RMST(A) - RMST(B) to ``horizon`` (:func:`rmst`, lifelines) for paired units (one A and one B time per image),
-    with a percentile interval from resampling the units: an image drawn twice brings both its times, so the
-    pairing is kept (``scipy.stats.bootstrap``, ``paired=True``).
+    with a percentile interval from resampling the units (``scipy.stats.bootstrap``): an image drawn brings both
+    its times, so the pairing is kept.
 
     When, in each arm, no censoring comes before an event that is before the horizon (the usual case: every
     censoring is at the common cap, after every crossing), the Kaplan-Meier curve is the empirical share still
