@@ -578,13 +578,14 @@ def claims_intro(opt: dict, ci: float) -> str:
     """How the claims table below it was computed (contrasts, intervals, the claim-form rules, the verdict)."""
     if opt.get("plan"):
         a = opt.get("alpha", 0.025)
-        unit_value = ("the mean over its seeds for gains, the lowest seed for gap times" if opt.get("plan_seeds", 1) > 1
+        several = opt.get("plan_seeds", 1) > 1
+        unit_value = ("the mean over its seeds for gains, the lowest seed for gap times" if several
                       else "the plan's seed; replicate seeds enter no test")
         return (f"Each claim is tested as the stated contrasts of its analysis plan on the "
                 f"{opt.get('primary_task') or 'DIP'} task: a weighted difference of architectures, claimed greater "
                 f"(> m) or less (< m) than a stated margin m. Images are the units of DIP contrasts (one value per "
-                f"image: {unit_value}): gains by a paired t over images, "
-                f"gap times (censored at the last step a lasting crossing could still be seen) by the exact paired Gehan test, with the difference of "
+                f"image: {unit_value}): gains by a paired t over images, gap times (censored at the last step a "
+                f"lasting crossing could still be seen) by the exact paired Gehan test, with the difference of "
                 f"Kaplan-Meier restricted mean times to step {opt.get('horizon')} as the effect; classifier seeds "
                 f"are the units of accuracy contrasts (paired t). A row is supported when its own one-sided p "
                 f"support < {a}; a claim that needs every row is supported when every decisive row is "

@@ -185,7 +185,8 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
         plan = dict(plan, planned_units=planned_units(preset))
         options.update(alpha=float(plan.get("alpha", V.ALPHA)), plan=True, horizon=plan.get("horizon"),
                        plan_seeds=len(preset.dip.seeds) if preset is not None else 1,
-                       gap_window=plan.get("gap_window") or (getattr(preset.dip, "extra", None) or {}).get("gap_window"))
+                       gap_window=plan.get("gap_window")
+                       or (getattr(preset.dip, "extra", None) or {}).get("gap_window"))
     by_task = verdicts_by_task(dip, clf, n_train=n_train, analysis=plan, dip_curves=curves, **boot)
     clf_base = V.split_budgets(clf)[0]
     out = {"options": options, "seed_spread": spread,

@@ -246,7 +246,8 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
         r = rho.iloc[0]
         md += [f"Spearman rho (generative gain vs predictive accuracy) over {int(r.n_units)} architectures: "
                f"{R.fmt(r.rho)} [{R.fmt(r.rho_ci_low)}, {R.fmt(r.rho_ci_high)}] ({ci:.0%} percentile bootstrap); "
-               f"claim (c), rho < {r.margin:g}: **{R.verdict_word(r) if r.decisive else 'exploratory'}**.", ""]
+               f"claim (c), rho < {r.margin:g}: "
+               f"**{R.verdict_word(r) if r.decisive else 'exploratory'}**.", ""]
     md += ["## Claims", "", R.claims_intro(opt, ci) + " Claim (e) is tested once per decoder (`e|DECODER`), on "
            "the ablation's generators. Full table: `verdicts.csv`.", "", R.verdict_md(verd, ci)]
     md += ["## Leaderboard", "",
