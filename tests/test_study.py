@@ -193,6 +193,21 @@ def test_report_only_runs_nothing_and_says_when_the_store_is_empty(tmp_path, cap
         (tmp_path / "store" / "results" / "runs").iterdir())
 
 
+def test_report_only_reads_no_cifar_data(tmp_path, monkeypatch):
+    """A report drawn from a committed store trains nothing, so it needs no CIFAR-10 copy (a reader's clone
+    without the data redraws it); running the study without data is still a one-line error."""
+    from pathlib import Path
+
+    from biasprobe.probes.classify import cifar
+
+    monkeypatch.setattr(cifar, "default_data_dir", lambda: None)
+    store = Path(__file__).resolve().parents[1] / "reports" / "generative_vs_predictive-standard-2images" / "store"
+    head = ["study", "generative_vs_predictive", "--preset", "standard-2images", "--quiet"]
+    assert main(head + ["--out", str(tmp_path / "r"), "--store", str(store), "--report-only"]) == 0
+    assert (tmp_path / "r" / "report.md").is_file()
+    assert main(head + ["--out", str(tmp_path / "r2"), "--store", str(tmp_path / "s")]) == 2
+
+
 def test_run_stores_beside_reports_are_not_git_ignored():
     """A committed report's run tables (its store) must be committable: a fresh clone resumes from them."""
     import shutil

@@ -220,8 +220,8 @@ def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True, run:
 
     if not run:
         run_sweep = _no_sweep
-
-    check_data(p)
+    else:
+        check_data(p)  # a report drawn from the store reads no data
     store = ResultStore(Path(store_dir) / "results")
     if run and p.plan_sha256:
         log_plan(Path(store_dir), p)
