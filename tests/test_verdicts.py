@@ -346,3 +346,20 @@ def test_rows_decided_alone_support_a_conjunction_and_power_lines_give_units():
     wide = rows(0.2)
     V._decide(wide, 0.95)
     assert wide[0]["reason"] == "power" and "about 34 images would give 80% power" in wide[0]["note"]
+
+
+def test_km_figure_marks_an_architecture_whose_fits_all_stopped_before_the_cap(tmp_path, monkeypatch):
+    """A generator that stops after its peak (no claim reads its gap) is censored at its stops, so its flat
+    Kaplan-Meier line says nothing about resisting the noise: the legend says every fit stopped before the cap
+    and the line is dotted; an architecture that ran to the cap keeps a plain label."""
+    import matplotlib.pyplot as plt
+
+    dip, _ = make_tables({"a": 3.0, "b": 2.0, "c": 2.0}, neg={"a": 50.0, "b": None, "c": None}, seeds=(0,))
+    dip.loc[dip.arch == "b", "stop_step"] = 120  # b stops after its peak, well before the cap (ITERS - 1)
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)
+    assert G.fig_km_gap(dip, tmp_path / "km.png", horizon=ITERS) is not None
+    labels = {ln.get_label().split(" ")[0]: (ln.get_label(), ln.get_linestyle())
+              for ln in figs[0].axes[0].get_lines() if not ln.get_label().startswith("_")}
+    assert "every fit stopped by step" in labels["b"][0] and labels["b"][1] == ":"
+    assert "stopped" not in labels["a"][0] and "stopped" not in labels["c"][0] and labels["c"][1] == "-"

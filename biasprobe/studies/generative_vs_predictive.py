@@ -319,8 +319,13 @@ def fig_km_gap(dip_summary, path, horizon=None, task=None, dip_curves=None, gap_
             if horizon:
                 e &= t <= horizon
                 t = np.minimum(t, horizon)
-            KaplanMeierFitter(label=f"{arch} ({int(e.sum())}/{len(t)} crossed)").fit(t, e).plot_survival_function(
-                ax=ax, ci_show=False, show_censors=True)
+            label, style = f"{arch} ({int(e.sum())}/{len(t)} crossed", "-"
+            mine = d[(d.arch == arch) & (d.task == runs.task.iloc[0])]
+            if not e.any() and {"stop_step", "iters"} <= set(mine) and (mine.stop_step < mine.iters - 1).all():
+                # fits that stop after their peak, before the cap: the flat line says nothing about the gap
+                label, style = label + f"; every fit stopped by step {int(mine.stop_step.max())}, before the cap", ":"
+            KaplanMeierFitter(label=label + ")").fit(t, e).plot_survival_function(
+                ax=ax, ci_show=False, show_censors=True, linestyle=style)
         ax.set_xlabel("step")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=7)
