@@ -364,6 +364,28 @@ def test_the_pair_form_of_c_opposite_alike_and_missing_units():
     assert (v[v.comparison.str.contains(" vs ")].verdict == "undecided").all()
 
 
+def test_the_pair_form_power_line_names_each_undecided_pair_and_what_would_decide_it():
+    """An undecided pair gets a power line: per probe not decided, the units for 80% power at its estimate (or
+    why none), and whether the estimates point to an opposite ordering at all; decided pairs get none."""
+    from tests.test_verdicts import make_tables
+
+    dip, clf = make_tables({"A": 2.0, "B": 2.0, "C": 0.0}, {"A": 0.40, "B": 0.40, "C": 0.30}, tasks=("denoise",),
+                           ns=(1000,), noise=0.3)
+    shift = dict(zip(sorted(dip.image.unique()), [0.3, -0.5] * 5))  # per image: B 0.1 dB below A on average
+    dip.loc[dip.arch == "B", "gain_db"] = (dip.loc[dip.arch == "A", "gain_db"].to_numpy()
+                                           + dip.loc[dip.arch == "B", "image"].map(shift).to_numpy())
+    clf.loc[clf.arch == "B", "final_test_acc"] = clf.loc[clf.arch == "A", "final_test_acc"].to_numpy()  # equal
+    v = V.verdict_table([], {"c": "differ"}, dip, clf, pairs={"c": {"form": "opposite_pair"}})
+    pairs = v[v.comparison.str.contains(" vs ")].set_index("comparison")
+    assert pairs.loc["A vs B", "verdict"] == "undecided"
+    note = pairs.loc["A vs B", "power_note"]
+    assert "gain 0.1: about" in note and "images for 80% power" in note
+    assert "accuracy 0: no sample size decides it" in note and "an estimate is zero" in note
+    assert pairs.loc["A vs C", "verdict"] == "ordered alike" and not pairs.loc["A vs C", "power_note"]
+    summary = v[v.comparison == "some pair ordered oppositely"].iloc[0]
+    assert summary.verdict == "inconclusive" and summary.power_note.startswith("A vs B: ")
+
+
 def test_c_decided_by_rho_with_the_pair_form_beside_it_truncated_archs_left_out():
     """The zoo's form of (c): rho decides (at least min_archs architectures), the pair form is shown but decides
     nothing; an architecture with a fit short of its peak is left out and named; classifiers still rising are

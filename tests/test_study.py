@@ -219,3 +219,30 @@ def test_run_stores_beside_reports_are_not_git_ignored():
         pytest.skip("not a git checkout")
     path = "reports/generative_vs_predictive-standard/store/results/runs/0123456789abcdef/summary.parquet"
     assert subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 1  # 1: not ignored
+
+
+def test_seed_per_image_gives_each_image_its_own_seed_and_replicates_stay_apart():
+    """``dip.seed_per_image``: the i-th image runs seed seeds[0] + i (its own init, input and noise draws), so the
+    images sample the init too; replicate seeds are still told apart from the units; bad combinations fail in one
+    line."""
+    import dataclasses
+
+    from biasprobe.probes.dip.plan import DipPlan
+    from biasprobe.studies import generative_vs_predictive as G
+
+    std = load_preset("standard")
+    p = dataclasses.replace(std, dip=dataclasses.replace(std.dip, seed_per_image=True))
+    images = p.dip.image_names()
+    dip = dip_configs(p)
+    units = [r["config"] for r in dip if r["config"]["arch"] == "vit"]
+    runs = pd.DataFrame([dict(image=c["image"], seed=c["seeds"][0]) for c in units])
+    unit = G._units(p, runs)
+    assert dict(zip(runs[unit].image, runs[unit].seed)) == {im: i for i, im in enumerate(images)}
+    # replicate seed 1 on the first 3 images: image 1's own seed is 1, so only images 0 and 2 get a replicate run
+    assert sorted(runs[~unit].image) == sorted([images[0], images[2]]) and set(runs[~unit].seed) == {1}
+    assert len(units) == 24 + 2
+    need = []
+    DipPlan(seeds=[0, 1], seed_per_image=True).check(lambda ok, f, what: need.append(f) if not ok else None, [])
+    assert need == ["dip.seed_per_image"]
+    with pytest.raises(BiasprobeError, match="not one of the plan's images"):
+        DipPlan(images=["astronaut"], seeds=[0], seed_per_image=True).unit_seeds("F16")

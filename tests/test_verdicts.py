@@ -363,3 +363,25 @@ def test_km_figure_marks_an_architecture_whose_fits_all_stopped_before_the_cap(t
               for ln in figs[0].axes[0].get_lines() if not ln.get_label().startswith("_")}
     assert "every fit stopped by step" in labels["b"][0] and labels["b"][1] == ":"
     assert "stopped" not in labels["a"][0] and "stopped" not in labels["c"][0] and labels["c"][1] == "-"
+
+
+def test_a_dead_fit_one_that_never_beat_a_constant_colour_is_failed_and_left_out():
+    """mark_dead: the best constant image's psnr_obs is computed from the stored observation (each channel its
+    mean); a fit whose best psnr_obs stays below it plus the margin is dead, so failed and out of every contrast;
+    fits above it, and every fit when the plan states no margin, are untouched."""
+    dip, _ = make_tables({"a": 3.0, "b": 2.0}, seeds=(0,))
+    rng = np.random.default_rng(0)
+    obs = (rng.random((8, 8, 3)) * 255).astype(np.uint8)
+    x = obs.astype(float) / 255
+    const = 10 * np.log10(1 / ((x - x.mean(axis=(0, 1))) ** 2).mean())
+    images = pd.DataFrame([dict(arch=r.arch, task=r.task, image=r.image, seed=r.seed, kind="observed", height=8,
+                                width=8, channels=3, data=obs.tobytes()) for r in dip.itertuples()])
+    best = {"a": const + 5.0, "b": const + 0.2}  # b creeps up to just above a constant colour: dead at 0.5 dB
+    curves = pd.DataFrame([dict(arch=r.arch, task=r.task, image=r.image, seed=r.seed, step=s, metric="psnr_obs",
+                                value=best[r.arch] - (100 - s) / 100) for r in dip.itertuples() for s in (0, 50, 100)])
+    d = V.mark_dead(dip, curves, images, 0.5)
+    assert d.const_psnr_obs.iloc[0] == pytest.approx(const)
+    assert not d[d.arch == "a"].dead.any() and d[d.arch == "b"].dead.all() and d[d.arch == "b"].failed.all()
+    assert V.mark_dead(dip, curves, images, None) is dip
+    r = V.evaluate(V.diff("e", "a", "b", "gain_db", "greater"), V.gen_run_table(d[d.task == d.task.iloc[0]]), None)
+    assert r["n_units"] == 0  # b's units are all dead: the contrast reads none

@@ -510,8 +510,11 @@ def runs_md(runs: pd.DataFrame) -> list[str]:
     collapsed = t[t.collapsed.fillna(False).astype(bool)] if "collapsed" in t else t.iloc[:0]
     md += [f"- Truncated (the peak is not {patience}steps before the stop, or a collapse cut it; their rows are "
            f"inconclusive): **{names(trunc)}**.",
-           f"- Failed (more backtracks than allowed; left out): **{names(failed)}**.",
-           f"- Collapsed (psnr_obs stuck far below its best; stopped there, gap time censored at the collapse): "
+           f"- Failed (more backtracks than allowed, or dead; left out): **{names(failed)}**."]
+    if "dead" in t:
+        md += [f"- Dead (the best psnr_obs never beat the best constant-colour image by the plan's margin: the net "
+               f"fitted a colour, not an image; counted as failed): **{names(t[t.dead.fillna(False).astype(bool)])}**."]
+    md += [f"- Collapsed (psnr_obs stuck far below its best; stopped there, gap time censored at the collapse): "
            f"**{names(collapsed)}**."]
     if "steps_run" in t and "iters" in t:
         saved = 1 - t.steps_run.sum() / t.iters.sum()
@@ -536,7 +539,9 @@ def plan_lines(plan: dict | None) -> list[str]:
     if plan["runs_other"] or plan["runs_unlogged"]:
         md.append(f"**Not every run was made under this plan:** {plan['runs_under']} under it, "
                   f"{plan['runs_other']} under another plan (or an earlier version of this file), "
-                  f"{plan['runs_unlogged']} before plans were logged (the plan was written after them).")
+                  f"{plan['runs_unlogged']} before plans were logged (the plan was written after them). Each of "
+                  f"them has the configuration this plan asks for (a run's id is its configuration's hash); what the "
+                  f"plan changed since is in its text (its `amendments`, if any).")
     else:
         md.append(f"Every one of the {plan['runs_under']} runs was made under this plan.")
     if plan.get("missing_units"):

@@ -691,6 +691,32 @@ def verdict_table(contrasts: list[Contrast], texts: dict[str, str], dip_summary:
     return df[VERDICT_COLUMNS].reset_index(drop=True)
 
 
+def mark_dead(dip_summary: pd.DataFrame | None, dip_curves: pd.DataFrame | None, images: pd.DataFrame | None,
+              margin_db: float | None) -> pd.DataFrame | None:
+    """Mark the dead fits: a fit whose best logged psnr_obs never beat, by ``margin_db``, the best constant image
+    (each channel the observation's mean) fitted nothing but a colour (e.g. every ReLU of a narrow conv stack
+    off), so neither its peak nor its gap time says anything about a prior. Adds ``const_psnr_obs``,
+    ``max_psnr_obs`` and ``dead``, and marks dead fits ``failed`` (left out of every contrast, listed by name).
+    ``margin_db`` None: the table unchanged. Fits whose curves or observation are not stored stay unmarked."""
+    if dip_summary is None or margin_db is None or dip_curves is None or images is None or not len(images):
+        return dip_summary
+    key = ["arch", "task", "image", "seed"]
+    obs = dip_curves[dip_curves.metric == "psnr_obs"].groupby(key).value.max().rename("max_psnr_obs")
+    const = {}
+    for r in images[images.kind == "observed"].to_dict("records"):
+        x = np.frombuffer(r["data"], dtype=np.uint8).reshape(int(r["height"]), int(r["width"]),
+                                                             int(r["channels"])).astype(float) / 255.0
+        mse = float(((x - x.mean(axis=(0, 1))) ** 2).mean())
+        const[tuple(r[k] for k in key)] = 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
+    d = dip_summary.copy()
+    ids = list(zip(*(d[k] for k in key)))
+    d["max_psnr_obs"] = [obs.get(i, np.nan) for i in ids]
+    d["const_psnr_obs"] = [const.get(i, np.nan) for i in ids]
+    d["dead"] = (d.max_psnr_obs < d.const_psnr_obs + float(margin_db)).fillna(False).astype(bool)
+    d["failed"] = d["failed"].astype(bool) | d["dead"] if "failed" in d else d["dead"]
+    return d
+
+
 def with_gap_window(dip_summary: pd.DataFrame, dip_curves: pd.DataFrame | None, window: int | None) -> pd.DataFrame:
     """The summary with each run's gap crossing read as the analysis plan says: sustained for ``window`` steps.
     A run whose own ``gap_window`` is that window keeps its crossing (found on every step); another run's is
@@ -742,7 +768,7 @@ def pair_rows(hyp: str, claim: str, spec: dict, runs, pred, task, ci: float, alp
             r.update(comparison=f"{a} vs {b}", effect=gen["effect"], ci_low=gen["ci_low"], ci_high=gen["ci_high"],
                      n_units=gen["n_units"], method="IUT in the pair (gain: paired t over images; accuracy: "
                                                    "paired t over seeds); Holm over pairs",
-                     p_support=np.nan, _p=(p1, p2),
+                     p_support=np.nan, _p=(p1, p2), _power=_pair_power(gen, prd, alpha),
                      p_refute=float(alike), reason=", ".join(reasons),
                      note=f"gain {fmt_num(gen['effect'])} dB [{fmt_num(gen['ci_low'])}, {fmt_num(gen['ci_high'])}]"
                           f"; accuracy {fmt_num(prd['effect'])} [{fmt_num(prd['ci_low'])}, "
@@ -756,9 +782,11 @@ def pair_rows(hyp: str, claim: str, spec: dict, runs, pred, task, ci: float, alp
             r["p_support"] = float(np.min(adj[2 * k: 2 * k + 2]))
     for r in rows:
         r.pop("_p", None)
+        power = r.pop("_power", "")
         r["verdict"] = ("supported" if r["p_support"] < alpha else "refuted" if r["p_refute"] < alpha
                         else "inconclusive") if not r["reason"] and np.isfinite(r["p_support"]) else "inconclusive"
         r["reason"] = r["reason"] or ("power" if r["verdict"] == "inconclusive" else "")
+        r["power_note"] = power if r["verdict"] == "inconclusive" else ""
     # the claim's decisive row: some pair supported -> supported; every pair refuted -> refuted
     c = _row_base(Contrast(hyp, (), "opposite pairs", "any"), task, claim)
     v = [r["verdict"] for r in rows]
@@ -772,10 +800,38 @@ def pair_rows(hyp: str, claim: str, spec: dict, runs, pred, task, ci: float, alp
         # why the undecided pairs are undecided (missing units, truncated, ...); power when they were all tested
         why = sorted({x for r in rows if r["verdict"] == "inconclusive" for x in r["reason"].split(", ") if x})
         c["reason"] = (", ".join(why) if why else "power") if rows else "missing runs"
+        c["power_note"] = "; ".join(f"{r['comparison']}: {r['power_note']}" for r in rows
+                                    if r["verdict"] == "inconclusive" and r["power_note"])
     for r in rows:
         r["component"] = True  # shown per pair; the claim's overall reads the summary row
         r["verdict"] = dict(zip(VERDICTS, PAIR_VERDICTS)).get(r["verdict"], "undecided")
     return rows + [c]
+
+
+def _pair_power(gen: dict, prd: dict, alpha: float) -> str:
+    """Why a pair is undecided and what would decide it: for each probe whose contrast is not decided at alpha, the
+    units giving it 80% power at its observed effect and spread (in the direction of its estimate), or its reason;
+    and whether the estimates point to an opposite ordering at all (else more units would order the pair alike)."""
+    parts = []
+    for name, x in (("gain", gen), ("accuracy", prd)):
+        res = x.get("_res")
+        if x["reason"] not in ("", "missing units") or res is None and x["reason"]:
+            parts.append(f"{name} {x['reason']}")  # e.g. budget-sensitive: decided at the budget, not at 2x
+            continue
+        if x["p_support"] < alpha or x["p_refute"] < alpha or res is None:
+            continue  # decided
+        need = stats.n_for_power(res["effect"], res.get("sd", math.nan), 0.0,
+                                 "greater" if res["effect"] > 0 else "less", alpha)
+        unit = res["method"].rsplit(" ", 1)[-1]
+        parts.append(f"{name} {fmt_num(res['effect'])}: " + (f"about {need:g} {unit} for 80% power" if np.isfinite(need)
+                                                           else "no sample size decides it at this estimate"))
+    if not parts:
+        return ""
+    sign = np.sign(gen["effect"]) * np.sign(prd["effect"])
+    if not np.isfinite(sign):
+        return "; ".join(parts)
+    return ("estimates point opposite" if sign < 0 else "estimates point alike (more units would order it alike, "
+            "not oppositely)" if sign > 0 else "an estimate is zero") + "; " + "; ".join(parts)
 
 
 def tasks_in_order(dip_summary: pd.DataFrame | None) -> list[str | None]:
@@ -811,7 +867,7 @@ def overall(verdict_table: pd.DataFrame) -> pd.Series:
 
 RUN_COLUMNS = ["arch", "task", "image", "seed", "lr", "iters", "patience", "steps_run", "stop_step", "max_psnr_gt", "max_psnr_gt_step",
                "peak_reached", "peak_status", "collapsed", "collapse_step", "gain_db", "gap_negative_step", "gap_censored",
-               "es_step", "backtracks", "failed",
+               "es_step", "backtracks", "failed", "dead",
                "sec_per_step"]
 
 

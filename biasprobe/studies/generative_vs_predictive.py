@@ -161,6 +161,13 @@ def verdicts_by_task(dip_summary, clf_summary, n_train=None, n_boot=2000, ci=0.9
                       for t in V.tasks_in_order(dip_summary)], ignore_index=True)
 
 
+def _units(preset, dip: pd.DataFrame) -> pd.Series:
+    """Which rows of a DIP table are the plan's units (its seeds on each image), not replicate seeds."""
+    images = preset.dip.image_names()
+    return pd.Series([preset.dip.is_unit(im, int(sd), images) for im, sd in zip(dip.image, dip.seed)],
+                     index=dip.index, dtype=bool)
+
+
 def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, seed: int = 0,
             n_train: int | None = None, period: int = 8) -> dict:
     """The study's analysis of the runner's tables (dip_summary, clf_summary, dip_curves; ``second``: the same
@@ -173,11 +180,13 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
     boot = dict(n_boot=options["n_boot"], ci=options["ci"], seed=options["seed"])
     dip, clf = V.nonempty(tables.get("dip_summary")), V.nonempty(tables.get("clf_summary"))
     curves = V.nonempty(tables.get("dip_curves"))
+    dip = V.mark_dead(dip, curves, V.nonempty(tables.get("images")),
+                      (getattr(preset, "analysis", None) or {}).get("dead_margin_db"))
     spread, dip_all = None, dip
     if dip is not None and preset is not None and getattr(preset.dip, "replicate", None):
         # the plan's units are its seeds; the replicate seeds only estimate the seed-to-seed spread
         spread = seed_spread(dip)
-        dip = V.nonempty(dip[dip.seed.isin(preset.dip.seeds)])
+        dip = V.nonempty(dip[_units(preset, dip)])
     task = V.primary_task(dip)
     options["primary_task"] = task
     plan = getattr(preset, "analysis", None) or None
@@ -197,7 +206,7 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
            "verdicts_by_task": by_task,
            "runs": V.run_table(dip_all)}
     if preset is not None and getattr(preset.dip, "replicate", None) and len(out["runs"]):
-        out["runs"]["replicate"] = ~out["runs"].seed.isin(preset.dip.seeds)
+        out["runs"]["replicate"] = ~_units(preset, out["runs"])
     second = tables.get("second")
     if isinstance(second, dict):
         dip2, clf2 = V.nonempty(second.get("dip_summary")), V.nonempty(second.get("clf_summary"))
@@ -277,7 +286,7 @@ def plan_info(meta: dict, tables: dict) -> dict | None:
     dip = tables.get("dip_summary")
     have = set()
     if isinstance(dip, pd.DataFrame) and len(dip):
-        have = set(map(tuple, dip[dip.seed.isin(p.dip.seeds)][["arch", "image"]].to_numpy()))
+        have = set(map(tuple, dip[_units(p, dip)][["arch", "image"]].to_numpy()))
     gens = list(p.archs) + [a for a in (getattr(p.dip, "extra_archs", None) or []) if a not in p.archs]
     missing = [f"{a}/{im}" for im in names for a in gens if (a, im) not in have]
     shown = ", ".join(names) if len(names) <= 6 else ", ".join(names[:6]) + f" and {len(names) - 6} more"

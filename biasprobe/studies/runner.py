@@ -173,7 +173,7 @@ def by_arch(p: StudyPreset, runs: list[dict]) -> list[dict]:
         arch = order.get(c["arch"], len(order))
         if r["probe"] not in batched:
             return (0, 2 * batches.index((c.get("steps") or 0, c["seed"])) + 1.5, arch)
-        replicate = len(c["seeds"]) == 1 and c["seeds"][0] not in p.dip.seeds
+        replicate = len(c["seeds"]) == 1 and not p.dip.is_unit(c["image"], c["seeds"][0], list(drawn))
         return (int(replicate), drawn.get(c["image"], len(drawn)), arch)
 
     return sorted(runs, key=key)

@@ -148,6 +148,8 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
     fams = opts.get("families", {})
     spec = opts.get("decoder_ablation")
     dip, clf = V.nonempty(tables.get("dip_summary")), V.nonempty(tables.get("clf_summary"))
+    dip = V.mark_dead(dip, V.nonempty(tables.get("dip_curves")), V.nonempty(tables.get("images")),
+                      (getattr(preset, "analysis", None) or {}).get("dead_margin_db"))
     zoo = list(preset.archs) if preset is not None else sorted(
         set(dip.arch if dip is not None else []) | set(clf.arch if clf is not None else []))
     task = V.primary_task(dip)

@@ -29,6 +29,23 @@ class DipPlan:
     extra_archs: list[str] = field(default_factory=list)  # run by DIP only, after the preset's archs
     replicate: dict = field(default_factory=dict)  # {"images": n, "seeds": [1]}: the first n images also run
     #   these seeds (one run each), to estimate the seed-to-seed spread
+    seed_per_image: bool = False  # True: the i-th image (0-based, in the plan's order) runs seed seeds[0] + i, so
+    #   every unit has its own init, input and noise draws (with False every image shares the seeds' draws: one
+    #   init per architecture, which the images then cannot sample)
+
+    def unit_seeds(self, image: str, images: list[str] | None = None) -> list[int]:
+        """The plan's seeds on ``image`` (its units there; replicate seeds not included)."""
+        if not self.seed_per_image:
+            return list(self.seeds)
+        images = self.image_names() if images is None else images
+        if image not in images:
+            raise BiasprobeError(f"dip.seed_per_image: {image!r} is not one of the plan's images")
+        return [self.seeds[0] + images.index(image)]
+
+    def is_unit(self, image: str, seed: int, images: list[str] | None = None) -> bool:
+        """Whether (image, seed) is one of the plan's units (not a replicate seed)."""
+        images = self.image_names() if images is None else images
+        return seed in (self.unit_seeds(image, images) if not self.seed_per_image or image in images else [])
 
     def image_names(self) -> list[str]:
         """The plan's images: the list given, or the images its draw picks (in the order drawn)."""
@@ -45,9 +62,10 @@ class DipPlan:
     def seed_lists(self, image: str, images: list[str]) -> list[list[int]]:
         """The seed batches run on ``image``: the plan's seeds, then each replicate seed on its own for the first
         ``replicate["images"]`` images."""
-        out = [list(self.seeds)]
+        mine = self.unit_seeds(image, images)
+        out = [mine]
         if self.replicate and image in images[: int(self.replicate.get("images", 0))]:
-            out += [[s] for s in self.replicate.get("seeds", []) if s not in self.seeds]
+            out += [[s] for s in self.replicate.get("seeds", []) if s not in mine]
         return out
 
     def calibration_base(self, base: dict) -> dict:
@@ -83,6 +101,10 @@ class DipPlan:
         need(isinstance(self.size, int) and self.size >= 16, "dip.size", "an integer >= 16")
         need(isinstance(self.seeds, list) and self.seeds and all(isinstance(s, int) for s in self.seeds),
              "dip.seeds", "a non-empty list of integers")
+        need(isinstance(self.seed_per_image, bool) and (not self.seed_per_image or len(self.seeds) == 1),
+             "dip.seed_per_image", "true or false; true needs exactly one seed in dip.seeds (the first image's)")
+        need(not (self.seed_per_image and any(t.get("images") for t in self.tasks)), "dip.seed_per_image",
+             "false when a task names its own images (the images' order sets the seeds)")
         need(self.lr is None or self.lr == "calibrated" or isinstance(self.lr, (int, float))
              or isinstance(self.lr, dict) and all(isinstance(v, (int, float)) and v > 0 or v == "calibrated"
                                                   for v in self.lr.values()),
