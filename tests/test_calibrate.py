@@ -272,3 +272,14 @@ def test_the_former_word_auto_fails_in_one_line_naming_calibrated(capsys):
     with pytest.raises(SystemExit) as e:
         main(["dip", "--arch", "vit", "--lr", "auto"])
     assert e.value.code == 2 and "'auto' is now 'calibrated'" in capsys.readouterr().err
+
+
+def test_choose_with_peak_by_counts_a_peak_near_the_cap_as_not_peaked():
+    # vit[decoder=bilinear] on chelsea: 1e-4 peaked at step 9,825 of a 12,000 cap and scored best; with peak_by 6,000
+    # (the zoo plan's peak_within 0.5) it ranks below the settings that peaked early, and without it is chosen
+    t = table([("a", 1e-4, 0, 27.6), ("a", 3e-4, 0, 26.7), ("a", 1e-3, 0, 27.3)])
+    t["peak_reached"] = True
+    t["max_psnr_gt_step"] = [9825, 2003, 2204]
+    assert cal.choose(t).iloc[0].lr == 1e-4
+    ch = cal.choose(t, peak_by=6000).iloc[0]
+    assert ch.lr == 1e-3 and ch.peaked and ch.second_lr == 3e-4

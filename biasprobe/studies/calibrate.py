@@ -194,12 +194,15 @@ def calibrate(archs: list[str], probe: str, grid: list[float], base: dict, store
 # The choice
 
 
-def curves(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean score over seeds per (arch, probe, lr, weight_decay): the calibration curve."""
+def curves(table: pd.DataFrame, peak_by: float | None = None) -> pd.DataFrame:
+    """Mean score over seeds per (arch, probe, lr, weight_decay): the calibration curve. ``peak_by``: a DIP fit
+    counts as peaked only when its best step is at most this (a peak near the cap leaves no room on other images)."""
     key = ["arch", "probe", "lr", "weight_decay"]
     t = table.assign(weight_decay=table.weight_decay.fillna(-1.0))  # NaN (dip) would drop out of groupby
     # whether every seed's score is a peak (a DIP fit still rising at its cap scores a lower bound); unknown: yes
     t["peaked"] = t["peak_reached"].map(lambda x: True if pd.isna(x) else bool(x)) if "peak_reached" in t else True
+    if peak_by is not None and "max_psnr_gt_step" in t:
+        t["peaked"] = t["peaked"] & (t["max_psnr_gt_step"].astype(float) <= float(peak_by))
     out = t.groupby(key, sort=True).agg(score=("score", "mean"), n_seeds=("seed", "nunique"),
                                         seeds=("seed", lambda s: " ".join(str(int(x)) for x in sorted(set(s)))),
                                         peaked=("peaked", "all"))
@@ -209,18 +212,19 @@ def curves(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def choose(table: pd.DataFrame) -> pd.DataFrame:
+def choose(table: pd.DataFrame, peak_by: float | None = None) -> pd.DataFrame:
     """One row per (arch, probe): the lr (and weight decay) with the highest mean score among the settings whose
     fits reached their peak (a score read from a fit still rising at the cap is a lower bound, so such a setting is
     chosen only when none peaked), and the second-best lr (the best setting among the *other* learning rates, by
     the same rule), for the sensitivity check. Ties go to the smaller lr. Columns: arch, probe, lr, weight_decay,
     score, second_lr, second_weight_decay, second_score, at_edge (the chosen lr is the grid's smallest or largest:
-    widen the grid), grid, wd_grid, seeds, criterion, n_runs, peaked (the chosen setting's fits all peaked)."""
+    widen the grid), grid, wd_grid, seeds, criterion, n_runs, peaked (the chosen setting's fits all peaked).
+    ``peak_by``: see :func:`curves`."""
     need = {"arch", "probe", "lr", "weight_decay", "seed", "score"}
     if not need <= set(table.columns):
         raise BiasprobeError(f"a calibration table needs columns {sorted(need)}, got {sorted(table.columns)}")
     rows = []
-    for (arch, probe), c in curves(table).groupby(["arch", "probe"], sort=True):
+    for (arch, probe), c in curves(table, peak_by).groupby(["arch", "probe"], sort=True):
         ranked = c.assign(_s=c.score.fillna(-np.inf)).sort_values(["peaked", "_s", "lr"],
                                                                    ascending=[False, False, True], kind="stable")
         best = ranked.iloc[0]

@@ -34,6 +34,8 @@ class CalibrationPlan:
     enabled: bool = False
     preset: str = "lr-quick"  # a calibration preset (biasprobe/studies/presets/calibration/NAME.json)
     sensitivity: bool = False  # rerun the DIP/classify grids at each arch's second-best lr
+    peak_within: float | None = None  # DIP: an lr counts as peaked only when its fits peak within this share of the
+    #   cap (e.g. 0.5: by step 6,000 of 12,000), so the study's fits at the chosen lr have room to peak on other images
 
 
 @dataclass
@@ -329,7 +331,8 @@ def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool,
                                     threads_per_job=p.threads_per_job, device=p.device, progress=progress,
                                     arch_kwargs={a: plan.arch_kwargs.get(a, {}) for a in archs},
                                     compute=compute)
-        chosen = calibrate.choose(table)
+        within = p.calibration.peak_within
+        chosen = calibrate.choose(table, peak_by=within * base["iters"] if within and probe == "dip" else None)
         if compute:
             calibrate.save_choices(chosen, root / "choices.csv")
         curves.append(table)
