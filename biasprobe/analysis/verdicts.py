@@ -700,12 +700,13 @@ def mark_dead(dip_summary: pd.DataFrame | None, dip_curves: pd.DataFrame | None,
     ``margin_db`` None: the table unchanged. Fits whose curves or observation are not stored stay unmarked."""
     if dip_summary is None or margin_db is None or dip_curves is None or images is None or not len(images):
         return dip_summary
+    from biasprobe.analysis.report import decode_image  # report imports this module
+
     key = ["arch", "task", "image", "seed"]
     obs = dip_curves[dip_curves.metric == "psnr_obs"].groupby(key).value.max().rename("max_psnr_obs")
     const = {}
     for r in images[images.kind == "observed"].to_dict("records"):
-        x = np.frombuffer(r["data"], dtype=np.uint8).reshape(int(r["height"]), int(r["width"]),
-                                                             int(r["channels"])).astype(float) / 255.0
+        x = decode_image(r).astype(float) / 255.0
         mse = float(((x - x.mean(axis=(0, 1))) ** 2).mean())
         const[tuple(r[k] for k in key)] = 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
     d = dip_summary.copy()
@@ -815,7 +816,7 @@ def _pair_power(gen: dict, prd: dict, alpha: float) -> str:
     parts = []
     for name, x in (("gain", gen), ("accuracy", prd)):
         res = x.get("_res")
-        if x["reason"] not in ("", "missing units") or res is None and x["reason"]:
+        if x["reason"] and (x["reason"] != "missing units" or res is None):
             parts.append(f"{name} {x['reason']}")  # e.g. budget-sensitive: decided at the budget, not at 2x
             continue
         if x["p_support"] < alpha or x["p_refute"] < alpha or res is None:

@@ -44,8 +44,11 @@ class DipPlan:
 
     def is_unit(self, image: str, seed: int, images: list[str] | None = None) -> bool:
         """Whether (image, seed) is one of the plan's units (not a replicate seed)."""
-        images = self.image_names() if images is None else images
-        return seed in (self.unit_seeds(image, images) if not self.seed_per_image or image in images else [])
+        if self.seed_per_image:
+            images = self.image_names() if images is None else images
+            if image not in images:
+                return False
+        return seed in self.unit_seeds(image, images)
 
     def image_names(self) -> list[str]:
         """The plan's images: the list given, or the images its draw picks (in the order drawn)."""
