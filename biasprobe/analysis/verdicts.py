@@ -700,13 +700,12 @@ def mark_dead(dip_summary: pd.DataFrame | None, dip_curves: pd.DataFrame | None,
     ``margin_db`` None: the table unchanged. Fits whose curves or observation are not stored stay unmarked."""
     if dip_summary is None or margin_db is None or dip_curves is None or images is None or not len(images):
         return dip_summary
-    from biasprobe.analysis.report import decode_image  # report imports this module
-
     key = ["arch", "task", "image", "seed"]
     obs = dip_curves[dip_curves.metric == "psnr_obs"].groupby(key).value.max().rename("max_psnr_obs")
     const = {}
     for r in images[images.kind == "observed"].to_dict("records"):
-        x = decode_image(r).astype(float) / 255.0
+        x = np.frombuffer(r["data"], dtype=np.uint8).reshape(  # as report.decode_image (which imports this module)
+            int(r["height"]), int(r["width"]), int(r["channels"])).astype(float) / 255.0
         mse = float(((x - x.mean(axis=(0, 1))) ** 2).mean())
         const[tuple(r[k] for k in key)] = 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
     d = dip_summary.copy()
