@@ -227,3 +227,24 @@ def test_slope_table_gives_the_last_quarter_slope_with_its_se():
     r = t.iloc[0]
     assert (r.arch, r.steps, r.runs) == ("A", 200, 2)
     assert r.slope_per_100 == pytest.approx(2.0) and r.slope_se == pytest.approx(1.0)
+
+
+def test_cost_table_sums_each_architectures_runs_and_calibration(tmp_path):
+    costs = pd.DataFrame(dict(
+        part=["study", "study", "study", "calibration", "study", "calibration"],
+        probe=["dip", "dip", "classify", "dip", "dip", "dip"],
+        arch=["b", "b", "b", "b", "a", "a"],
+        run_id=list("123456"), seconds=[60.0, 180.0, 30.0, 120.0, 90.0, 30.0], finished_at=[""] * 6))
+    t = R.cost_table(costs, threads=2).set_index("arch")
+    assert list(t.index) == ["b", "a", "all"]  # the runs' order, then the total
+    assert t.loc["b", "dip_runs"] == 2 and t.loc["b", "dip_min"] == pytest.approx((60 + 180) * 2 / 60)
+    assert t.loc["b", "dip_mean_s"] == pytest.approx(120.0)
+    assert t.loc["b", "classify_runs"] == 1 and t.loc["a", "classify_runs"] == 0
+    assert t.loc["b", "calibration_min"] == pytest.approx(4.0) and t.loc["a", "calibration_min"] == pytest.approx(1.0)
+    assert t.loc["b", "total_min"] == pytest.approx((60 + 180 + 30 + 120) * 2 / 60)
+    assert t.loc["all", "total_min"] == pytest.approx(costs.seconds.sum() * 2 / 60)
+    assert t.loc["all", "dip_runs"] == 3 and t.loc["all", "dip_mean_s"] == pytest.approx(110.0)
+    md = "\n".join(R.cost_section(tmp_path, costs, {"preset": {"threads_per_job": 2}}))
+    assert "**17.0 core-minutes**" in md and (tmp_path / "cost.csv").is_file()
+    assert "run-minutes" in "\n".join(R.cost_md(costs, None))  # unknown threads: wall minutes, said so
+    assert R.cost_section(tmp_path, None, {}) == []

@@ -148,6 +148,11 @@ def test_smoke_study_end_to_end_and_resume(tmp_path, capsys):
     assert "Verdicts are computed at calibrated learning rates: every classify and dip run" in report
     total, computed, reused = _run_counts(report)
     assert computed == total > len(runs) and reused == 0  # calibration runs counted too
+    cost = pd.read_csv(out / "cost.csv").set_index("arch")  # every run's seconds, per architecture
+    summed = float(re.search(r"summed run time: (\d+) s", report).group(1))
+    assert cost.loc["all", "total_min"] * 60 == pytest.approx(summed, abs=1.0)
+    assert cost.drop("all").dip_runs.sum() + cost.drop("all").classify_runs.sum() == len(runs)
+    assert "## Cost" in report
     # a second invocation finds every run done: nothing recomputed, the same verdicts
     before = {p.name: p.stat().st_mtime for p in runs}
     assert main(args) == 0

@@ -626,3 +626,55 @@ def figures_section(drawn: dict, figures: list[tuple[str, str]]) -> list[str]:
     if missing:
         md += [f"Not drawn (no data): {', '.join(missing)}.", ""]
     return md
+
+
+def cost_table(costs: pd.DataFrame | None, threads: int | None = None) -> pd.DataFrame:
+    """The study's cost per architecture from its runs' own seconds (``runner.run_costs``): per probe the number of
+    runs, minutes and mean seconds per run, calibration minutes, and the total; a last row "all". Minutes are
+    core-minutes when every run had ``threads`` threads (run seconds x threads / 60), else run-minutes (wall)."""
+    if costs is None or not len(costs):
+        return pd.DataFrame()
+    k = (threads or 1) / 60.0
+    study = costs[costs.part == "study"]
+    out = pd.DataFrame(index=pd.Index(list(dict.fromkeys(costs.arch)), name="arch"))
+    for probe, g in study.groupby("probe", sort=False):
+        by = g.groupby("arch").seconds
+        out[f"{probe}_runs"] = by.size()
+        out[f"{probe}_min"] = by.sum() * k
+        out[f"{probe}_mean_s"] = by.mean()
+    out["calibration_min"] = costs[costs.part == "calibration"].groupby("arch").seconds.sum() * k
+    out["total_min"] = costs.groupby("arch").seconds.sum() * k
+    out = out.reset_index()
+    runs_cols = [c for c in out if c.endswith("_runs")]
+    out[runs_cols] = out[runs_cols].fillna(0).astype(int)
+    total = {c: out[c].sum() for c in out if c.endswith(("_runs", "_min"))}
+    total.update({f"{p}_mean_s": g.seconds.mean() for p, g in study.groupby("probe")}, arch="all")
+    return pd.concat([out, pd.DataFrame([total])], ignore_index=True)
+
+
+def cost_md(costs: pd.DataFrame | None, threads: int | None = None) -> list[str]:
+    """'## Cost': :func:`cost_table` as Markdown, with what its minutes are."""
+    t = cost_table(costs, threads)
+    if not len(t):
+        return []
+    unit = "core-minutes" if threads else "run-minutes"
+    why = (f"each run's own seconds x its {threads} thread(s) (the preset's threads_per_job)" if threads else
+           "each run's own wall seconds, summed (the preset sets no threads_per_job: multiply by the threads each "
+           "run had for core-minutes)")
+    total = t[t.arch == "all"].total_min.iloc[0]
+    return ["## Cost", "",
+            f"The study's {int(t[t.arch != 'all'].filter(like='_runs').to_numpy().sum())} finished runs and its "
+            f"calibration fits cost **{total:.1f} {unit}** in all ({why}); per architecture, in {unit} (mean seconds "
+            f"per run in the *_mean_s columns). Only this study's planned runs count: other runs in the store are "
+            f"not in it. Full table: `cost.csv`.", "", markdown_table(t), ""]
+
+
+def cost_section(out: Path, costs: pd.DataFrame | None, meta: dict) -> list[str]:
+    """Write ``cost.csv`` into ``out`` and return the '## Cost' section (nothing when there are no run costs); the
+    threads per run are the preset's (``meta["preset"]``)."""
+    if costs is None or not len(costs):
+        return []
+    preset = meta.get("preset") if isinstance(meta.get("preset"), dict) else {}
+    threads = preset.get("threads_per_job")
+    write_atomic(Path(out) / "cost.csv", cost_table(costs, threads).to_csv(index=False))
+    return cost_md(costs, threads)

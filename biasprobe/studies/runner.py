@@ -247,6 +247,7 @@ def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True, run:
         runs = runs + second
     tables["run_stats"] = run_stats(store, runs, started, Path(store_dir) / "calibration",
                                     tables.get("calibration"))
+    tables["run_costs"] = tables["run_stats"].pop("costs")
     tables["missing"] = len(runs) - tables["run_stats"]["runs"] + (
         len(tables["calibration"].run_id.unique()) if "calibration" in tables and "run_id" in tables["calibration"]
         else 0)
@@ -287,27 +288,47 @@ def _no_sweep(*args, **kwargs) -> None:
     """run_sweep for ``run_study(run=False)``: nothing is run."""
 
 
+def run_costs(store, runs: list[dict], calibration_root: Path | None = None,
+              calibration: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per finished run of the study, calibration included: part ("study" or "calibration"), probe, arch,
+    run_id, seconds (the run's own time, as stored) and finished_at. The study's cost per architecture is read from
+    it (``report.cost_table``)."""
+    from biasprobe.studies.sweep import ResultStore, run_id
+
+    who = {run_id(r): ("study", r["probe"], r["config"]["arch"]) for r in runs}
+    parts = [(store, who)]
+    if calibration is not None and "run_id" in calibration and calibration_root is not None:
+        for probe, g in calibration.groupby("probe"):
+            parts.append((ResultStore(calibration_root / probe),
+                          {i: ("calibration", probe, a) for i, a in zip(g.run_id, g.arch)}))
+    frames = []
+    for st, ids in parts:
+        idx = st.index()
+        idx = idx[idx.run_id.isin(set(ids)) & (idx.status == "done")]
+        part, probe, arch = zip(*[ids[i] for i in idx.run_id]) if len(idx) else ((), (), ())
+        frames.append(pd.DataFrame(dict(part=part, probe=probe, arch=arch, run_id=list(idx.run_id),
+                                        seconds=list(idx.seconds.astype(float)),
+                                        finished_at=list(idx.finished_at))))
+    out = pd.concat(frames, ignore_index=True)
+    order = {a: i for i, a in enumerate(dict.fromkeys(r["config"]["arch"] for r in runs))}
+    return out.sort_values("arch", key=lambda a: a.map(order).fillna(len(order)), kind="stable",
+                           ignore_index=True)
+
+
 def run_stats(store, runs: list[dict], started: pd.Timestamp, calibration_root: Path | None = None,
               calibration: pd.DataFrame | None = None) -> dict:
     """How many of the study's runs (calibration included) there are, how many this invocation computed (finished
-    at or after ``started``) rather than reused from the store, and their summed run time (seconds as stored)."""
-    from biasprobe.studies.sweep import ResultStore, run_id
+    at or after ``started``) rather than reused from the store, their summed run time (seconds as stored), and
+    ``costs``: one row per run (:func:`run_costs`)."""
+    from biasprobe.studies.sweep import run_id
 
-    parts = [(store, {run_id(r) for r in runs})]
-    if calibration is not None and "run_id" in calibration and calibration_root is not None:
-        for probe, ids in calibration.groupby("probe").run_id:
-            parts.append((ResultStore(calibration_root / probe), set(ids)))
-    n = new = 0
-    seconds = 0.0
-    recomputed = [r for r in getattr(store, "recomputed", []) if r["run_id"] in parts[0][1]]
-    for st, ids in parts:
-        idx = st.index()
-        idx = idx[idx.run_id.isin(ids) & (idx.status == "done")]
-        n += len(idx)
-        new += int((pd.to_datetime(idx.finished_at, utc=True) >= started).sum())
-        seconds += float(idx.seconds.sum())
-    return {"runs": n, "computed": new, "reused": n - new, "summed_run_seconds": seconds,
-            "recomputed_damaged": recomputed}
+    costs = run_costs(store, runs, calibration_root, calibration)
+    ids = {run_id(r) for r in runs}
+    recomputed = [r for r in getattr(store, "recomputed", []) if r["run_id"] in ids]
+    n = len(costs)
+    new = int((pd.to_datetime(costs.finished_at, utc=True) >= started).sum()) if n else 0
+    return {"runs": n, "computed": new, "reused": n - new, "summed_run_seconds": float(costs.seconds.sum()),
+            "recomputed_damaged": recomputed, "costs": costs}
 
 
 def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool,
