@@ -248,3 +248,4 @@ def test_cost_table_sums_each_architectures_runs_and_calibration(tmp_path):
     assert "**17.0 core-minutes**" in md and (tmp_path / "cost.csv").is_file()
     assert "run-minutes" in "\n".join(R.cost_md(costs, None))  # unknown threads: wall minutes, said so
     assert R.cost_section(tmp_path, None, {}) == []
+    assert "calibration_min" not in R.cost_table(costs[costs.part == "study"], 1)  # no calibration: no column

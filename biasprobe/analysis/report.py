@@ -642,7 +642,8 @@ def cost_table(costs: pd.DataFrame | None, threads: int | None = None) -> pd.Dat
         out[f"{probe}_runs"] = by.size()
         out[f"{probe}_min"] = by.sum() * k
         out[f"{probe}_mean_s"] = by.mean()
-    out["calibration_min"] = costs[costs.part == "calibration"].groupby("arch").seconds.sum() * k
+    if (costs.part == "calibration").any():
+        out["calibration_min"] = costs[costs.part == "calibration"].groupby("arch").seconds.sum() * k
     out["total_min"] = costs.groupby("arch").seconds.sum() * k
     out = out.reset_index()
     runs_cols = [c for c in out if c.endswith("_runs")]
@@ -658,13 +659,14 @@ def cost_md(costs: pd.DataFrame | None, threads: int | None = None) -> list[str]
     if not len(t):
         return []
     unit = "core-minutes" if threads else "run-minutes"
-    why = (f"each run's own seconds x its {threads} thread(s) (the preset's threads_per_job)" if threads else
+    why = (f"each run's own seconds x {threads} thread{'s' if threads > 1 else ''} per run, the preset's "
+           f"threads_per_job" if threads else
            "each run's own wall seconds, summed (the preset sets no threads_per_job: multiply by the threads each "
            "run had for core-minutes)")
     total = t[t.arch == "all"].total_min.iloc[0]
     return ["## Cost", "",
-            f"The study's {int(t[t.arch != 'all'].filter(like='_runs').to_numpy().sum())} finished runs and its "
-            f"calibration fits cost **{total:.1f} {unit}** in all ({why}); per architecture, in {unit} (mean seconds "
+            f"The study's {int(t[t.arch != 'all'].filter(like='_runs').to_numpy().sum())} finished runs"
+            f"{' and its calibration fits' if 'calibration_min' in t else ''} cost **{total:.1f} {unit}** in all ({why}); per architecture, in {unit} (mean seconds "
             f"per run in the *_mean_s columns). Only this study's planned runs count: other runs in the store are "
             f"not in it. Full table: `cost.csv`.", "", markdown_table(t), ""]
 
