@@ -365,6 +365,28 @@ def test_km_figure_marks_an_architecture_whose_fits_all_stopped_before_the_cap(t
     assert "stopped" not in labels["a"][0] and "stopped" not in labels["c"][0] and labels["c"][1] == "-"
 
 
+def test_km_figure_leaves_failed_fits_out_and_says_so(tmp_path, monkeypatch):
+    """A failed (e.g. dead) fit has no gap time to plot: the curve is drawn from the other images and its label
+    counts the fits left out; a generator all of whose fits failed still appears in the legend, with no curve."""
+    import matplotlib.pyplot as plt
+
+    dip, _ = make_tables({"a": 3.0, "b": 2.0, "c": 2.0}, neg={"a": 50.0, "b": 60.0, "c": None}, seeds=(0,))
+    dip = dip[dip.task == V.primary_task(dip)].copy()
+    dip.loc[dip.arch == "c", "failed"] = True
+    first_b = dip[dip.arch == "b"].index[0]
+    dip.loc[first_b, "failed"] = True
+    n_b = int((dip.arch == "b").sum())
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)
+    assert G.fig_km_gap(dip, tmp_path / "km.png", horizon=ITERS) is not None
+    labels = {ln.get_label().split(" ")[0].rstrip(":"): ln for ln in figs[0].axes[0].get_lines()
+              if not ln.get_label().startswith("_")}
+    assert f"({n_b - 1}/{n_b - 1} crossed; 1 failed fit left out)" in labels["b"].get_label()
+    assert labels["c"].get_label() == f"c: no curve ({int((dip.arch == 'c').sum())} failed fits, left out)"
+    assert len(labels["c"].get_xdata()) == 0
+    assert "failed" not in labels["a"].get_label()
+
+
 def test_a_dead_fit_one_that_never_beat_a_constant_colour_is_failed_and_left_out():
     """mark_dead: the best constant image's psnr_obs is computed from the stored observation (each channel its
     mean); a fit whose best psnr_obs stays below it plus the margin is dead, so failed and out of every contrast;

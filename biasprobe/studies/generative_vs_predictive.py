@@ -204,7 +204,8 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
                                     period=options["period"], task=task, **boot),
            "verdicts": by_task[by_task.task == task].reset_index(drop=True) if task else by_task,
            "verdicts_by_task": by_task,
-           "runs": V.run_table(dip_all)}
+           "runs": V.run_table(dip_all),
+           "dip_summary": dip}  # the plan's units, dead fits marked failed: what the verdicts and the KM figure read
     if preset is not None and getattr(preset.dip, "replicate", None) and len(out["runs"]):
         out["runs"]["replicate"] = ~_units(preset, out["runs"])
     second = tables.get("second")
@@ -321,14 +322,19 @@ def fig_km_gap(dip_summary, path, horizon=None, task=None, dip_curves=None, gap_
     for ax, title in zip(axes[0], titles):
         for arch in (a for a in archs if panel[a] == title):
             u = V.image_values(runs, arch, "gap_time")
+            n_failed = int(runs[runs.arch == arch].failed.astype(bool).sum())
+            out = f"; {n_failed} failed fit{'s' if n_failed > 1 else ''} left out" if n_failed else ""
             if not len(u):
+                if n_failed:  # no curve to draw: the legend still names the generator and why
+                    ax.plot([], [], " ", label=f"{arch}: no curve ({n_failed} failed fit{'s' if n_failed > 1 else ''}"
+                                               f", left out)")
                 continue
             t = u.value.to_numpy(float)
             e = ~u.censored.to_numpy(bool)
             if horizon:
                 e &= t <= horizon
                 t = np.minimum(t, horizon)
-            label, style = f"{arch} ({int(e.sum())}/{len(t)} crossed", "-"
+            label, style = f"{arch} ({int(e.sum())}/{len(t)} crossed{out}", "-"
             mine = d[(d.arch == arch) & (d.task == runs.task.iloc[0])]
             if not e.any() and {"stop_step", "iters"} <= set(mine) and (mine.stop_step < mine.iters - 1).all():
                 # fits that stop after their peak, before the cap: the flat line says nothing about the gap
@@ -399,7 +405,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
     }
 
     runs = analysis.get("runs")
-    drawn["km_gap.png"] = fig_km_gap(t.get("dip_summary"), out / "km_gap.png", opt.get("horizon"),
+    drawn["km_gap.png"] = fig_km_gap(analysis.get("dip_summary", t.get("dip_summary")), out / "km_gap.png", opt.get("horizon"),
                                      opt.get("primary_task"), t.get("dip_curves"), opt.get("gap_window"))
     md = [f"# {meta.get('title', 'Generative vs predictive inductive bias')}", ""]
     md += R.plan_lines(plan_info(meta, t))

@@ -183,7 +183,7 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
         verdicts = pd.concat([rho, e_rows], ignore_index=True)
     return {"options": options, "cross_tab": cross, "verdicts": verdicts,
             "leaderboard": leaderboard(cross, dip_zoo, clf_zoo),
-            "decoders": decoder_table(dip, spec, task, ci), "runs": V.run_table(dip)}
+            "decoders": decoder_table(dip, spec, task, ci), "runs": V.run_table(dip), "dip_summary": dip}
 
 
 def _leaderboard_md(lb: pd.DataFrame, ci: float) -> str:
@@ -237,7 +237,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
         (meta.get("preset") or {}).get("study", {}).get("decoder_ablation")
         if isinstance(meta.get("preset"), dict) else None)}
     abl = set(decoder_of)
-    dsum = t.get("dip_summary")
+    dsum = analysis.get("dip_summary", t.get("dip_summary"))  # dead fits marked failed: left out of the curves
     drawn["km_decoders.png"] = G.fig_km_gap(dsum[dsum.arch.isin(abl)] if dsum is not None and abl else None,
                                             out / "km_decoders.png", opt.get("horizon"), opt.get("primary_task"),
                                             curves, opt.get("gap_window"), panel_of=lambda a: f"decoder: {decoder_of.get(a, '?')}")
