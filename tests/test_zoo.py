@@ -178,10 +178,17 @@ def test_decoder_table_and_claim_e_per_decoder():
     shift = np.mean([0.2 * (i % 3) for i in range(len(IMAGES))])
     assert row.gain_db == pytest.approx(3.0 + shift, abs=0.3) and row.decoder_range == pytest.approx(5.0, abs=0.5)
     assert row.gap_censored_share == 1.0
+    assert (d.n_failed == 0).all()
     v = out["verdicts"]
     o = v[v.comparison == "overall"].set_index("hypothesis").verdict
     assert o["e|pixelshuffle"] == "supported"
     assert o["e|bilinear"] == "refuted"
+    # a failed fit leaves the gain and is counted beside it
+    dead = "vit[decoder=bilinear]+3c"
+    first = t["dip_summary"][(t["dip_summary"].arch == dead)].index[0]
+    t["dip_summary"].loc[first, "failed"] = True
+    d = Z.analyse(t, _preset())["decoders"].set_index("arch")
+    assert d.loc[dead, "n_failed"] == 1 and d.loc[dead, "n_units"] == row.n_units - 1
 
 
 def test_zoo_report_from_synthetic_tables(tmp_path):

@@ -116,8 +116,9 @@ def leaderboard(cross: pd.DataFrame, dip: pd.DataFrame | None, clf: pd.DataFrame
 
 
 def decoder_table(dip: pd.DataFrame | None, spec: dict | None, task: str | None, ci: float = 0.95) -> pd.DataFrame:
-    """Per (backbone, variant, decoder): the gain (mean and t interval over (image, seed) units), the gap-crossing
-    step (censored at the stop) and the share of fits that reached their peak; then, per (backbone, variant),
+    """Per (backbone, variant, decoder): the gain (mean and t interval over (image, seed) units), the failed (e.g.
+    dead) fits left out of it, the gap-crossing step (censored at the stop) and the share of fits that reached
+    their peak; then, per (backbone, variant),
     ``decoder_range``: the largest minus the smallest mean gain over the decoders (how much of the score moves
     with the decoder)."""
     rows = []
@@ -125,12 +126,15 @@ def decoder_table(dip: pd.DataFrame | None, spec: dict | None, task: str | None,
     if dip is None or not variants:
         return pd.DataFrame()
     units = V.gen_scores(dip, task)
+    task = task or V.primary_task(dip)
+    failed = dip[(dip.task == task) & dip.failed.astype(bool)].groupby("arch").size() if "failed" in dip else {}
     for v in variants:
         u = units[units.arch == v["arch"]]
         iv = stats.stratified_interval(u["gen_score"], u["image"], ci) if len(u) else dict(
             effect=np.nan, ci_low=np.nan, ci_high=np.nan, n_units=0)
         rows.append(dict(backbone=v["backbone"], variant=v["variant"], decoder=v["decoder"], arch=v["arch"],
                          gain_db=iv["effect"], ci_low=iv["ci_low"], ci_high=iv["ci_high"], n_units=iv["n_units"],
+                         n_failed=int(failed.get(v["arch"], 0)),
                          gap_negative_step=u["gap_negative_step"].mean() if len(u) else np.nan,
                          gap_censored_share=u["gap_negative_censored"].mean() if len(u) else np.nan,
                          share_peak_reached=u["peak_reached"].astype(float).mean() if len(u) else np.nan))
@@ -208,7 +212,7 @@ def _decoders_md(d: pd.DataFrame, ci: float) -> str:
         return "No decoder ablation in this preset.\n"
     t = d.assign(**{f"gain dB [{ci:.0%} CI]": [R.with_ci(v, lo, hi) for v, lo, hi in zip(d.gain_db, d.ci_low,
                                                                                           d.ci_high)]})
-    return R.markdown_table(t[["backbone", "variant", "decoder", f"gain dB [{ci:.0%} CI]", "n_units",
+    return R.markdown_table(t[["backbone", "variant", "decoder", f"gain dB [{ci:.0%} CI]", "n_units", "n_failed",
                                "gap_negative_step", "gap_censored_share", "share_peak_reached", "decoder_range"]])
 
 
