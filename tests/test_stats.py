@@ -87,3 +87,24 @@ def test_bca_interval_and_units_needed():
     assert stats.bca_interval([1.0, 2.0])["method"] == "t"  # too few for BCa
     wide = dict(effect=0.2, se=0.5, n_units=6)
     assert stats.units_needed(wide, 0.0) > 6 * 10
+
+
+def test_archs_for_rho_power_is_the_fisher_sample_size_when_the_interval_is_fishers():
+    """Given Fisher's own interval at n (se 1/sqrt(n - 3)), the guide is the textbook sample size for a
+    correlation test, 3 + ((z_alpha + z_power) / (atanh(threshold) - atanh(rho)))^2, rounded up; wider observed
+    intervals ask for more architectures; rho on the wrong side asks for none."""
+    import math
+
+    from scipy.stats import norm
+
+    from biasprobe.analysis.stats import archs_for_rho_power
+
+    n, rho = 20, 0.2
+    half = norm.ppf(0.975) / math.sqrt(n - 3)
+    lo, hi = math.tanh(math.atanh(rho) - half), math.tanh(math.atanh(rho) + half)
+    textbook = 3 + ((norm.ppf(0.975) + norm.ppf(0.8)) / (math.atanh(0.5) - math.atanh(rho))) ** 2
+    assert archs_for_rho_power(rho, lo, hi, n, 0.5, "less") == math.ceil(textbook) == 69
+    wider = archs_for_rho_power(rho, lo - 0.2, min(hi + 0.2, 0.99), n, 0.5, "less")
+    assert wider > 69
+    assert archs_for_rho_power(0.7, 0.3, 0.9, n, 0.5, "less") == math.inf  # wrong side: no n supports it
+    assert archs_for_rho_power(0.7, 0.55, 0.85, n, 0.5, "greater") < math.inf  # the other direction

@@ -157,6 +157,13 @@ def test_rho_is_decided_over_the_zoo_and_the_ablation_is_left_out_of_it():
     anti = {a: 0.6 - 0.02 * gen[a] for a in ZOO}  # the reversed ranking: rho = -1 < 0.5
     v = Z.analyse(_tables(gen, anti), _preset())["verdicts"]
     assert v[(v.hypothesis == "c") & (v.comparison == "overall")].verdict.item() == "supported"
+    for noise_seed, words in ((0, "architectures would give 80% power at this rho"),
+                              (2, "rho is not on the claimed side of 0.5")):  # undecided: a power line either way
+        noisy = np.random.default_rng(noise_seed)
+        mixed = {a: 0.3 + 0.02 * gen[a] + 0.1 * noisy.normal() for a in ZOO}
+        v = Z.analyse(_tables(gen, mixed), _preset())["verdicts"]
+        row = v[(v.hypothesis == "c") & (v.metric == "rho")].iloc[0]
+        assert row.verdict == "inconclusive" and row.reason == "power" and words in row.power_note
     few = Z.analyse(_tables({a: gen[a] for a in ZOO[:5]}, pred), _preset(ZOO[:5]))["verdicts"]
     assert few[(few.hypothesis == "c") & (few.comparison == "overall")].reason.item() == "underpowered"
 
