@@ -224,3 +224,23 @@ def test_runs_go_architecture_by_architecture():
     assert first == p.archs + p.dip.extra_archs
     head = runs[:3]  # arch 1: its DIP run, then its classifiers
     assert [r["probe"] for r in head] == ["dip", "classify", "classify"] and len({r["config"]["arch"] for r in head}) == 1
+
+
+def test_stride_analysis_groups_generators_by_their_decoders_upsampling():
+    """Exploratory: each architecture's output stride comes from the registry at the fits' own size (vit: its
+    patch, 8 at 128 px; a stride-32 timm backbone: 32); the table groups mean gains by stride, rho(gain, stride)
+    has the sign of the synthetic data, and a name the registry cannot size is left blank, not fatal."""
+    gen = {"vit": 3.0, "timm:vit_tiny_patch16_224[depth=4]": 2.0, "timm:resnet10t": 1.0, "timm:resnet18": 0.5,
+           "timm:nosuchnet": 0.0}
+    t = _tables(gen, {a: 0.3 + 0.01 * g for a, g in gen.items()})
+    dip = t["dip_summary"].assign(height=128, width=128)
+    sa = Z.stride_analysis(dip, t["clf_summary"], "denoise", n_boot=200)
+    assert sa["stride"]["vit"] == 8 and sa["stride"]["timm:resnet10t"] == 32 and np.isnan(sa["stride"]["timm:nosuchnet"])
+    table = sa["table"].set_index("stride")
+    assert list(table.index) == [8, 16, 32] and table.loc[32, "n_archs"] == 2
+    assert table.loc[32, "archs"] == "timm:resnet10t, timm:resnet18"
+    assert sa["rho_stride"]["rho"] < -0.9 and sa["rho_stride"]["n_archs"] == 4
+    assert sa["rho_within"]["stride"] == 32 and sa["rho_within"]["n_archs"] == 2  # too few for a rho: reported as such
+    md = "\n".join(Z._stride_md(sa, 0.95))
+    assert "(exploratory, not in the plan)" in md and "Spearman rho of gain vs stride over 4 architectures" in md
+    assert Z._stride_md({}, 0.95) == []

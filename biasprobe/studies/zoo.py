@@ -145,6 +145,70 @@ def decoder_table(dip: pd.DataFrame | None, spec: dict | None, task: str | None,
     return t
 
 
+def stride_of(arch: str, hw: tuple[int, int]) -> float:
+    """The generator's output stride at image size ``hw``: the registry's size multiple, which for the zoo's
+    one-head generators (a feature grid, then one decoder) is the pixels per feature cell that the decoder must
+    fill (32 for a stride-32 timm backbone: a 4x4 grid at 128 px). NaN when the registry cannot say."""
+    try:
+        name, kw = split_kwargs(arch)
+        return float(get_arch(arch).size_multiple(hw, **kw))
+    except Exception:  # an exploratory column: a name the registry cannot size is left blank, never fatal
+        return np.nan
+
+
+def stride_analysis(dip: pd.DataFrame | None, clf: pd.DataFrame | None, task: str | None,
+                    n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> dict:
+    """Exploratory, not in the plan: does the generative score follow the output stride (the upsampling the shared
+    decoder does), as the DIP upsampler literature would predict? ``table``: per stride, the architectures and their
+    mean gains; ``rho_stride``: Spearman rho of gain vs stride over the architectures (two-level bootstrap,
+    :func:`verdicts.rank_correlation`); ``rho_within``: rho of gain vs accuracy within the largest stride group
+    (claim (c)'s statistic with the stride held fixed)."""
+    if dip is None or not len(dip) or not {"height", "width"} <= set(dip):
+        return {}  # no fit sizes to read the strides at
+    units = V.gen_scores(dip, task)
+    if not len(units):
+        return {}
+    first = dip.groupby("arch")[["height", "width"]].first()
+    stride = {a: stride_of(a, (int(r.height), int(r.width))) for a, r in first.iterrows()}
+    units = units.assign(stride=units.arch.map(stride))
+    per_arch = units.groupby("arch").agg(gain_db=("gen_score", "mean"), stride=("stride", "first")).reset_index()
+    table = (per_arch.dropna(subset=["stride"]).groupby("stride")
+             .agg(n_archs=("arch", "size"), mean_gain_db=("gain_db", "mean"), min_gain_db=("gain_db", "min"),
+                  max_gain_db=("gain_db", "max"), archs=("arch", lambda a: ", ".join(sorted(a))))
+             .reset_index())
+    boot = dict(n_boot=n_boot, ci=ci, seed=seed)
+    out = {"table": table, "stride": stride,
+           "rho_stride": V.rank_correlation(units, units.dropna(subset=["stride"]), pred_col="stride", **boot)}
+    if clf is not None and len(table):
+        big = table.sort_values(["n_archs", "stride"]).iloc[-1]
+        group = set(per_arch.arch[per_arch.stride == big.stride])
+        pred = V.pred_scores(clf)
+        out["rho_within"] = dict(stride=float(big.stride), **V.rank_correlation(
+            units[units.arch.isin(group)], pred[pred.arch.isin(group)], **boot))
+    return out
+
+
+def _stride_md(sa: dict, ci: float) -> list[str]:
+    if not sa or not len(sa.get("table", [])):
+        return []
+    md = ["## Output stride and the generative score (exploratory, not in the plan)", "",
+          "Every zoo generator ends in the same decoder (a 1x1 conv and a pixel shuffle), which must fill a stride x "
+          "stride block of pixels from each feature cell with no spatial mixing; the DIP literature puts much of the "
+          "prior in the upsampler (Heckel & Soltanolkotabi 2020; Liu et al. 2023). Gains are the architectures' "
+          "mean gains (all their fits that did not fail); stride is the registry's size multiple at the DIP size.",
+          "", R.markdown_table(sa["table"]), ""]
+    r = sa["rho_stride"]
+    if np.isfinite(r["rho"]):
+        md += [f"- Spearman rho of gain vs stride over {r['n_archs']} architectures: {R.fmt(r['rho'])} "
+               f"[{R.fmt(r['ci_low'])}, {R.fmt(r['ci_high'])}] ({ci:.0%} two-level percentile bootstrap)."]
+    w = sa.get("rho_within")
+    if w and np.isfinite(w["rho"]):
+        md += [f"- Within the {w['n_archs']} stride-{int(w['stride'])} architectures (the decoder's upsampling held "
+               f"fixed), Spearman rho of gain vs accuracy: {R.fmt(w['rho'])} [{R.fmt(w['ci_low'])}, "
+               f"{R.fmt(w['ci_high'])}] (claim (c)'s statistic, exploratory here)."]
+    return md + [""]
+
+
 def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> dict:
     """Leaderboard and rho over the zoo's archs; decoder-ablation table and claim (e) per decoder; the DIP runs.
     ``preset``: the study's (for its archs and options)."""
@@ -185,9 +249,13 @@ def analyse(tables: dict, preset=None, n_boot: int = 2000, ci: float = 0.95, see
         texts.pop("c")
         e_rows = V.verdict_table(contrasts, texts, dip, clf, task=task, **boot) if texts else pd.DataFrame()
         verdicts = pd.concat([rho, e_rows], ignore_index=True)
-    return {"options": options, "cross_tab": cross, "verdicts": verdicts,
-            "leaderboard": leaderboard(cross, dip_zoo, clf_zoo),
-            "decoders": decoder_table(dip, spec, task, ci), "runs": V.run_table(dip), "dip_summary": dip}
+    strides = stride_analysis(dip_zoo, clf_zoo, task, **boot)
+    lb = leaderboard(cross, dip_zoo, clf_zoo)
+    if strides:
+        lb["stride"] = lb.arch.map(strides["stride"])
+    return {"options": options, "cross_tab": cross, "verdicts": verdicts, "leaderboard": lb,
+            "decoders": decoder_table(dip, spec, task, ci), "runs": V.run_table(dip), "dip_summary": dip,
+            "strides": strides}
 
 
 def _leaderboard_md(lb: pd.DataFrame, ci: float) -> str:
@@ -199,7 +267,7 @@ def _leaderboard_md(lb: pd.DataFrame, ci: float) -> str:
         f"acc [{ci:.0%} CI]": [R.with_ci(v, lo, hi) for v, lo, hi in zip(lb.pred_acc, lb.pred_ci_low,
                                                                           lb.pred_ci_high)],
         "pred rank": lb.pred_rank})
-    for col, head in (("share_peak_reached", "peak reached"), ("share_plateaued", "plateaued"),
+    for col, head in (("stride", "stride"), ("share_peak_reached", "peak reached"), ("share_plateaued", "plateaued"),
                       ("dip_sec_per_step", "DIP s/step"), ("clf_images_per_s", "clf img/s"),
                       ("n_params_gen", "params gen"), ("n_params_clf", "params clf")):
         if col in lb:
@@ -261,6 +329,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
            f"max psnr_gt over the corrupted input (mean over (image, seed) units); acc: final test accuracy at the "
            f"fixed N (mean over seeds); ranks 1 = best. DIP s/step: one step of all the run's seeds together; clf "
            f"img/s: training images per second. Full table: `leaderboard.csv`.", "", _leaderboard_md(lb, ci)]
+    md += _stride_md(analysis.get("strides") or {}, ci)
     md += ["## Decoder ablation", "",
            "Each backbone with each decoder (`biasprobe.archs.decoders`: pixelshuffle = linear 1x1 + pixel shuffle; "
            "bilinear = x2 bilinear + 1x1 conv stages; transposed = 4x4 stride-2 transposed conv stages), alone (T), "
