@@ -247,5 +247,12 @@ def test_cost_table_sums_each_architectures_runs_and_calibration(tmp_path):
     md = "\n".join(R.cost_section(tmp_path, costs, {"preset": {"threads_per_job": 2}}))
     assert "**17.0 core-minutes**" in md and (tmp_path / "cost.csv").is_file()
     assert "run-minutes" in "\n".join(R.cost_md(costs, None))  # unknown threads: wall minutes, said so
+    # a thread count recorded with a run wins over the preset's
+    own = costs.assign(threads=[4.0, None, None, None, None, None])
+    t4 = R.cost_table(own, threads=2).set_index("arch")
+    assert t4.loc["b", "dip_min"] == pytest.approx((60 * 4 + 180 * 2) / 60)
+    md4 = "\n".join(R.cost_md(own, 2))
+    assert "1 run with the thread count recorded with the run" in md4 and "5 with the preset's threads_per_job" in md4
+    assert R.cost_table(own, threads=None).set_index("arch").loc["b", "dip_min"] == pytest.approx(4.0)  # wall
     assert R.cost_section(tmp_path, None, {}) == []
     assert "calibration_min" not in R.cost_table(costs[costs.part == "study"], 1)  # no calibration: no column

@@ -108,3 +108,13 @@ def test_archs_for_rho_power_is_the_fisher_sample_size_when_the_interval_is_fish
     assert wider > 69
     assert archs_for_rho_power(0.7, 0.3, 0.9, n, 0.5, "less") == math.inf  # wrong side: no n supports it
     assert archs_for_rho_power(0.7, 0.55, 0.85, n, 0.5, "greater") < math.inf  # the other direction
+    # a skewed (bootstrap) interval that has not cleared the threshold: the claim-side bound sets the spread, so an
+    # undecided rho never asks for fewer architectures than it has
+    assert archs_for_rho_power(0.2, 0.19, 0.55, n, 0.5, "less") > n
+    assert archs_for_rho_power(0.2, 0.0, 0.52, n, 0.5, "less") > n
+    # a 90% interval decides at one-sided alpha 0.05: the textbook size with z_0.95
+    half90 = norm.ppf(0.95) / math.sqrt(n - 3)
+    lo90, hi90 = math.tanh(math.atanh(rho) - half90), math.tanh(math.atanh(rho) + half90)
+    textbook90 = 3 + ((norm.ppf(0.95) + norm.ppf(0.8)) / (math.atanh(0.5) - math.atanh(rho))) ** 2
+    assert archs_for_rho_power(rho, lo90, hi90, n, 0.5, "less", ci=0.9) == math.ceil(textbook90)
+    assert math.isnan(archs_for_rho_power(rho, float("nan"), hi, n, 0.5, "less"))  # no interval: cannot say

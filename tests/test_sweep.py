@@ -226,6 +226,9 @@ def test_pool_matches_local(tmp_path, work):
         a = ResultStore(tmp_path / "local").load(table).sort_values(["run_id"], kind="stable").reset_index(drop=True)
         b = ResultStore(tmp_path / "pool").load(table).sort_values(["run_id"], kind="stable").reset_index(drop=True)
         pd.testing.assert_frame_equal(a, b)
+    for where in ("local", "pool"):  # each run records the torch threads it computed with (its core-minutes)
+        idx = ResultStore(tmp_path / where).index()
+        assert list(idx.threads) == [1.0] * 4
 
 
 def test_pool_records_failure_and_rejects_unpicklable(tmp_path, work):

@@ -366,23 +366,27 @@ def test_km_figure_marks_an_architecture_whose_fits_all_stopped_before_the_cap(t
 
 
 def test_km_figure_leaves_failed_fits_out_and_says_so(tmp_path, monkeypatch):
-    """A failed (e.g. dead) fit has no gap time to plot: the curve is drawn from the other images and its label
-    counts the fits left out; a generator all of whose fits failed still appears in the legend, with no curve."""
+    """A failed (e.g. dead) fit has no gap time to plot: an image is drawn from its lowest seed that did not fail,
+    and left out (counted in the label) only when every fit of it failed; a generator all of whose fits failed
+    still appears in the legend, with no curve."""
     import matplotlib.pyplot as plt
 
-    dip, _ = make_tables({"a": 3.0, "b": 2.0, "c": 2.0}, neg={"a": 50.0, "b": 60.0, "c": None}, seeds=(0,))
+    dip, _ = make_tables({"a": 3.0, "b": 2.0, "c": 2.0}, neg={"a": 50.0, "b": 60.0, "c": None}, seeds=(0, 1))
     dip = dip[dip.task == V.primary_task(dip)].copy()
+    images = sorted(dip.image.unique())
     dip.loc[dip.arch == "c", "failed"] = True
-    first_b = dip[dip.arch == "b"].index[0]
-    dip.loc[first_b, "failed"] = True
-    n_b = int((dip.arch == "b").sum())
+    b = dip.arch == "b"
+    dip.loc[b & (dip.image == images[0]), "failed"] = True  # both seeds of image 0: the image is lost
+    dip.loc[b & (dip.image == images[1]) & (dip.seed == 0), "failed"] = True  # seed 1 stands in for image 1
+    dip.loc[b & (dip.image == images[2]) & (dip.seed == 1), "failed"] = True  # seed 0 is drawn anyway
     figs = []
     monkeypatch.setattr(plt, "close", figs.append)
     assert G.fig_km_gap(dip, tmp_path / "km.png", horizon=ITERS) is not None
     labels = {ln.get_label().split(" ")[0].rstrip(":"): ln for ln in figs[0].axes[0].get_lines()
               if not ln.get_label().startswith("_")}
-    assert f"({n_b - 1}/{n_b - 1} crossed; 1 failed fit left out)" in labels["b"].get_label()
-    assert labels["c"].get_label() == f"c: no curve ({int((dip.arch == 'c').sum())} failed fits, left out)"
+    n = len(images)
+    assert f"({n - 1}/{n - 1} crossed; 1 image left out: every fit failed)" in labels["b"].get_label()
+    assert labels["c"].get_label() == f"c: no curve ({n} images left out: every fit failed)"
     assert len(labels["c"].get_xdata()) == 0
     assert "failed" not in labels["a"].get_label()
 

@@ -192,10 +192,11 @@ def test_decoder_table_and_claim_e_per_decoder():
     assert o["e|bilinear"] == "refuted"
     # a failed fit leaves the gain and is counted beside it
     dead = "vit[decoder=bilinear]+3c"
+    before = d.set_index("arch").loc[dead, "n_units"]
     first = t["dip_summary"][(t["dip_summary"].arch == dead)].index[0]
     t["dip_summary"].loc[first, "failed"] = True
     d = Z.analyse(t, _preset())["decoders"].set_index("arch")
-    assert d.loc[dead, "n_failed"] == 1 and d.loc[dead, "n_units"] == row.n_units - 1
+    assert d.loc[dead, "n_failed"] == 1 and d.loc[dead, "n_units"] == before - 1
 
 
 def test_zoo_report_from_synthetic_tables(tmp_path):
@@ -240,7 +241,13 @@ def test_stride_analysis_groups_generators_by_their_decoders_upsampling():
     assert list(table.index) == [8, 16, 32] and table.loc[32, "n_archs"] == 2
     assert table.loc[32, "archs"] == "timm:resnet10t, timm:resnet18"
     assert sa["rho_stride"]["rho"] < -0.9 and sa["rho_stride"]["n_archs"] == 4
-    assert sa["rho_within"]["stride"] == 32 and sa["rho_within"]["n_archs"] == 2  # too few for a rho: reported as such
+    assert sa["rho_within"]["stride"] == 32 and sa["rho_within"]["n_archs"] == 2  # too few for a rho: said so
     md = "\n".join(Z._stride_md(sa, 0.95))
     assert "(exploratory, not in the plan)" in md and "Spearman rho of gain vs stride over 4 architectures" in md
+    assert "Within the stride-32 architectures" in md and "no rho (2 architectures with both scores" in md
     assert Z._stride_md({}, 0.95) == []
+    # an architecture with a fit short of its peak is left out of both rhos and named, as claim (c) reads rho
+    dip.loc[dip.arch == "timm:resnet18", "peak_reached"] = False
+    sa = Z.stride_analysis(dip, t["clf_summary"], "denoise", n_boot=200)
+    assert sa["truncated"] == ["timm:resnet18"] and sa["rho_stride"]["n_archs"] == 3
+    assert "timm:resnet18 left out: a fit short of its peak" in "\n".join(Z._stride_md(sa, 0.95))

@@ -628,23 +628,40 @@ def figures_section(drawn: dict, figures: list[tuple[str, str]]) -> list[str]:
     return md
 
 
+def run_threads(costs: pd.DataFrame, threads: int | None = None) -> tuple[pd.Series, str]:
+    """Each run's threads: as recorded with the run (``threads`` in its meta.json), else ``threads`` (the preset's
+    threads_per_job); and a sentence saying where they came from. NaN where neither says."""
+    own = pd.to_numeric(costs["threads"], errors="coerce") if "threads" in costs else pd.Series(np.nan, costs.index)
+    n_own = int(own.notna().sum())
+    th = own.fillna(threads) if threads else own
+    parts = []
+    if n_own:
+        parts.append(f"{n_own} run{'s' if n_own > 1 else ''} with the thread count recorded with the run")
+    if threads and n_own < len(costs):
+        parts.append(f"{len(costs) - n_own} with the preset's threads_per_job ({threads}; the store kept no thread "
+                     f"count for them, so one computed with another count, e.g. under --threads, is not told apart)")
+    return th, "; ".join(parts)
+
+
 def cost_table(costs: pd.DataFrame | None, threads: int | None = None) -> pd.DataFrame:
     """The study's cost per architecture from its runs' own seconds (``runner.run_costs``): per probe the number of
     runs, minutes and mean seconds per run, calibration minutes, and the total; a last row "all". Minutes are
-    core-minutes when every run had ``threads`` threads (run seconds x threads / 60), else run-minutes (wall)."""
+    core-minutes (seconds x the run's threads, :func:`run_threads`, / 60) when every run's threads are known, else
+    run-minutes (wall seconds / 60) throughout."""
     if costs is None or not len(costs):
         return pd.DataFrame()
-    k = (threads or 1) / 60.0
+    th, _ = run_threads(costs, threads)
+    costs = costs.assign(minutes=costs.seconds * (th if th.notna().all() else 1.0) / 60.0)
     study = costs[costs.part == "study"]
     out = pd.DataFrame(index=pd.Index(list(dict.fromkeys(costs.arch)), name="arch"))
     for probe, g in study.groupby("probe", sort=False):
-        by = g.groupby("arch").seconds
+        by = g.groupby("arch")
         out[f"{probe}_runs"] = by.size()
-        out[f"{probe}_min"] = by.sum() * k
-        out[f"{probe}_mean_s"] = by.mean()
+        out[f"{probe}_min"] = by.minutes.sum()
+        out[f"{probe}_mean_s"] = by.seconds.mean()
     if (costs.part == "calibration").any():
-        out["calibration_min"] = costs[costs.part == "calibration"].groupby("arch").seconds.sum() * k
-    out["total_min"] = costs.groupby("arch").seconds.sum() * k
+        out["calibration_min"] = costs[costs.part == "calibration"].groupby("arch").minutes.sum()
+    out["total_min"] = costs.groupby("arch").minutes.sum()
     out = out.reset_index()
     runs_cols = [c for c in out if c.endswith("_runs")]
     out[runs_cols] = out[runs_cols].fillna(0).astype(int)
@@ -653,30 +670,35 @@ def cost_table(costs: pd.DataFrame | None, threads: int | None = None) -> pd.Dat
     return pd.concat([out, pd.DataFrame([total])], ignore_index=True)
 
 
-def cost_md(costs: pd.DataFrame | None, threads: int | None = None) -> list[str]:
-    """'## Cost': :func:`cost_table` as Markdown, with what its minutes are."""
-    t = cost_table(costs, threads)
+def cost_md(costs: pd.DataFrame | None, threads: int | None = None, table: pd.DataFrame | None = None) -> list[str]:
+    """'## Cost': :func:`cost_table` (or the ``table`` already made from ``costs``) as Markdown, with what its
+    minutes are."""
+    t = cost_table(costs, threads) if table is None else table
     if not len(t):
         return []
-    unit = "core-minutes" if threads else "run-minutes"
-    why = (f"each run's own seconds x {threads} thread{'s' if threads > 1 else ''} per run, the preset's "
-           f"threads_per_job" if threads else
-           "each run's own wall seconds, summed (the preset sets no threads_per_job: multiply by the threads each "
-           "run had for core-minutes)")
+    th, source = run_threads(costs, threads)
+    if th.notna().all():
+        unit, why = "core-minutes", f"each run's own seconds x its threads: {source}"
+    else:
+        unit, why = "run-minutes", ("each run's own wall seconds, summed: the threads of some runs are not known (no "
+                                    "count recorded with them, and the preset sets no threads_per_job), so multiply "
+                                    "by the threads each run had for core-minutes")
     total = t[t.arch == "all"].total_min.iloc[0]
+    n = int(t[t.arch != "all"].filter(like="_runs").to_numpy().sum())
     return ["## Cost", "",
-            f"The study's {int(t[t.arch != 'all'].filter(like='_runs').to_numpy().sum())} finished runs"
-            f"{' and its calibration fits' if 'calibration_min' in t else ''} cost **{total:.1f} {unit}** in all ({why}); per architecture, in {unit} (mean seconds "
-            f"per run in the *_mean_s columns). Only this study's planned runs count: other runs in the store are "
-            f"not in it. Full table: `cost.csv`.", "", markdown_table(t), ""]
+            f"The study's {n} finished runs{' and its calibration fits' if 'calibration_min' in t else ''} cost "
+            f"**{total:.1f} {unit}** in all ({why}); per architecture, in {unit} (mean seconds per run in the "
+            f"*_mean_s columns). Only this study's planned runs count: other runs in the store are not in it. Full "
+            f"table: `cost.csv`.", "", markdown_table(t), ""]
 
 
 def cost_section(out: Path, costs: pd.DataFrame | None, meta: dict) -> list[str]:
-    """Write ``cost.csv`` into ``out`` and return the '## Cost' section (nothing when there are no run costs); the
-    threads per run are the preset's (``meta["preset"]``)."""
+    """Write ``cost.csv`` into ``out`` and return the '## Cost' section (nothing when there are no run costs);
+    runs without a recorded thread count take the preset's threads_per_job (``meta["preset"]``)."""
     if costs is None or not len(costs):
         return []
     preset = meta.get("preset") if isinstance(meta.get("preset"), dict) else {}
     threads = preset.get("threads_per_job")
-    write_atomic(Path(out) / "cost.csv", cost_table(costs, threads).to_csv(index=False))
-    return cost_md(costs, threads)
+    table = cost_table(costs, threads)
+    write_atomic(Path(out) / "cost.csv", table.to_csv(index=False))
+    return cost_md(costs, threads, table)

@@ -330,18 +330,26 @@ def slope_with_se(x, y) -> tuple[float, float]:
 
 
 def archs_for_rho_power(rho: float, ci_low: float, ci_high: float, n: int, threshold: float, kind: str,
-                        alpha: float = 0.025, power: float = 0.8, ci: float = 0.95) -> float:
-    """A planning guide for a rank correlation claimed below (``kind="less"``) or above a threshold: the number of
-    architectures at which the observed rho would be decided with ``power``, if its interval narrowed like Fisher's
-    z, se proportional to 1/sqrt(n - 3). The spread is the observed one: the interval [ci_low, ci_high] (two-level
-    bootstrap, so unit noise included) read on the z scale. inf when rho is not on the claimed side."""
+                        power: float = 0.8, ci: float = 0.95) -> float:
+    """A planning guide for a rank correlation claimed below (``kind="less"``) or above a threshold and decided by
+    whether its ``ci`` interval clears it: the number of architectures at which the observed rho would be decided
+    with ``power``, if the interval narrowed as Fisher's z does (se proportional to 1/sqrt(n - 3)). The spread is
+    the observed one, read on the z scale from the interval's bound on the claimed side (the bound the decision
+    reads; a bootstrap interval may be skewed), so an undecided rho always asks for more than n. For Fisher's own
+    interval it is the textbook sample size 3 + ((z_alpha + z_power) / (atanh(threshold) - atanh(rho)))^2, alpha
+    = (1 - ci) / 2. inf when rho is not on the claimed side; NaN when the inputs cannot say (n <= 3, no interval)."""
     vals = np.clip(np.array([rho, ci_low, ci_high], float), -0.999, 0.999)
     if not (np.isfinite(vals).all() and n > 3):
-        return math.inf
+        return math.nan
     z, lo, hi = np.arctanh(vals)
-    delta = (np.arctanh(threshold) - z) if kind == "less" else (z - np.arctanh(threshold))
-    se = (hi - lo) / (2 * stats.norm.ppf(0.5 + ci / 2))
-    if delta <= 0 or se <= 0:
-        return math.inf if delta <= 0 else float(n)
-    need = 3 + (n - 3) * ((stats.norm.ppf(1 - alpha) + stats.norm.ppf(power)) * se / delta) ** 2
+    z_ci = stats.norm.ppf(0.5 + ci / 2)
+    if kind == "less":
+        delta, se = np.arctanh(threshold) - z, (hi - z) / z_ci
+    else:
+        delta, se = z - np.arctanh(threshold), (z - lo) / z_ci
+    if delta <= 0:
+        return math.inf
+    if se <= 0:
+        return float(n)
+    need = 3 + (n - 3) * ((z_ci + stats.norm.ppf(power)) * se / delta) ** 2
     return float(math.ceil(need))

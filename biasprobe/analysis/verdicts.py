@@ -639,9 +639,10 @@ def rho_rows(hyp: str, claim: str, rc: RhoClaim, dip_summary, clf_summary, task,
                 need = stats.archs_for_rho_power(r["rho"], r["ci_low"], r["ci_high"], r["n_archs"], rc.threshold,
                                                  rc.kind, ci=ci)
                 c["power_note"] = (
-                    f"about {need:g} architectures would give 80% power at this rho and spread (its interval read "
-                    f"on Fisher's z scale, narrowing as 1/sqrt(n - 3))" if np.isfinite(need) else
-                    f"rho is not on the claimed side of {rc.threshold:g}: no number of architectures supports it")
+                    f"about {need:.0f} architectures would give 80% power at this rho and spread (its interval "
+                    f"read on Fisher's z scale, narrowing as 1/sqrt(n - 3))" if np.isfinite(need) else
+                    f"rho is not on the claimed side of {rc.threshold:g}: no number of architectures supports it"
+                    if need == math.inf else "")
                 c["note"] = "; ".join(x for x in (c["note"], c["power_note"]) if x)
     return [c, _overall(hyp, task, [c], claim)]
 

@@ -322,13 +322,13 @@ def fig_km_gap(dip_summary, path, horizon=None, task=None, dip_curves=None, gap_
     for ax, title in zip(axes[0], titles):
         for arch in (a for a in archs if panel[a] == title):
             u = V.image_values(runs, arch, "gap_time")
-            n_failed = int(runs[runs.arch == arch].failed.astype(bool).sum())
-            out = f"; {n_failed} failed fit{'s' if n_failed > 1 else ''} left out" if n_failed else ""
+            lost = runs[runs.arch == arch].image.nunique() - len(u)  # images whose every fit failed
+            out = f"{lost} image{'s' if lost > 1 else ''} left out: every fit failed" if lost else ""
             if not len(u):
-                if n_failed:  # no curve to draw: the legend still names the generator and why
-                    ax.plot([], [], " ", label=f"{arch}: no curve ({n_failed} failed fit{'s' if n_failed > 1 else ''}"
-                                               f", left out)")
+                if lost:  # no curve to draw: the legend still names the generator and why
+                    ax.plot([], [], " ", label=f"{arch}: no curve ({out})")
                 continue
+            out = f"; {out}" if out else ""
             t = u.value.to_numpy(float)
             e = ~u.censored.to_numpy(bool)
             if horizon:

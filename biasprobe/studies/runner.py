@@ -291,7 +291,8 @@ def _no_sweep(*args, **kwargs) -> None:
 def run_costs(store, runs: list[dict], calibration_root: Path | None = None,
               calibration: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per finished run of the study, calibration included: part ("study" or "calibration"), probe, arch,
-    run_id, seconds (the run's own time, as stored) and finished_at. The study's cost per architecture is read from
+    run_id, seconds (the run's own time, as stored), threads (torch's, recorded with the run; NaN for runs stored
+    before threads were recorded) and finished_at. The study's cost per architecture is read from
     it (``report.cost_table``)."""
     from biasprobe.studies.sweep import ResultStore, run_id
 
@@ -308,6 +309,7 @@ def run_costs(store, runs: list[dict], calibration_root: Path | None = None,
         part, probe, arch = zip(*[ids[i] for i in idx.run_id]) if len(idx) else ((), (), ())
         frames.append(pd.DataFrame(dict(part=part, probe=probe, arch=arch, run_id=list(idx.run_id),
                                         seconds=list(idx.seconds.astype(float)),
+                                        threads=list(idx.threads) if "threads" in idx else np.nan,
                                         finished_at=list(idx.finished_at))))
     out = pd.concat(frames, ignore_index=True)
     order = {a: i for i, a in enumerate(dict.fromkeys(r["config"]["arch"] for r in runs))}

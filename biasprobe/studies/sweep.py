@@ -11,13 +11,13 @@ stored (a JSON round trip of what was passed). Table indexes are not kept: retur
 Store layout (the directories are the truth; ``index.parquet`` is a cache rebuilt at the end of each sweep)::
 
     root/runs/<run_id>/config.json        the config
-    root/runs/<run_id>/meta.json          run_id, seconds, finished_at, host, tables (name -> rows)
+    root/runs/<run_id>/meta.json          run_id, seconds, finished_at, host, tables (name -> rows), threads
     root/runs/<run_id>/<table>.parquet    one file per returned table
     root/runs/<run_id>/manifest.json      written last: every other file's name, size and sha256
     root/damaged/<run_id>-<time>/         a stored run that failed its check, moved aside (never deleted)
     root/claims/<run_id>.claim            held while a process computes the run (pid, host, heartbeat)
     root/failed/<run_id>.json             config, error, traceback, seconds, finished_at (removed on success)
-    root/index.parquet                    one row per run: run_id, status, seconds, error, config columns
+    root/index.parquet                    one row per run: run_id, status, seconds, error, threads, config columns
     root/submitit/                        submitit's pickles and logs (slurm executors only)
 
 A run directory is written as ``runs/.tmp-<run_id>-<host>-<pid>-<rand>/`` and then renamed into place, which is
@@ -105,6 +105,13 @@ def canonical_json(config: Mapping) -> str:
 def run_id(config: Mapping) -> str:
     """sha256(canonical JSON of the full config), first 16 hex digits."""
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
+
+
+def _torch_threads() -> int | None:
+    """torch's intra-op threads in this process (what a run computed with, for its cost in core-minutes); None when
+    the run never imported torch."""
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else None
 
 
 def _now() -> str:
@@ -212,15 +219,15 @@ class ResultStore:
         for rid in self.run_ids():
             meta = json.loads((self.runs_dir / rid / "meta.json").read_text())
             rows.append(dict(run_id=rid, status="done", seconds=meta.get("seconds"), error=None,
-                             finished_at=meta.get("finished_at")))
+                             finished_at=meta.get("finished_at"), threads=meta.get("threads")))
             configs.append(self.config(rid))
         for rid in self.failed_ids():
             rec = self.failure(rid)
             rows.append(dict(run_id=rid, status="failed", seconds=rec.get("seconds"), error=rec.get("error"),
                              finished_at=rec.get("finished_at")))
             configs.append(rec["config"])
-        cols = ["run_id", "status", "seconds", "error", "finished_at"]
-        base = pd.DataFrame(rows, columns=cols).astype({"seconds": float})
+        cols = ["run_id", "status", "seconds", "error", "finished_at", "threads"]
+        base = pd.DataFrame(rows, columns=cols).astype({"seconds": float, "threads": float})
         return pd.concat([base, _config_frame(configs, taken=set(cols))], axis=1)
 
     def tables(self, rid: str) -> dict[str, int]:
@@ -276,7 +283,7 @@ class ResultStore:
             for name, df in tables.items():
                 put(f"{name}.parquet", df.to_parquet(index=False))
             meta = dict(run_id=rid, seconds=seconds, finished_at=_now(), host=socket.gethostname(),
-                        tables={name: len(df) for name, df in tables.items()})
+                        tables={name: len(df) for name, df in tables.items()}, threads=_torch_threads())
             put("meta.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
             manifest = dict(run_id=rid, files=files, written_at=_now())
             _write_synced(tmp / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())

@@ -150,8 +150,7 @@ def stride_of(arch: str, hw: tuple[int, int]) -> float:
     one-head generators (a feature grid, then one decoder) is the pixels per feature cell that the decoder must
     fill (32 for a stride-32 timm backbone: a 4x4 grid at 128 px). NaN when the registry cannot say."""
     try:
-        name, kw = split_kwargs(arch)
-        return float(get_arch(arch).size_multiple(hw, **kw))
+        return float(get_arch(arch).size_multiple(hw))
     except Exception:  # an exploratory column: a name the registry cannot size is left blank, never fatal
         return np.nan
 
@@ -161,30 +160,36 @@ def stride_analysis(dip: pd.DataFrame | None, clf: pd.DataFrame | None, task: st
     """Exploratory, not in the plan: does the generative score follow the output stride (the upsampling the shared
     decoder does), as the DIP upsampler literature would predict? ``table``: per stride, the architectures and their
     mean gains; ``rho_stride``: Spearman rho of gain vs stride over the architectures (two-level bootstrap,
-    :func:`verdicts.rank_correlation`); ``rho_within``: rho of gain vs accuracy within the largest stride group
-    (claim (c)'s statistic with the stride held fixed)."""
+    :func:`verdicts.rank_correlation`); ``rho_within``: rho of gain vs accuracy within the largest stride group,
+    read as claim (c)'s rho is (architectures with a fit short of its peak left out, the base classifier budget).
+    ``truncated``: the architectures left out of both rhos."""
     if dip is None or not len(dip) or not {"height", "width"} <= set(dip):
         return {}  # no fit sizes to read the strides at
+    task = task or V.primary_task(dip)
     units = V.gen_scores(dip, task)
     if not len(units):
         return {}
-    first = dip.groupby("arch")[["height", "width"]].first()
+    first = dip[dip.task == task].groupby("arch")[["height", "width"]].first()
     stride = {a: stride_of(a, (int(r.height), int(r.width))) for a, r in first.iterrows()}
     units = units.assign(stride=units.arch.map(stride))
-    per_arch = units.groupby("arch").agg(gain_db=("gen_score", "mean"), stride=("stride", "first")).reset_index()
+    per_arch = units.groupby("arch").agg(gain_db=("gen_score", "mean"), stride=("stride", "first"),
+                                         peak=("peak_reached", "all")).reset_index()
     table = (per_arch.dropna(subset=["stride"]).groupby("stride")
              .agg(n_archs=("arch", "size"), mean_gain_db=("gain_db", "mean"), min_gain_db=("gain_db", "min"),
                   max_gain_db=("gain_db", "max"), archs=("arch", lambda a: ", ".join(sorted(a))))
              .reset_index())
+    truncated = sorted(per_arch.arch[~per_arch.peak.astype(bool)])
+    peaked = units[~units.arch.isin(truncated)]
     boot = dict(n_boot=n_boot, ci=ci, seed=seed)
-    out = {"table": table, "stride": stride,
-           "rho_stride": V.rank_correlation(units, units.dropna(subset=["stride"]), pred_col="stride", **boot)}
-    if clf is not None and len(table):
+    out = {"table": table, "stride": stride, "truncated": truncated,
+           "rho_stride": V.rank_correlation(peaked, peaked.dropna(subset=["stride"]), pred_col="stride", **boot)}
+    base = V.split_budgets(clf)[0] if clf is not None and len(clf) else None
+    if base is not None and len(table):
         big = table.sort_values(["n_archs", "stride"]).iloc[-1]
-        group = set(per_arch.arch[per_arch.stride == big.stride])
-        pred = V.pred_scores(clf)
+        group = set(per_arch.arch[per_arch.stride == big.stride]) - set(truncated)
+        pred = V.pred_scores(base)
         out["rho_within"] = dict(stride=float(big.stride), **V.rank_correlation(
-            units[units.arch.isin(group)], pred[pred.arch.isin(group)], **boot))
+            peaked[peaked.arch.isin(group)], pred[pred.arch.isin(group)], **boot))
     return out
 
 
@@ -197,15 +202,21 @@ def _stride_md(sa: dict, ci: float) -> list[str]:
           "prior in the upsampler (Heckel & Soltanolkotabi 2020; Liu et al. 2023). Gains are the architectures' "
           "mean gains (all their fits that did not fail); stride is the registry's size multiple at the DIP size.",
           "", R.markdown_table(sa["table"]), ""]
-    r = sa["rho_stride"]
-    if np.isfinite(r["rho"]):
-        md += [f"- Spearman rho of gain vs stride over {r['n_archs']} architectures: {R.fmt(r['rho'])} "
-               f"[{R.fmt(r['ci_low'])}, {R.fmt(r['ci_high'])}] ({ci:.0%} two-level percentile bootstrap)."]
+    out = (f" ({', '.join(sa['truncated'])} left out: a fit short of its peak)" if sa.get("truncated") else "")
+
+    def rho_line(r, what):
+        if np.isfinite(r["rho"]):
+            return (f"{what}: {R.fmt(r['rho'])} [{R.fmt(r['ci_low'])}, {R.fmt(r['ci_high'])}] ({ci:.0%} two-level "
+                    f"percentile bootstrap){out}.")
+        return f"{what}: no rho ({r['n_archs']} architectures with both scores; it needs 3){out}."
+
+    md += ["- " + rho_line(sa["rho_stride"], f"Spearman rho of gain vs stride over {sa['rho_stride']['n_archs']} "
+                                              f"architectures")]
     w = sa.get("rho_within")
-    if w and np.isfinite(w["rho"]):
-        md += [f"- Within the {w['n_archs']} stride-{int(w['stride'])} architectures (the decoder's upsampling held "
-               f"fixed), Spearman rho of gain vs accuracy: {R.fmt(w['rho'])} [{R.fmt(w['ci_low'])}, "
-               f"{R.fmt(w['ci_high'])}] (claim (c)'s statistic, exploratory here)."]
+    if w:
+        md += ["- " + rho_line(w, f"Within the stride-{int(w['stride'])} architectures (the decoder's upsampling "
+                                  f"held fixed; {w['n_archs']} with both probes), Spearman rho of gain vs accuracy, "
+                                  f"exploratory here")]
     return md + [""]
 
 
