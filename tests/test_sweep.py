@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -359,3 +360,28 @@ def test_kill_and_resume(tmp_path, work):
         assert n_calls(calls, i) == 1
     for i in set(range(12)) - finished_first:  # at most once before the kill (in flight) and once after
         assert 1 <= n_calls(calls, i) <= 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_zombie_writer_counts_as_dead(tmp_path):
+    """A killed sweep's worker that has exited but is not yet reaped (a zombie) writes nothing more: its temp dir is
+    cleaned like a dead writer's (test_kill_and_resume once found one left while the machine was busy)."""
+    from biasprobe.studies.sweep import _pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    while time.time() < deadline:  # exited, not waited for: a zombie
+        with open(f"/proc/{child.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.02)
+    try:
+        assert not _pid_alive(child.pid)
+        store = ResultStore(tmp_path / "store")
+        store.runs_dir.mkdir(parents=True)
+        tmp = store.runs_dir / f".tmp-{'0' * 16}-{socket.gethostname()}-{child.pid}-abcdef12"
+        tmp.mkdir()
+        assert store.clean_temp() == 1 and not tmp.exists()
+    finally:
+        child.wait()
+    assert _pid_alive(os.getpid())

@@ -139,13 +139,19 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and can still run: a zombie (exited, not yet reaped by its parent; an orphan
+    waits on a container's init, which may reap late or never) writes nothing more, so it counts as dead."""
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # Linux: the state field follows the parenthesised name
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): existing is alive
 
 
 class ResultStore:
