@@ -411,3 +411,25 @@ def test_a_dead_fit_one_that_never_beat_a_constant_colour_is_failed_and_left_out
     assert V.mark_dead(dip, curves, images, None) is dip
     r = V.evaluate(V.diff("e", "a", "b", "gain_db", "greater"), V.gen_run_table(d[d.task == d.task.iloc[0]]), None)
     assert r["n_units"] == 0  # b's units are all dead: the contrast reads none
+
+
+def test_rho_decides_nothing_while_the_plans_units_are_missing():
+    """A study still running: the rho row stays 'missing units' (and names the architectures short of them) until
+    every architecture has the planned images and classifier seeds; with them all in, it is decided."""
+    archs = [f"net{i}" for i in range(12)]
+    gen = {a: float(i) for i, a in enumerate(archs)}
+    pred = {a: 0.6 - 0.02 * i for i, a in enumerate(archs)}  # reversed ranking: rho = -1, clearly < 0.5
+    dip, clf = make_tables(gen, pred, tasks=("denoise",), ns=(1000,))
+    rho = {"c": V.RhoClaim(0.5, 10, "less")}
+    planned = {"images": len(IMAGES), "seeds": clf.seed.nunique()}
+
+    def row(d, c, want=planned):
+        v = V.verdict_table([], {"c": "x"}, d, c, rho=rho, planned=want, n_boot=300)
+        return v[v.metric == "rho"].iloc[0]
+
+    assert row(dip, clf).verdict == "supported"
+    r = row(dip, clf[~((clf.arch == "net3") & (clf.seed == clf.seed.max()))])  # one classifier seed short
+    assert (r.verdict, r.reason) == ("inconclusive", "missing units") and "net3" in r.note
+    r = row(dip[~((dip.arch == "net5") & (dip.image == IMAGES[0]))], clf)  # one image short
+    assert r.reason == "missing units" and "net5" in r.note
+    assert row(dip, clf, want=None).verdict == "supported"  # no plan: nothing to wait for

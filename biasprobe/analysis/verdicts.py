@@ -597,11 +597,12 @@ class RhoClaim:
 
 
 def rho_rows(hyp: str, claim: str, rc: RhoClaim, dip_summary, clf_summary, task, n_train=None, n_boot=2000,
-             ci=0.95, seed=0, decisive: bool = True) -> list[dict]:
+             ci=0.95, seed=0, decisive: bool = True, planned: dict | None = None) -> list[dict]:
     """The row of a :class:`RhoClaim` (rho with its percentile-bootstrap interval, :func:`rank_correlation`) and
     its overall row: supported when the interval lies on the claimed side of the threshold, refuted when on the
-    other, else inconclusive (power); underpowered below ``min_archs`` archs; truncated / not plateaued when an
-    arch's runs are."""
+    other, else inconclusive (power); underpowered below ``min_archs`` archs; missing units while an architecture
+    has fewer images or classifier seeds than ``planned`` ({"images": n, "seeds": m}: a study still running decides
+    nothing); truncated / not plateaued when an arch's runs are."""
     c = _row_base(Contrast(hyp, (), "rho", rc.kind, rc.threshold), task, claim)
     c.update(comparison="spearman(gain_db, pred_acc) across archs", metric="rho", margin=rc.threshold,
              method="two-level percentile bootstrap (architectures, then units)", decisive=decisive)
@@ -624,9 +625,19 @@ def rho_rows(hyp: str, claim: str, rc: RhoClaim, dip_summary, clf_summary, task,
             c["note"] += f"; classifiers still rising at the budget (read there, as planned): {_names(flat, 12)}"
             flat = []
         below, above = r["ci_high"] < rc.threshold, r["ci_low"] > rc.threshold
+        want_images, want_seeds = (planned or {}).get("images"), (planned or {}).get("seeds")
+        have_images = gen[gen.arch.isin(r["archs"])].groupby("arch").image.nunique()
+        have_seeds = pred[pred.arch.isin(r["archs"]) & pred.pred_acc.notna()].groupby("arch").seed.nunique()
+        short_units = sorted(set(have_images.index[have_images < want_images] if want_images else [])
+                             | set(have_seeds.index[have_seeds < want_seeds] if want_seeds else []))
         if r["n_archs"] < rc.min_archs:
             c.update(reason="underpowered", note=c["note"] + f"; {r['n_archs']} archs < {rc.min_archs}",
                      power_note=f"needs at least {rc.min_archs} architectures (the plan's power calculation)")
+        elif short_units:
+            c.update(reason="missing units",
+                     note=c["note"] + f"; {len(short_units)} architecture(s) short of the planned "
+                                      f"{want_images or '?'} images and {want_seeds or '?'} classifier seeds: "
+                                      f"{_names(short_units, 12)}")
         elif short or flat:
             c.update(reason="truncated" if short else "not plateaued",
                      note=c["note"] + f"; runs short of their peak: {', '.join(short) or 'none'}; classifiers "
@@ -685,7 +696,7 @@ def verdict_table(contrasts: list[Contrast], texts: dict[str, str], dip_summary:
                     r.update(decisive=False, verdict="", reason="exploratory")
         if rho and hyp in rho:
             rrow = rho_rows(hyp, text, rho[hyp], dip_summary, clf_base, task, n_train, n_boot, ci, seed,
-                            decisive=by_rho or not (pairs and hyp in pairs))[0]
+                            decisive=by_rho or not (pairs and hyp in pairs), planned=planned)[0]
             if not rrow["decisive"]:  # the population form beside a decisive pair form: estimate and interval
                 rrow.update(verdict="", reason=rrow["reason"] or "exploratory")
             rows.append(rrow)
