@@ -433,3 +433,21 @@ def test_rho_decides_nothing_while_the_plans_units_are_missing():
     r = row(dip[~((dip.arch == "net5") & (dip.image == IMAGES[0]))], clf)  # one image short
     assert r.reason == "missing units" and "net5" in r.note
     assert row(dip, clf, want=None).verdict == "supported"  # no plan: nothing to wait for
+    # a failed fit is made (left out and named), not missing: the row is decided on the units left
+    failed = dip.copy()
+    failed.loc[(failed.arch == "net5") & (failed.image == IMAGES[0]), "failed"] = True
+    assert row(failed, clf).verdict == "supported"
+
+
+def test_a_contrast_row_reads_failed_fits_as_made_not_missing():
+    """evaluate: with every planned image run, a failed fit leaves the row with one image fewer and a note naming
+    it, and the row is decided; an image not run yet keeps it 'missing units'."""
+    dip, clf = make_tables({"a": 3.0, "b": 0.0}, tasks=("denoise",), seeds=(0,))
+    planned = {"images": len(IMAGES)}
+    c = V.Contrast("x", (("a", 1.0), ("b", -1.0)), "gain_db", "greater", 0.0)
+    runs = V.gen_run_table(dip)
+    runs.loc[(runs.arch == "a") & (runs.image == IMAGES[0]), "failed"] = True
+    r = V.evaluate(c, runs, None, planned=planned)
+    assert r["n_units"] == len(IMAGES) - 1 and r["reason"] == "" and "failed runs left out: a/im0" in r["note"]
+    r = V.evaluate(c, runs[runs.image != IMAGES[1]], None, planned=planned)
+    assert r["reason"] == "missing units" and f"of the {len(IMAGES)} planned images" in r["note"]

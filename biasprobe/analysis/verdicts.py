@@ -479,13 +479,20 @@ def evaluate(c: Contrast, runs: pd.DataFrame | None, pred: pd.DataFrame | None, 
             reason = reason or "missing units"
             notes.append(f"budget check: {have2} of the {want2} planned seeds at 2x the budget")
     want = (planned or {}).get(unit)
-    if want and r["n_units"] < want:
+    if want and _units_run(table, c.archs, "image" if dip_metric else "seed") < want:  # runs not made yet
         reason = reason or "missing units"
         notes.insert(0, f"{r['n_units']} of the {want} planned {unit}")
     if reason in ("", "missing units") and res is not None and np.isfinite(res.get("se", np.nan)):
         r["_res"] = res  # for the power line (also of a row still missing units: how many would decide it)
     r.update(reason=reason, note="; ".join(notes))
     return r
+
+
+def _units_run(table: pd.DataFrame, archs, unit: str) -> int:
+    """The units (images or seeds) at which every one of ``archs`` has a run, failed ones included: a planned unit
+    is missing only while its run has not been made; a failed fit is made, left out and named."""
+    sets = [set(table.loc[table.arch == a, unit]) for a in archs]
+    return len(set.intersection(*sets)) if sets else 0
 
 
 def budget_check(c: Contrast, pred: pd.DataFrame, pred_double: pd.DataFrame, alpha: float) -> dict:
@@ -626,7 +633,8 @@ def rho_rows(hyp: str, claim: str, rc: RhoClaim, dip_summary, clf_summary, task,
             flat = []
         below, above = r["ci_high"] < rc.threshold, r["ci_low"] > rc.threshold
         want_images, want_seeds = (planned or {}).get("images"), (planned or {}).get("seeds")
-        have_images = gen[gen.arch.isin(r["archs"])].groupby("arch").image.nunique()
+        made = dip_summary[dip_summary.task == task] if "task" in dip_summary else dip_summary
+        have_images = made[made.arch.isin(r["archs"])].groupby("arch").image.nunique()  # failed fits are made
         have_seeds = pred[pred.arch.isin(r["archs"]) & pred.pred_acc.notna()].groupby("arch").seed.nunique()
         short_units = sorted(set(have_images.index[have_images < want_images] if want_images else [])
                              | set(have_seeds.index[have_seeds < want_seeds] if want_seeds else []))
