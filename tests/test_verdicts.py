@@ -432,6 +432,8 @@ def test_rho_decides_nothing_while_the_plans_units_are_missing():
     assert (r.verdict, r.reason) == ("inconclusive", "missing units") and "net3" in r.note
     r = row(dip[~((dip.arch == "net5") & (dip.image == IMAGES[0]))], clf)  # one image short
     assert r.reason == "missing units" and "net5" in r.note
+    r = row(dip, clf[clf.arch != "net7"])  # no classifier yet: out of rho's 11 archs, and short of its seeds
+    assert r.n_units == 11 and r.reason == "missing units" and "net7" in r.note
     assert row(dip, clf, want=None).verdict == "supported"  # no plan: nothing to wait for
     # a failed fit is made (left out and named), not missing: the row is decided on the units left
     failed = dip.copy()

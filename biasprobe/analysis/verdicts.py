@@ -634,8 +634,9 @@ def rho_rows(hyp: str, claim: str, rc: RhoClaim, dip_summary, clf_summary, task,
         below, above = r["ci_high"] < rc.threshold, r["ci_low"] > rc.threshold
         want_images, want_seeds = (planned or {}).get("images"), (planned or {}).get("seeds")
         made = dip_summary[dip_summary.task == task] if "task" in dip_summary else dip_summary
-        have_images = made[made.arch.isin(r["archs"])].groupby("arch").image.nunique()  # failed fits are made
-        have_seeds = pred[pred.arch.isin(r["archs"]) & pred.pred_acc.notna()].groupby("arch").seed.nunique()
+        every = sorted((set(made.arch) | set(pred.arch)) - set(left_out))  # an arch with one probe only is short too
+        have_images = made.groupby("arch").image.nunique().reindex(every, fill_value=0)  # failed fits are made
+        have_seeds = pred[pred.pred_acc.notna()].groupby("arch").seed.nunique().reindex(every, fill_value=0)
         short_units = sorted(set(have_images.index[have_images < want_images] if want_images else [])
                              | set(have_seeds.index[have_seeds < want_seeds] if want_seeds else []))
         if r["n_archs"] < rc.min_archs:
