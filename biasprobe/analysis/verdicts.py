@@ -633,12 +633,11 @@ def rho_rows(hyp: str, claim: str, rc: RhoClaim, dip_summary, clf_summary, task,
             flat = []
         below, above = r["ci_high"] < rc.threshold, r["ci_low"] > rc.threshold
         want_images, want_seeds = (planned or {}).get("images"), (planned or {}).get("seeds")
-        made = dip_summary[dip_summary.task == task] if "task" in dip_summary else dip_summary
+        made = dip_summary[dip_summary.task == task]  # failed fits included: they are made
+        scored = pred[pred.pred_acc.notna()]
         every = sorted((set(made.arch) | set(pred.arch)) - set(left_out))  # an arch with one probe only is short too
-        have_images = made.groupby("arch").image.nunique().reindex(every, fill_value=0)  # failed fits are made
-        have_seeds = pred[pred.pred_acc.notna()].groupby("arch").seed.nunique().reindex(every, fill_value=0)
-        short_units = sorted(set(have_images.index[have_images < want_images] if want_images else [])
-                             | set(have_seeds.index[have_seeds < want_seeds] if want_seeds else []))
+        short_units = [a for a in every if (want_images and _units_run(made, [a], "image") < want_images)
+                       or (want_seeds and _units_run(scored, [a], "seed") < want_seeds)]
         if r["n_archs"] < rc.min_archs:
             c.update(reason="underpowered", note=c["note"] + f"; {r['n_archs']} archs < {rc.min_archs}",
                      power_note=f"needs at least {rc.min_archs} architectures (the plan's power calculation)")

@@ -323,18 +323,17 @@ def fig_km_gap(dip_summary, path, horizon=None, task=None, dip_curves=None, gap_
         for arch in (a for a in archs if panel[a] == title):
             u = V.image_values(runs, arch, "gap_time")
             lost = runs[runs.arch == arch].image.nunique() - len(u)  # images whose every fit failed
-            out = f"{lost} image{'s' if lost > 1 else ''} left out: every fit failed" if lost else ""
+            why = f"{lost} image{'s' if lost > 1 else ''} left out: every fit failed" if lost else ""
             if not len(u):
                 if lost:  # no curve to draw: the legend still names the generator and why
-                    ax.plot([], [], " ", label=f"{arch}: no curve ({out})")
+                    ax.plot([], [], " ", label=f"{arch}: no curve ({why})")
                 continue
-            out = f"; {out}" if out else ""
             t = u.value.to_numpy(float)
             e = ~u.censored.to_numpy(bool)
             if horizon:
                 e &= t <= horizon
                 t = np.minimum(t, horizon)
-            label, style = f"{arch} ({int(e.sum())}/{len(t)} crossed{out}", "-"
+            label, style = f"{arch} ({int(e.sum())}/{len(t)} crossed{'; ' + why if why else ''}", "-"
             mine = d[(d.arch == arch) & (d.task == runs.task.iloc[0])]
             if not e.any() and {"stop_step", "iters"} <= set(mine) and (mine.stop_step < mine.iters - 1).all():
                 # fits that stop after their peak, before the cap: the flat line says nothing about the gap

@@ -309,7 +309,7 @@ def run_costs(store, runs: list[dict], calibration_root: Path | None = None,
         part, probe, arch = zip(*[ids[i] for i in idx.run_id]) if len(idx) else ((), (), ())
         frames.append(pd.DataFrame(dict(part=part, probe=probe, arch=arch, run_id=list(idx.run_id),
                                         seconds=list(idx.seconds.astype(float)),
-                                        threads=list(idx.threads) if "threads" in idx else np.nan,
+                                        threads=list(idx.threads),
                                         finished_at=list(idx.finished_at))))
     out = pd.concat(frames, ignore_index=True)
     order = {a: i for i, a in enumerate(dict.fromkeys(r["config"]["arch"] for r in runs))}
