@@ -628,6 +628,17 @@ def figures_section(drawn: dict, figures: list[tuple[str, str]]) -> list[str]:
     return md
 
 
+def close_report(out: Path, md: list[str], tables: dict, meta: dict, drawn: dict,
+                 figures: list[tuple[str, str]]) -> Path:
+    """The sections every study report ends with (Cost, Failed runs, Provenance, Figures) after ``md``, written to
+    ``out/report.md`` atomically. Returns its path."""
+    md = md + cost_section(out, tables.get("run_costs"), meta) + failed_section(tables.get("failed"))
+    md += [provenance(meta)] + figures_section(drawn, figures)
+    path = Path(out) / "report.md"
+    write_atomic(path, "\n".join(md))
+    return path
+
+
 def run_threads(costs: pd.DataFrame, threads: int | None = None) -> tuple[pd.Series, str]:
     """Each run's threads: as recorded with the run (``threads`` in its meta.json), else ``threads`` (the preset's
     threads_per_job); and a sentence saying where they came from. NaN where neither says."""

@@ -115,9 +115,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
     body = res["md"].read_text()
     title, rest = body.split("\n", 1)
     md = [meta.get("title") and f"# {meta['title']}" or title, "", R.provenance(meta), rest]
-    failed = tables.get("failed")
-    if isinstance(failed, pd.DataFrame) and len(failed):
-        md += [f"## Failed runs ({len(failed)})", "", R.markdown_table(failed)]
+    md += R.failed_section(tables.get("failed"))
     path = out / "report.md"
     write_atomic(path, "\n".join(md))
     return path

@@ -445,9 +445,4 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
                "rate: robust if they agree.", "", R.markdown_table(sens)]
     if t.get("choices") is not None:
         md += ["## Calibrated learning rates", "", R.markdown_table(t["choices"])]
-    md += R.cost_section(out, t.get("run_costs"), meta)
-    md += R.failed_section(t.get("failed"))
-    md += [R.provenance(meta)] + R.figures_section(drawn, FIGURES)
-    path = out / "report.md"
-    write_atomic(path, "\n".join(md))
-    return path
+    return R.close_report(out, md, t, meta, drawn, FIGURES)

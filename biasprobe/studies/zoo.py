@@ -354,9 +354,4 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
                "The ablation generators' learning rates, chosen on the calibration image before the study's runs "
                "(among the settings whose fits peaked; at_edge: the choice is the grid's smallest or largest lr).",
                "", R.markdown_table(t["choices"])]
-    md += R.cost_section(out, t.get("run_costs"), meta)
-    md += R.failed_section(t.get("failed"))
-    md += [R.provenance(meta)] + R.figures_section(drawn, FIGURES)
-    path = out / "report.md"
-    write_atomic(path, "\n".join(md))
-    return path
+    return R.close_report(out, md, t, meta, drawn, FIGURES)
