@@ -256,3 +256,17 @@ def test_cost_table_sums_each_architectures_runs_and_calibration(tmp_path):
     assert R.cost_table(own, threads=None).set_index("arch").loc["b", "dip_min"] == pytest.approx(4.0)  # wall
     assert R.cost_section(tmp_path, None, {}) == []
     assert "calibration_min" not in R.cost_table(costs[costs.part == "study"], 1)  # no calibration: no column
+
+
+def test_short_labels_shorten_long_kwargs_and_keep_names_distinct():
+    archs = ["timm:resnet18", "timm:swin_tiny_patch4_window7_224[depths=[1,1,2,1],embed_dim=48]",
+             "vit[decoder=bilinear]", "vit[decoder=pixelshuffle]+3c", "timm:a[xxxxxxxxxxxxxxxxxxxxxxxxxx=1]",
+             "timm:a[yyyyyyyyyyyyyyyyyyyyyyyyyy=2]"]
+    lab = R.short_labels(archs)
+    assert lab["timm:resnet18"] == "resnet18"
+    assert lab["timm:swin_tiny_patch4_window7_224[depths=[1,1,2,1],embed_dim=48]"] == "swin_tiny_patch4_window7_224[...]"
+    assert lab["vit[decoder=bilinear]"] == "vit[decoder=bilinear]"  # short enough: kept whole
+    assert lab["vit[decoder=pixelshuffle]+3c"] == "vit[...]+3c"  # the suffix after the brackets survives
+    # two archs that would share "a[...]" keep their full names
+    assert lab["timm:a[xxxxxxxxxxxxxxxxxxxxxxxxxx=1]"] == "timm:a[xxxxxxxxxxxxxxxxxxxxxxxxxx=1]"
+    assert len(set(lab.values())) == len(archs)

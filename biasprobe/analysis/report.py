@@ -167,20 +167,38 @@ def fig_gen_vs_pred(cross: pd.DataFrame, path, ci: float = 0.95) -> Path | None:
         return None
     fams = [f for f in FAMILY_ORDER if f in set(d.family)] + sorted(set(d.family) - set(FAMILY_ORDER))
     colors = dict(zip(fams, sns.color_palette("deep", len(fams))))
-    fig, (ax,) = _fig(1, w=6.0, h=4.5)
+    fig, (ax,) = _fig(1, w=8.0, h=5.0)
     for fam in fams:
         f = d[d.family == fam]
         ax.errorbar(f.gen_score, f.pred_acc,
                     xerr=[f.gen_score - f.gen_ci_low, f.gen_ci_high - f.gen_score],
                     yerr=[f.pred_acc - f.pred_ci_low, f.pred_ci_high - f.pred_acc],
                     fmt="o", color=colors[fam], label=fam, capsize=3)
+    labels = short_labels(d.arch)
     for r in d.itertuples(index=False):
-        ax.annotate(r.arch, (r.gen_score, r.pred_acc), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ann = ax.annotate(labels[r.arch], (r.gen_score, r.pred_acc), textcoords="offset points", xytext=(4, 4),
+                          fontsize=7)
+        ann.set_in_layout(False)  # a long label must not shrink the axes
     n = fmt(d.n_train.iloc[0])
     ax.set(xlabel="generative score: max PSNR gain over the input (dB, primary task)",
            ylabel=f"test accuracy at N={n}", title=f"generative vs predictive bias ({ci:.0%} CIs)")
-    ax.legend(title="family")
+    ax.legend(title="family", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return _save(fig, path)
+
+
+def short_labels(archs, width: int = 24) -> dict:
+    """A figure label per arch name: without the ``timm:`` prefix, and a bracketed kwargs list longer than
+    ``width`` characters shortened to ``[...]``; a label two archs would share keeps the full name."""
+    archs = list(dict.fromkeys(archs))
+
+    def short(a: str) -> str:
+        a = a.removeprefix("timm:")
+        head, br, rest = a.partition("[")
+        return a if not br or len(a) <= width else f"{head}[...]{rest[rest.rfind(']') + 1:]}"
+
+    out = {a: short(a) for a in archs}
+    counts = pd.Series(list(out.values())).value_counts()
+    return {a: (lab if counts[lab] == 1 else a) for a, lab in out.items()}
 
 
 def _curves(dip_curves, metrics) -> pd.DataFrame:
