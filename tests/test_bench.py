@@ -42,3 +42,17 @@ def test_bare_fit_runs_the_seeds_on_threads_and_puts_the_thread_count_back():
     bare = bench_dip.bare_fit("skipnet", [0, 1, 2], 32, 2, groups=2, arch_kwargs=TINY)
     assert bare["seconds"] > 0 and bare["image_steps_per_s"] > 0
     assert bench_dip.torch.get_num_threads() == 1
+
+
+def test_relu_at_init_reads_the_after_block_of_the_probes_own_init():
+    import relu_at_init
+
+    df = relu_at_init.table(["vit[decoder=bilinear]+3c", "vit[decoder=pixelshuffle]+3c"], seeds=2, size=32)
+    assert len(df) == 2 * 2 * 2  # 2 archs x 2 seeds x the 2 ReLUs between the 3 convs after
+    assert ((df.channels_alive >= 0) & (df.channels_alive <= df.channels)).all()
+    assert ((df.channels_alive == 0) == (df.active_share == 0)).all() and df.active_share.between(0, 1).all()
+    again = relu_at_init.table(["vit[decoder=bilinear]+3c"], seeds=2, size=32)
+    pd.testing.assert_frame_equal(again, df[df.arch == "vit[decoder=bilinear]+3c"].reset_index(drop=True))
+    s = relu_at_init.summary(df)
+    assert list(s.seeds) == [2, 2] and (s.seeds_layer_off <= s.seeds).all()
+    assert (s.decoder_sd_min <= s.decoder_sd_max).all()

@@ -211,11 +211,12 @@ def fig_psnr_grid(dip_curves: pd.DataFrame, path) -> Path | None:
     if d.empty:
         return None
     archs = sorted(d.arch.unique())
+    labels = short_labels(archs)
     fig, axes = _fig(len(archs))
     for ax, arch in zip(axes, archs):
         sns.lineplot(d[d.arch == arch], x="step", y="value", hue="metric", style="task", errorbar="sd", ax=ax,
                      hue_order=["psnr_gt", "psnr_obs"], legend=ax is axes[0])
-        ax.set(title=arch, xlabel="iteration", ylabel="PSNR (dB)")
+        ax.set(title=labels[arch], xlabel="iteration", ylabel="PSNR (dB)")
     fig.suptitle("PSNR vs iteration (mean over images and seeds, band = sd)")
     return _save(fig, path)
 
@@ -252,12 +253,13 @@ def fig_fbc_heatmaps(dip_curves: pd.DataFrame, path, task: str | None = None) ->
     d = dip_curves[(dip_curves.task == task) & dip_curves.metric.str.fullmatch(r"fbc_band\d+")]
     d = d.assign(band=d.metric.str.extract(r"(\d+)$", expand=False).astype(int))
     archs = sorted(d.arch.unique())
+    labels = short_labels(archs)
     fig, axes = _fig(len(archs), w=4.5, h=2.8)
     for ax, arch in zip(axes, archs):
         mat = d[d.arch == arch].pivot_table(index="band", columns="step", values="value", aggfunc="mean")
         sns.heatmap(mat.sort_index(ascending=False), ax=ax, vmin=0, vmax=1, cmap="viridis",
                     cbar=ax is axes[len(archs) - 1], xticklabels="auto")
-        ax.set(title=arch, xlabel="iteration", ylabel="band")
+        ax.set(title=labels[arch], xlabel="iteration", ylabel="band")
     fig.suptitle(f"{task}: frequency-band correspondence with the clean image (mean over images and seeds)")
     return _save(fig, path)
 
