@@ -270,3 +270,18 @@ def test_short_labels_shorten_long_kwargs_and_keep_names_distinct():
     # two archs that would share "a[...]" keep their full names
     assert lab["timm:a[xxxxxxxxxxxxxxxxxxxxxxxxxx=1]"] == "timm:a[xxxxxxxxxxxxxxxxxxxxxxxxxx=1]"
     assert len(set(lab.values())) == len(archs)
+
+
+def test_arch_legends_use_short_labels_outside_the_axes(tmp_path):
+    archs = [f"timm:net{i}_patch16_224[depth={i},embed_dim=48,num_heads=4]" for i in range(16)]
+    curves = pd.DataFrame([dict(arch=a, n_train=1000, seed=s, step=st, test_acc=0.1 + 0.001 * st + 0.01 * i)
+                           for i, a in enumerate(archs) for s in (0, 1) for st in (30, 60, 90)])
+    assert R.fig_clf_curves(curves, tmp_path / "clf.png").exists()
+    fig = R.Figure()
+    ax = fig.subplots()
+    for a in archs:
+        ax.plot([0, 1], [0, 1], label=a)
+    R._arch_legend(ax)
+    leg = ax.get_legend()
+    assert [t.get_text() for t in leg.get_texts()] == [f"net{i}_patch16_224[...]" for i in range(16)]
+    assert leg._ncols == 2 and leg.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # right of the axes

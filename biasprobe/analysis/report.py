@@ -160,6 +160,17 @@ def _palette(archs) -> dict:
     return dict(zip(archs, sns.color_palette("tab10" if len(archs) <= 10 else "husl", len(archs))))
 
 
+def _arch_legend(ax) -> None:
+    """The axis's arch legend (seaborn's ``hue="arch"``) with short labels, outside the axes on the right, in two
+    columns when there are many: a legend of long timm names drawn inside hides the curves."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    lab = short_labels(labels)
+    ax.legend(handles, [lab[x] for x in labels], title="arch", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              fontsize=7, ncol=1 if len(labels) <= 14 else 2)
+
+
 def fig_gen_vs_pred(cross: pd.DataFrame, path, ci: float = 0.95) -> Path | None:
     """Generative score vs predictive accuracy per arch, with both CIs as error bars, coloured by family."""
     d = cross.dropna(subset=["gen_score", "pred_acc"])
@@ -234,6 +245,8 @@ def fig_gap_curves(dip_curves: pd.DataFrame, path) -> Path | None:
                      legend=ax is axes[0])
         ax.axhline(0, color="k", lw=0.8)
         ax.set(title=f"{task}: gap = psnr_gt - psnr_obs", xlabel="iteration", ylabel="gap (dB)")
+        if ax is axes[0]:
+            _arch_legend(ax)
     return _save(fig, path)
 
 
@@ -329,6 +342,7 @@ def fig_accuracy_vs_n(clf_summary: pd.DataFrame, path, ci: float = 0.95, n_boot:
                  errorbar=("ci", 100 * ci), n_boot=n_boot, seed=seed, ax=ax)
     ax.set(xscale="log", xlabel="training images N (log)", ylabel="final test accuracy",
            title=f"accuracy vs N (mean over seeds, {ci:.0%} bootstrap CI)")
+    _arch_legend(ax)
     return _save(fig, path)
 
 
@@ -344,10 +358,11 @@ def fig_clf_curves(clf_curves: pd.DataFrame | None, path, n_train=None) -> Path 
     n = n_train if n_train in set(d.n_train) else d.n_train.max()
     d = d[d.n_train == n]
     pal = _palette(sorted(d.arch.unique()))
-    fig, (ax,) = _fig(1, w=6.5, h=4.5)
+    fig, (ax,) = _fig(1, w=6.5 if len(pal) <= 14 else 9.0, h=4.5)
     sns.lineplot(d, x="step", y=acc, hue="arch", palette=pal, marker="o", errorbar="sd", ax=ax)
     ax.set(xlabel="AdamW step", ylabel=acc.replace("_", " "),
            title=f"accuracy vs step at N = {n} (mean over seeds, sd band)")
+    _arch_legend(ax)
     return _save(fig, path)
 
 
@@ -444,6 +459,7 @@ def fig_calibration(calibration: pd.DataFrame, path, choices: pd.DataFrame | Non
                 ax.plot([r.lr], [r.score], marker="*", ms=14, color=pal.get(r.arch, "k"), mec="k", ls="")
         ax.set(xscale="log", xlabel="learning rate (log)", ylabel="score",
                title=f"{probe}: calibration (star = chosen lr)")
+        _arch_legend(ax)
     return _save(fig, path)
 
 
