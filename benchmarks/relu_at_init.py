@@ -23,8 +23,7 @@ from biasprobe.probes.dip.prepare import build_nets, make_input
 def relu_rows(arch: str, seed: int, size: int, input_depth: int = 3) -> list[dict]:
     """One row per ReLU of ``arch``'s ``after`` block at ``seed``'s init and input (the DIP probe's streams)."""
     cfg = DIPConfig(arch=arch, seeds=[seed], input_depth=input_depth)
-    (net,) = build_nets(cfg, (size, size), out_chans=3)
-    net.eval()
+    (net,) = build_nets(cfg, (size, size), out_chans=3)  # in the probe's own (train) mode: BatchNorm as it fits
     z = make_input("noise", input_depth, (size, size), seed)
     acts: list[torch.Tensor] = []
     relus = [m for m in net.after.modules() if isinstance(m, torch.nn.ReLU)]
