@@ -536,7 +536,7 @@ def runs_md(runs: pd.DataFrame) -> list[str]:
         return []
     t = runs.copy()
     md = ["## DIP runs: peaks, gap crossings, stops", ""]
-    trunc = t[~t.peak_reached.astype(bool)] if "peak_reached" in t else t.iloc[:0]
+    trunc = t[~t.peak_reached.astype(bool) & ~dead_fits(t)] if "peak_reached" in t else t.iloc[:0]
     failed = t[t.failed.astype(bool)] if "failed" in t else t.iloc[:0]
 
     def names(d):
@@ -547,9 +547,9 @@ def runs_md(runs: pd.DataFrame) -> list[str]:
     md += [f"- Truncated (the peak is not {patience}steps before the stop, or a collapse cut it; their rows are "
            f"inconclusive): **{names(trunc)}**.",
            f"- Failed (more backtracks than allowed, or dead; left out): **{names(failed)}**."]
-    if "dead" in t:
+    if "dead" in t or "dead_stop" in t:
         md += [f"- Dead (the best psnr_obs never beat the best constant-colour image by the plan's margin: the net "
-               f"fitted a colour, not an image; counted as failed): **{names(t[t.dead.fillna(False).astype(bool)])}**."]
+               f"fitted a colour, not an image, so it has no peak; counted as failed): **{names(t[dead_fits(t)])}**."]
     md += [f"- Collapsed (psnr_obs stuck far below its best; stopped there, gap time censored at the collapse): "
            f"**{names(collapsed)}**."]
     if "steps_run" in t and "iters" in t:
@@ -563,6 +563,17 @@ def runs_md(runs: pd.DataFrame) -> list[str]:
             if c in t]
     md += [markdown_table(t[cols]), ""]
     return md
+
+
+def dead_fits(runs: pd.DataFrame) -> pd.Series:
+    """Which DIP fits are dead (``verdicts.mark_dead``'s column, or stopped by the loop's dead check)."""
+    dead = pd.Series(False, index=runs.index)
+    for col in ("dead", "dead_stop"):
+        if col in runs:
+            dead |= runs[col].astype("boolean").fillna(False).astype(bool)
+    if "peak_status" in runs:
+        dead |= runs.peak_status.eq("dead")
+    return dead
 
 
 def plan_lines(plan: dict | None) -> list[str]:
@@ -590,12 +601,19 @@ def header(meta: dict, runs: pd.DataFrame | None) -> list[str]:
     """A report's first lines after its title: the truncation banner (DIP fits stopped before their peak), the
     partial banner (runs missing from the store), and the wall time or the --report-only note."""
     md = []
-    if runs is not None and "peak_reached" in runs and len(runs) and not runs.peak_reached.astype(bool).all():
-        short = ~runs.peak_reached.astype(bool)
+    if runs is not None and "peak_reached" in runs and len(runs):
+        dead = dead_fits(runs)
+        reached = runs.peak_reached.astype(bool) & ~dead
+        short = ~runs.peak_reached.astype(bool) & ~dead
         rep = runs["replicate"].astype(bool) if "replicate" in runs else pd.Series(False, index=runs.index)
-        n_t, n_rep = int((short & ~rep).sum()), int((short & rep).sum())
+        n_t, n_rep, n = int((short & ~rep).sum()), int((short & rep).sum()), int((~rep).sum())
+        n_r, n_d = int((reached & ~rep).sum()), int((dead & ~rep).sum())
+        md += [f"**Peaks: {n_r} of {n} DIP fits reached their peak ({n_r / n:.1%}); {n_t} stopped before it "
+               f"(truncated: at the cap, or cut by a collapse); {n_d} dead (a constant colour: no peak to reach; "
+               f"failed, listed below).**" + (f" Of the {n - n_d} live fits, {n_r / (n - n_d):.1%} reached it."
+                                              if n_d and n > n_d else ""), ""]
         if n_t:
-            md += [f"**{n_t} of {int((~rep).sum())} DIP fits stopped before their peak (truncated): the generative "
+            md += [f"**{n_t} of {n} DIP fits stopped before their peak (truncated): the generative "
                    f"scores they give are fitting speeds, not peaks, and every verdict that reads them is "
                    f"inconclusive (truncated).**", ""]
         if n_rep:

@@ -894,7 +894,7 @@ def overall(verdict_table: pd.DataFrame) -> pd.Series:
 
 RUN_COLUMNS = ["arch", "task", "image", "seed", "lr", "iters", "patience", "steps_run", "stop_step", "max_psnr_gt", "max_psnr_gt_step",
                "peak_reached", "peak_status", "collapsed", "collapse_step", "gain_db", "gap_negative_step", "gap_censored",
-               "es_step", "backtracks", "failed", "dead",
+               "es_step", "backtracks", "failed", "dead", "dead_stop",
                "sec_per_step"]
 
 

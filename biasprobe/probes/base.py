@@ -72,6 +72,16 @@ class Probe:
         """Run one config; the tables named in ``tables``."""
         raise NotImplementedError
 
+    def extend_key(self, fields: dict) -> str | None:
+        """What a stored run must share with the run ``fields`` asks to stand for it under a larger budget
+        (``biasprobe.studies.reuse``); None (the default): this probe's runs are never extended."""
+        return None
+
+    def extend(self, donor, donor_rid: str, fields: dict):
+        """(tables, raw parquet bytes, how) of the run ``fields`` asks, taken from stored run ``donor_rid`` of store
+        ``donor`` whose :meth:`extend_key` matches, or None when that run is not the same computation."""
+        return None
+
     def calibration_run(self, config) -> dict[str, pd.DataFrame]:
         """Run one calibration config: ``scores`` (one row per seed: seed, score, the probe's own columns,
         diverged) and ``curves``. ``score`` is :attr:`criterion`."""

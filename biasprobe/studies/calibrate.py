@@ -152,13 +152,14 @@ def _weight_decays(probe, base: dict, wd_grid: list[float] | None) -> list[dict]
 def calibrate(archs: list[str], probe: str, grid: list[float], base: dict, store: str | Path, seeds=(0,),
               executor: str = "local", jobs: int = 1, progress: bool = True, wd_grid: list[float] | None = None,
               device: str = "auto", threads_per_job: int | None = None,
-              arch_kwargs: dict[str, dict] | None = None, compute: bool = True) -> pd.DataFrame:
+              arch_kwargs: dict[str, dict] | None = None, compute: bool = True, donors=()) -> pd.DataFrame:
     """Run (or resume) the calibration sweep into the result store at ``store``; return the long table of this
     calibration: arch, probe, lr, weight_decay (NaN for dip), seed, score, diverged, cpu_seconds, wall_seconds,
     device, run_id, seconds (as stored). All architectures run as one sweep, so a pool's workers stay busy.
     Runs already in the store are not repeated. A run that fails raises one BiasprobeError after the sweep
     (finished runs are kept; rerun to retry the failed ones). ``compute=False`` runs nothing: the table is read
-    from the store, and a calibration not finished there is one BiasprobeError."""
+    from the store, and a calibration not finished there is one BiasprobeError. ``donors``: earlier stores whose
+    runs are taken over first (``run_sweep``)."""
     from biasprobe.studies.sweep import ResultStore, run_sweep
 
     configs = calibration_configs(archs, probe, grid, base, seeds, wd_grid, arch_kwargs)
@@ -166,7 +167,7 @@ def calibrate(archs: list[str], probe: str, grid: list[float], base: dict, store
     if compute:
         fn = functools.partial(run_one, device=device)
         index = run_sweep(configs, fn, store, executor=executor, jobs=jobs, threads_per_job=threads_per_job,
-                          progress=progress, desc=f"calibrate {probe}")
+                          progress=progress, desc=f"calibrate {probe}", donors=donors)
     else:
         from biasprobe.studies.sweep import run_id
 

@@ -36,6 +36,8 @@ class CalibrationPlan:
     sensitivity: bool = False  # rerun the DIP/classify grids at each arch's second-best lr
     peak_within: float | None = None  # DIP: an lr counts as peaked only when its fits peak within this share of the
     #   cap (e.g. 0.5: by step 6,000 of 12,000), so the study's fits at the chosen lr have room to peak on other images
+    iters: int | None = None  # DIP: the calibration fits' cap (None: the plan's dip.iters); a plan that raises an
+    #   earlier plan's cap keeps that plan's calibration (and so its learning rates) by giving its cap here
 
 
 @dataclass
@@ -52,6 +54,9 @@ class StudyPreset:
     slurm: dict | None = None  # submitit/Slurm options for executor "slurm", e.g. {"partition": "gpu"}
     device: str = "auto"
     study: dict = field(default_factory=dict)  # the study module's own options (see its docstring)
+    reuse_from: str | None = None  # an earlier study's store folder (relative to the working directory): its runs
+    #   are taken over first, the same run copied, or a DIP fit its stop rule ended before a lower cap
+    #   (biasprobe.studies.reuse); its plan log is carried over, so each run keeps the plan it was made under
     analysis: dict = field(default_factory=dict)  # the analysis plan: claims, tests, alpha, margins, power (a
     #   study module that reads it says how); with the design above it is the study's plan, fixed before the runs
     plan_file: str = ""  # set by load_preset: the file this preset was read from
@@ -140,6 +145,10 @@ def _check_types(p: StudyPreset, where: str) -> None:
          "local, pool, slurm, slurm-local or slurm-debug")
     need(isinstance(p.jobs, int) and p.jobs >= 1, "jobs", "a positive integer")
     need(isinstance(p.study, dict), "study", "an object (the study's own options)")
+    need(p.reuse_from is None or isinstance(p.reuse_from, str) and p.reuse_from, "reuse_from",
+         "null or a store folder (a path string)")
+    need(p.calibration.iters is None or isinstance(p.calibration.iters, int) and p.calibration.iters >= 1,
+         "calibration.iters", "null or a positive integer")
     for name, plan in p.plans().items():
         probe = get_probe(name)
         known = probe.fields()
@@ -225,18 +234,20 @@ def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True, run:
     else:
         check_data(p)  # a report drawn from the store reads no data
     store = ResultStore(Path(store_dir) / "results")
+    donor = reuse_source(p, store_dir) if run else None
     if run and p.plan_sha256:
-        log_plan(Path(store_dir), p)
+        log_plan(Path(store_dir), p, donor)
     t0 = time.perf_counter()
     started = pd.Timestamp.now(tz="UTC").floor("s")
     tables: dict[str, pd.DataFrame] = {}
     lrs, second_lrs = {}, {}  # {probe: {arch: calibrated lr}}, and the second-best lrs
     if p.calibration.enabled:
-        lrs, second_lrs = _calibrate(p, Path(store_dir) / "calibration", tables, progress, compute=run)
+        lrs, second_lrs = _calibrate(p, Path(store_dir) / "calibration", tables, progress, compute=run,
+                                     donor=donor / "calibration" if donor else None)
 
     runs = by_arch(p, grid(p, lrs))
     sweep_kw = dict(executor=p.executor, jobs=p.jobs, threads_per_job=p.threads_per_job, slurm=p.slurm,
-                    progress=progress)
+                    progress=progress, donors=[donor / "results"] if donor else [])
     run_sweep(runs, study_job, store, desc=f"study {p.name}", **sweep_kw)
     tables.update(collect(store, runs))
 
@@ -258,13 +269,27 @@ def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True, run:
 PLAN_LOG = "plans.csv"  # in the store folder: which plan each study invocation ran under, from when
 
 
-def log_plan(store_dir: Path, p: StudyPreset) -> None:
+def reuse_source(p: StudyPreset, store_dir) -> Path | None:
+    """The store folder ``p.reuse_from`` names (None when it names none, or names this study's own store); a folder
+    that is not there is a one-line error."""
+    if not p.reuse_from:
+        return None
+    src = Path(p.reuse_from)
+    if not (src / "results").is_dir():
+        raise BiasprobeError(f"reuse_from {p.reuse_from!r}: no study store there (no results/ folder); give the store "
+                             f"folder of the study this plan continues, relative to the working directory")
+    return None if src.resolve() == Path(store_dir).resolve() else src
+
+
+def log_plan(store_dir: Path, p: StudyPreset, donor: Path | None = None) -> None:
     """Append (started_at, plan_file, plan_sha256) to the store's plan log before any run starts: a run finished
-    after a line and before the next was made under that line's plan (``plan_of_runs``)."""
+    after a line and before the next was made under that line's plan (``plan_of_runs``). A new store that takes
+    over runs from ``donor`` starts from the donor's log, so those runs keep the plan they were made under."""
     from biasprobe.runinfo import write_atomic
 
     path = Path(store_dir) / PLAN_LOG
-    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["started_at", "plan_file", "plan_sha256"])
+    start = donor / PLAN_LOG if donor is not None and (donor / PLAN_LOG).is_file() and not path.is_file() else path
+    old = pd.read_csv(start) if start.is_file() else pd.DataFrame(columns=["started_at", "plan_file", "plan_sha256"])
     row = pd.DataFrame([dict(started_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
                              plan_file=p.plan_file, plan_sha256=p.plan_sha256)])
     write_atomic(path, pd.concat([old, row], ignore_index=True).to_csv(index=False))
@@ -334,7 +359,7 @@ def run_stats(store, runs: list[dict], started: pd.Timestamp, calibration_root: 
 
 
 def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool,
-               compute: bool = True) -> tuple[dict, dict]:
+               compute: bool = True, donor: Path | None = None) -> tuple[dict, dict]:
     """Calibrate the lr of every arch for each probe whose preset lr is "calibrated" (biasprobe.studies.calibrate),
     with the study's own architecture kwargs; returns ({probe: {arch: lr}}, {probe: {arch: second-best lr}}).
     ``compute=False`` (--report-only) reads a finished calibration from the store and runs nothing."""
@@ -349,11 +374,13 @@ def _calibrate(p: StudyPreset, root: Path, tables: dict, progress: bool,
         cal = calibrate.preset(p.calibration.preset, probe)
         # calibrate under the study's own protocol; only the data differ (calibration image / validation split)
         base = plan.calibration_base(cal["base"])
+        if probe == "dip" and p.calibration.iters:
+            base["iters"] = p.calibration.iters
         table = calibrate.calibrate(archs, probe, cal["grid"], base, root / probe, seeds=cal.get("seeds", (0,)),
                                     wd_grid=cal.get("wd_grid"), executor=p.executor, jobs=p.jobs,
                                     threads_per_job=p.threads_per_job, device=p.device, progress=progress,
                                     arch_kwargs={a: plan.arch_kwargs.get(a, {}) for a in archs},
-                                    compute=compute)
+                                    compute=compute, donors=[donor / probe] if donor else [])
         within = p.calibration.peak_within
         chosen = calibrate.choose(table, peak_by=within * base["iters"] if within and probe == "dip" else None)
         if compute:

@@ -269,10 +269,16 @@ class ResultStore:
         return out
 
     # ------------------------------------------------------------------ writes
-    def write(self, config: Mapping, tables: Mapping[str, pd.DataFrame], seconds: float | None = None) -> bool:
+    def write(self, config: Mapping, tables: Mapping[str, pd.DataFrame], seconds: float | None = None,
+              raw: Mapping[str, bytes] | None = None, meta: Mapping | None = None) -> bool:
         """Store a finished run atomically, its manifest written last. Returns False (and stores nothing) if the
-        run was already stored."""
+        run was already stored. ``raw``: tables given as parquet bytes, written as they are (a run adopted from
+        another store keeps its files byte for byte); ``meta``: fields that replace or add to meta.json's (an
+        adopted run keeps its donor's threads, host and finished_at, and says where it came from)."""
         _check_tables(tables)
+        raw = dict(raw or {})
+        if set(raw) & set(tables) or any(not _TABLE.match(n) for n in raw):
+            raise ValueError(f"raw tables must have plain names distinct from the tables': {sorted(raw)}")
         rid = run_id(config)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.runs_dir / f"{_TMP}{rid}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -286,11 +292,17 @@ class ResultStore:
         try:
             put("config.json", (json.dumps(json.loads(canonical_json(config)), indent=2, sort_keys=True) + "\n")
                 .encode())
+            rows = {}
             for name, df in tables.items():
                 put(f"{name}.parquet", df.to_parquet(index=False))
-            meta = dict(run_id=rid, seconds=seconds, finished_at=_now(), host=socket.gethostname(),
-                        tables={name: len(df) for name, df in tables.items()}, threads=_torch_threads())
-            put("meta.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+                rows[name] = len(df)
+            for name, data in raw.items():
+                put(f"{name}.parquet", data)
+                rows[name] = _parquet_rows(data)
+            info = dict(run_id=rid, seconds=seconds, finished_at=_now(), host=socket.gethostname(),
+                        tables=dict(sorted(rows.items())), threads=_torch_threads())
+            info.update(meta or {})
+            put("meta.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
             manifest = dict(run_id=rid, files=files, written_at=_now())
             _write_synced(tmp / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
             _fsync_dir(tmp)
@@ -408,6 +420,14 @@ class ResultStore:
         if len(index):
             write_parquet(self.root / "index.parquet", _parquet_safe(index))
         return index
+
+
+def _parquet_rows(data: bytes) -> int:
+    import io
+
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
 
 
 def _config_frame(configs: list[dict], taken: set[str]) -> pd.DataFrame:
@@ -566,7 +586,7 @@ def _run_and_store(fn: RunFn, root: str, config: dict) -> dict:
 
 def run_sweep(configs: Iterable[Mapping], fn: RunFn, store: ResultStore | str | Path, executor: str = "local",
               jobs: int = 1, threads_per_job: int | None = None, slurm: dict | None = None, progress: bool = True,
-              desc: str = "sweep") -> pd.DataFrame:
+              desc: str = "sweep", donors: Iterable[ResultStore | str | Path] = ()) -> pd.DataFrame:
     """Run ``fn`` on every config not yet stored and return the index rows of these configs (one per distinct
     config, in first-seen order; status 'done' or 'failed', seconds, error, config columns).
 
@@ -576,7 +596,9 @@ def run_sweep(configs: Iterable[Mapping], fn: RunFn, store: ResultStore | str | 
     config is recorded and the others go on; a store that cannot be written stops the sweep with
     :class:`StoreUnwritable`. One progress bar for the whole sweep (total = distinct configs, starting at those
     already done). KeyboardInterrupt stops the executor, rebuilds the index and propagates; rerun to resume.
-    ``executor``, ``jobs``, ``threads_per_job``, ``slurm``: see ``biasprobe.studies.executors``.
+    ``executor``, ``jobs``, ``threads_per_job``, ``slurm``: see ``biasprobe.studies.executors``. ``donors``: earlier
+    stores whose runs are taken over before anything is computed (``biasprobe.studies.reuse``: the same run copied,
+    or a run its probe can extend); listed in ``rows.attrs["adopted"]`` and the store's reused.csv.
     """
     from tqdm.auto import tqdm
 
@@ -589,6 +611,15 @@ def run_sweep(configs: Iterable[Mapping], fn: RunFn, store: ResultStore | str | 
     except OSError as e:
         raise StoreUnwritable.from_oserror(store.root, e) from None
     todo = [c for rid, c in unique.items() if not store.done(rid)]
+    adopted = []
+    if donors and todo:
+        from biasprobe.studies.reuse import adopt
+
+        try:
+            adopted = adopt(store, list(donors), todo)
+        except OSError as e:
+            raise StoreUnwritable.from_oserror(store.root, e) from None
+        todo = [c for c in todo if not store.done(run_id(c))]
     task = functools.partial(_run_and_store, fn, str(store.root))
     kw = dict(jobs=jobs, threads_per_job=threads_per_job, slurm=slurm, folder=store.root / "submitit")
     results = submit_all(executor, task, todo, **kw)  # checks its arguments now, before anything runs
@@ -650,6 +681,7 @@ def run_sweep(configs: Iterable[Mapping], fn: RunFn, store: ResultStore | str | 
     rows = index.set_index("run_id", drop=False).reindex(list(unique))
     rows = rows[rows["status"].notna()].reset_index(drop=True)
     rows.attrs["recomputed"] = recomputed
+    rows.attrs["adopted"] = adopted
     return rows
 
 

@@ -60,6 +60,11 @@ class DIPConfig:
     collapse_db: float = 0.0  # > 0: a seed whose psnr_obs stays this many dB below its best for `patience` steps
     #                           has collapsed: it is stopped, and its peak counts as reached only when it lay
     #                           `patience` steps before the collapse (else "cut by divergence"); 0: no check
+    dead_after: int = 0  # > 0 (with stop="peak"): at the first log step at or after step dead_after - 1, a seed whose
+    #                      best psnr_obs so far is below the best constant-colour image's (each channel the
+    #                      observation's mean over the seen pixels) plus `dead_db` has fitted a colour, not an image:
+    #                      it is stopped there, marked dead_stop, its peak_status "dead"; 0: no check
+    dead_db: float = 0.5
 
     def identity(self) -> dict:
         """The fields that name the run (``sweep.run_id`` hashes them): every field, less those of
@@ -110,12 +115,19 @@ class DIPConfig:
             raise BiasprobeError(f"gap_window must be a positive integer (got {cfg.gap_window!r})")
         if not (isinstance(cfg.collapse_db, (int, float)) and cfg.collapse_db >= 0):
             raise BiasprobeError(f"collapse_db must be >= 0 (got {cfg.collapse_db!r}; 0 turns the check off)")
+        if not isinstance(cfg.dead_after, int) or cfg.dead_after < 0:
+            raise BiasprobeError(f"dead_after must be an integer >= 0 (got {cfg.dead_after!r}; 0 turns the check off)")
+        if cfg.dead_after and cfg.stop != "peak":
+            raise BiasprobeError("dead_after needs --stop peak (the dead check is part of its stop rule); set "
+                                 "dead_after 0 or use --stop peak")
+        if not (isinstance(cfg.dead_db, (int, float)) and cfg.dead_db > 0):
+            raise BiasprobeError(f"dead_db must be > 0 (got {cfg.dead_db!r})")
         get_arch(cfg.arch)
         return cfg
 
 
 # fields added after runs were stored, at the default that keeps those runs' ids (see DIPConfig.identity)
-IDENTITY_DEFAULTS = {"gap_window": 1, "stop_on_gap": True, "collapse_db": 0.0}
+IDENTITY_DEFAULTS = {"gap_window": 1, "stop_on_gap": True, "collapse_db": 0.0, "dead_after": 0, "dead_db": 0.5}
 
 
 @dataclass

@@ -192,6 +192,7 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
                              "use --stop fixed")
     steps_run = cfg.iters
     rule = StopRule(K, cfg.patience, cfg.gap_window, cfg.stop_on_gap, cfg.collapse_db) if cfg.stop == "peak" else None
+    dead = DeadCheck(cfg, obs) if rule is not None and cfg.dead_after > 0 else None
 
     bar = tqdm(range(cfg.iters), desc=desc or f"dip {cfg.arch} {cfg.task}", disable=not progress, leave=False)
     t0 = time.perf_counter()
@@ -239,7 +240,10 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
             if rule is not None and step in log.steps and step < cfg.iters - 1:
                 rule.update(hist_psnr_gt[rule.steps: step + 1].cpu().numpy(),
                             hist_gap[rule.steps: step + 1].cpu().numpy())  # only the steps since the last log step
-                stopping = bool(rule.state().done.all())
+                if dead is not None and dead.due(step):
+                    dead.check(hist_psnr_gt[: step + 1] - hist_gap[: step + 1])
+                done = rule.state().done.to_numpy()
+                stopping = bool((done | dead.dead).all()) if dead is not None else bool(done.all())
             if step in log.steps or stopping:
                 log(step, x, ema, per_seed, backtracks, hist_psnr_gt[step])
                 if step in log.snapshot_steps or stopping:
@@ -258,7 +262,8 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     summary = summarise(cfg, curves, hist_psnr_gt[:steps_run].cpu().numpy(), hist_var[:steps_run].cpu().numpy(),
                         base_psnr, backtracks.cpu().numpy(), t1 - t0, peak_mb, n_params, hw,
-                        hist_gap=hist_gap[:steps_run].cpu().numpy())
+                        hist_gap=hist_gap[:steps_run].cpu().numpy(),
+                        dead_stop=dead.dead if dead is not None else None)
     final, observed, smooth = hwc(x), hwc(baseline), hwc(ema)
     best, clean_hwc = (hwc(best_out), hwc(gt)) if gt is not None else (final, None)
     images = {}
@@ -268,6 +273,31 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
         if gt is not None:
             images[seed]["clean"] = clean_hwc[k]
     return DIPResult(cfg, curves, summary, images, provenance(device)), t0, t1
+
+
+class DeadCheck:
+    """``dead_after``: once, at the first log step at or after step ``dead_after - 1``, mark dead each seed whose best
+    psnr_obs so far (every step's, from the loop's histories) is below ``const_psnr + dead_db``, ``const_psnr`` being
+    the psnr_obs of the best constant-colour image (each channel the observation's mean over the seen pixels).
+    A dead seed fitted a colour, not an image (e.g. every ReLU of a narrow conv stack off); it is stopped there."""
+
+    def __init__(self, cfg: DIPConfig, obs):
+        self.after, self.margin = cfg.dead_after, float(cfg.dead_db)
+        seen = obs.mask.expand_as(obs.observed).to(obs.observed.dtype) if obs.mask is not None else \
+            torch.ones_like(obs.observed)
+        mean = (obs.observed * seen).sum(dim=(2, 3), keepdim=True) / seen.sum(dim=(2, 3), keepdim=True)
+        self.const_psnr = metrics.psnr_masked(mean.expand_as(obs.observed), obs.observed, obs.mask).cpu().numpy()
+        self.dead = np.zeros(len(self.const_psnr), dtype=bool)
+        self.checked = False
+
+    def due(self, step: int) -> bool:
+        return not self.checked and step >= self.after - 1
+
+    def check(self, hist_psnr_obs: torch.Tensor) -> None:
+        """``hist_psnr_obs``: (steps so far, K), psnr_obs of every step (NaN where not computed)."""
+        best = torch.nan_to_num(hist_psnr_obs, nan=-math.inf).max(dim=0).values.cpu().numpy()
+        self.dead = best < self.const_psnr + self.margin
+        self.checked = True
 
 
 class LogStep:

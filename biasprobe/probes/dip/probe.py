@@ -67,6 +67,19 @@ class DIPProbe(Probe):
                                        channels=a.shape[2], data=a.tobytes()))
         return {"curves": res.curves.assign(**keys), "summary": res.summary, "images": pd.DataFrame(images)}
 
+    def extend_key(self, fields: dict) -> str:
+        """What a stored run must share with ``fields`` to be extended to it (everything but the budget)."""
+        from biasprobe.probes.dip.extend import key
+
+        return key(fields)
+
+    def extend(self, donor, donor_rid: str, fields: dict):
+        """The run ``fields`` asks, taken from a stored fit with a lower cap that its stop rule ended (the same fit:
+        ``biasprobe.probes.dip.extend``); None when it is not."""
+        from biasprobe.probes.dip.extend import extend
+
+        return extend(donor, donor_rid, fields)
+
     def calibration_run(self, config) -> dict[str, pd.DataFrame]:
         """score = max psnr_gt of each seed; curves: psnr_gt and psnr_obs per log step."""
         import pandas as pd

@@ -173,9 +173,11 @@ class StopRule:
 
 
 def summarise(cfg, curves, hist_psnr_gt, hist_var, base_psnr, backtracks, seconds, peak_mb, n_params, hw,
-              hist_gap=None):
+              hist_gap=None, dead_stop=None):
     """One row per seed; ``base_psnr``: the corrupted input's PSNR per seed (None without ground truth). The
-    histories (``hist_*``, (steps run, K)) hold one row per step run, so ``steps_run`` is their length."""
+    histories (``hist_*``, (steps run, K)) hold one row per step run, so ``steps_run`` is their length.
+    ``dead_stop``: per seed, whether the loop's dead check (``dead_after``) stopped it; such a seed fitted a colour,
+    so it has no peak: its ``peak_status`` is "dead" (``peak_reached`` false) and it is marked ``failed``."""
     steps_run = hist_var.shape[0]
     state = stop_state(hist_psnr_gt, hist_gap, cfg.patience, cfg.gap_window, cfg.stop_on_gap,
                        cfg.collapse_db) if base_psnr is not None else None
@@ -191,6 +193,8 @@ def summarise(cfg, curves, hist_psnr_gt, hist_var, base_psnr, backtracks, second
                    final_psnr_obs=float(c["psnr_obs"].iloc[-1]))
         es = metrics.es_wmv_step(hist_var[:, k], cfg.es_patience) if cfg.es_window > 0 else -1
         row["es_step"] = es
+        row["dead_stop"] = bool(dead_stop[k]) if dead_stop is not None else False
+        row["failed"] = row["failed"] or row["dead_stop"]
         if base_psnr is not None:
             h = hist_psnr_gt[:, k]
             st = state.iloc[k]
@@ -200,8 +204,8 @@ def summarise(cfg, curves, hist_psnr_gt, hist_var, base_psnr, backtracks, second
                 baseline_psnr=float(base_psnr[k]),
                 max_psnr_gt=float(h[best]),
                 max_psnr_gt_step=best,
-                peak_reached=bool(st.peak_reached),
-                peak_status=str(st.peak_status),
+                peak_reached=bool(st.peak_reached) and not row["dead_stop"],
+                peak_status="dead" if row["dead_stop"] else str(st.peak_status),
                 collapsed=bool(np.isfinite(st.collapse_step)),
                 collapse_step=float(st.collapse_step),
                 gap_window=int(cfg.gap_window),
