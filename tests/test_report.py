@@ -285,3 +285,15 @@ def test_arch_legends_use_short_labels_outside_the_axes(tmp_path):
     leg = ax.get_legend()
     assert [t.get_text() for t in leg.get_texts()] == [f"net{i}_patch16_224[...]" for i in range(16)]
     assert leg._ncols == 2 and leg.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # right of the axes
+
+
+def test_report_counts_dead_fits_apart_from_truncated_ones():
+    """A dead fit (a constant colour) has no peak: the banner counts it apart, and the share of live fits too."""
+    runs = pd.DataFrame(dict(arch=["a", "a", "b", "b"], peak_reached=[True, False, True, False],
+                             dead=[False, False, True, False], dead_stop=[False, False, False, True],
+                             peak_status=["reached", "not reached", "reached", "dead"]))
+    first = "\n".join(R.header({}, runs))
+    assert "Peaks: 1 of 4 DIP fits reached their peak (25.0%); 1 stopped before it" in first and "2 dead" in first
+    assert "Of the 2 live fits, 50.0% reached it." in first
+    assert "1 of 4 DIP fits stopped before their peak (truncated)" in first
+    assert list(R.dead_fits(runs)) == [False, False, True, True]
