@@ -75,6 +75,17 @@ def provenance(device: torch.device | str) -> dict:
     return info
 
 
+def run_provenance() -> dict:
+    """What a stored run records of where and from what it was made, taken when it starts (a study that runs for
+    hours may see the checkout move on): started_at (UTC), git_commit, versions, the CPU's name and core count, and
+    the CUDA device's name where one is visible."""
+    from datetime import datetime, timezone
+
+    return {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
+            "versions": versions(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+            "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def _cpuinfo(field: str) -> str | None:
     """The first ``field : value`` of /proc/cpuinfo (Linux), or None where there is none."""
     try:

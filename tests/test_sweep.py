@@ -10,6 +10,7 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 
 from biasprobe.errors import BiasprobeError
 from biasprobe.studies.executors import _submitit_params
@@ -174,6 +175,17 @@ def test_resume_skips_finished_and_dedups(tmp_path, work, capsys):
     assert n_calls(calls) == 4
     assert (store.root / "index.parquet").exists() and len(pd.read_parquet(store.root / "index.parquet")) == 4
     assert len(store.load("curves")) == 4 * 3 and len(store.load("summary")) == 4
+
+
+def test_a_stored_run_records_what_it_was_made_with_at_its_start(tmp_path, work):
+    from biasprobe.runinfo import git_commit
+
+    store = ResultStore(tmp_path / "store")
+    run_sweep(grid(1), work, store, progress=False)
+    meta = json.loads((store.runs_dir / store.run_ids()[0] / "meta.json").read_text())
+    prov = meta["provenance"]
+    assert prov["git_commit"] == git_commit() and prov["versions"]["torch"] == torch.__version__
+    assert prov["started_at"] <= meta["finished_at"] and prov["cpu"] and prov["cpu_count"] >= 1
 
 
 def test_failure_recorded_others_finish_and_retried(tmp_path, work):

@@ -11,7 +11,8 @@ stored (a JSON round trip of what was passed). Table indexes are not kept: retur
 Store layout (the directories are the truth; ``index.parquet`` is a cache rebuilt at the end of each sweep)::
 
     root/runs/<run_id>/config.json        the config
-    root/runs/<run_id>/meta.json          run_id, seconds, finished_at, host, tables (name -> rows), threads
+    root/runs/<run_id>/meta.json          run_id, seconds, finished_at, host, tables (name -> rows), threads,
+                                          provenance (taken at the start: started_at, git_commit, versions, cpu)
     root/runs/<run_id>/<table>.parquet    one file per returned table
     root/runs/<run_id>/manifest.json      written last: every other file's name, size and sha256
     root/damaged/<run_id>-<time>/         a stored run that failed its check, moved aside (never deleted)
@@ -61,7 +62,7 @@ import pandas as pd
 
 from biasprobe.errors import BiasprobeError
 from biasprobe.studies.executors import submit_all
-from biasprobe.runinfo import write_json, write_parquet
+from biasprobe.runinfo import run_provenance, write_json, write_parquet
 
 RunFn = Callable[[dict], "dict[str, pd.DataFrame]"]
 _RUN_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -558,11 +559,12 @@ def _run_and_store(fn: RunFn, root: str, config: dict) -> dict:
                 return dict(run_id=rid, status="store_error", seconds=None,
                             error=str(StoreUnwritable.from_oserror(root, e)))
             damaged = dict(run_id=rid, why=why, moved_to=str(moved) if moved else None)
+        made = dict(provenance=run_provenance())  # at the start: the code the run was made with
         t0 = time.perf_counter()
         try:
             tables = fn(config)
             seconds = time.perf_counter() - t0
-            store.write(config, tables, seconds)
+            store.write(config, tables, seconds, meta=made)
             return dict(run_id=rid, status="done", seconds=seconds, error=None, damaged=damaged)
         except OSError as e:
             if "tables" in locals():  # fn finished: the store's write failed
