@@ -184,7 +184,7 @@ def test_a_stored_run_records_what_it_was_made_with_at_its_start(tmp_path, work)
     run_sweep(grid(1), work, store, progress=False)
     meta = json.loads((store.runs_dir / store.run_ids()[0] / "meta.json").read_text())
     prov = meta["provenance"]
-    assert prov["git_commit"] == git_commit() and prov["versions"]["torch"] == torch.__version__
+    assert prov["git_commit"] == git_commit() and torch.__version__.startswith(prov["versions"]["torch"])
     assert prov["started_at"] <= meta["finished_at"] and prov["cpu"] and prov["cpu_count"] >= 1
 
 
