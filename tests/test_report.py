@@ -297,3 +297,14 @@ def test_report_counts_dead_fits_apart_from_truncated_ones():
     assert "Of the 2 live fits, 50.0% reached it." in first
     assert "1 of 4 DIP fits stopped before their peak (truncated)" in first
     assert list(R.dead_fits(runs)) == [False, False, True, True]
+
+
+def test_plan_lines_name_the_other_plans_and_the_runs_taken_over():
+    plan = dict(file="p.json", sha256="abc", n_images=6, images="drawn", runs_under=1, runs_other=198,
+                runs_unlogged=0, runs_other_by={"zoo.json (sha256 861f5556…)": 176, "zoo.json (sha256 edb29ef5…)": 22},
+                runs_reused=198, missing_units="")
+    text = "\n".join(R.plan_lines(plan))
+    assert "198 under another plan or an earlier version of this file [176 under zoo.json (sha256 861f5556…); " \
+           "22 under zoo.json (sha256 edb29ef5…)]" in text
+    assert "198 of the runs were taken over from the store this plan continues" in text
+    assert "taken over" not in "\n".join(R.plan_lines(dict(plan, runs_reused=0)))

@@ -584,13 +584,19 @@ def plan_lines(plan: dict | None) -> list[str]:
     md = [f"**Analysis plan:** `{plan['file']}`, sha256 `{plan['sha256']}`; **{plan['n_images']} images** "
           f"({plan['images']})."]
     if plan["runs_other"] or plan["runs_unlogged"]:
+        by = plan.get("runs_other_by") or {}
+        named = f" [{'; '.join(f'{n} under {k}' for k, n in by.items())}]" if by else ""
         md.append(f"**Not every run was made under this plan:** {plan['runs_under']} under it, "
-                  f"{plan['runs_other']} under another plan (or an earlier version of this file), "
+                  f"{plan['runs_other']} under another plan or an earlier version of this file{named}, "
                   f"{plan['runs_unlogged']} before plans were logged (the plan was written after them). Each of "
                   f"them has the configuration this plan asks for (a run's id is its configuration's hash); what the "
                   f"plan changed since is in its text (its `amendments`, if any).")
     else:
         md.append(f"Every one of the {plan['runs_under']} runs was made under this plan.")
+    if plan.get("runs_reused"):
+        md.append(f"{plan['runs_reused']} of the runs were taken over from the store this plan continues (its "
+                  f"`reuse_from`: the same run copied, or a DIP fit its stop rule ended before a lower cap; each "
+                  f"listed in `store/results/reused.csv`), with the cost they took when made.")
     if plan.get("missing_units"):
         md.append(f"**Missing units:** {plan['missing_units']} (the rows that read them are inconclusive or read "
                   f"fewer units than planned).")

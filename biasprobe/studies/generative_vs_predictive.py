@@ -275,6 +275,7 @@ def plan_info(meta: dict, tables: dict) -> dict | None:
     with_ids = [f[["run_id"]] for f in frames if "run_id" in f]
     ids = pd.concat(with_ids).drop_duplicates() if with_ids else None
     under = other = unlogged = 0
+    other_by, reused = {}, 0
     if ids is not None and len(ids) and meta.get("store"):
         from biasprobe.studies.sweep import ResultStore
 
@@ -284,6 +285,10 @@ def plan_info(meta: dict, tables: dict) -> dict | None:
         under = int((made == preset["plan_sha256"]).sum())
         unlogged = int((made == "").sum())
         other = len(made) - under - unlogged
+        other_by = _other_plans(Path(meta["store"]), made[(made != preset["plan_sha256"]) & (made != "")])
+        reused_log = Path(meta["store"]) / "results" / "reused.csv"
+        if reused_log.is_file():
+            reused = int(pd.read_csv(reused_log).run_id.isin(idx.run_id).sum())
     dip = tables.get("dip_summary")
     have = set()
     if isinstance(dip, pd.DataFrame) and len(dip):
@@ -296,8 +301,20 @@ def plan_info(meta: dict, tables: dict) -> dict | None:
            else "named in the plan: ")
     return dict(file=preset.get("plan_file"), sha256=preset["plan_sha256"], n_images=len(names),
                 images=how + shown, runs_under=under, runs_other=other, runs_unlogged=unlogged,
+                runs_other_by=other_by, runs_reused=reused,
                 missing_units=(f"{len(missing)} of {len(names) * len(gens)} (generator, image) units: "
                                + V._names(missing, 8)) if missing else "")
+
+
+def _other_plans(store_dir: Path, shas: pd.Series) -> dict[str, int]:
+    """{"plan file (sha256 prefix)": runs} for runs made under plans other than the report's (the store's plan log
+    names each sha's file)."""
+    from biasprobe.studies.runner import PLAN_LOG
+
+    log = store_dir / PLAN_LOG
+    files = pd.read_csv(log).drop_duplicates("plan_sha256").set_index("plan_sha256").plan_file if log.is_file() \
+        else pd.Series(dtype=str)
+    return {f"{files.get(sha, '?')} (sha256 {sha[:8]}…)": int(n) for sha, n in shas.value_counts().items()}
 
 
 def fig_km_gap(dip_summary, path, horizon=None, task=None, dip_curves=None, gap_window=None, panel_of=None):
