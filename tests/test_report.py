@@ -312,3 +312,16 @@ def test_plan_lines_name_the_other_plans_and_the_runs_taken_over():
            "22 under zoo.json (sha256 edb29ef5…)]" in text
     assert "198 of the runs were taken over from the store this plan continues" in text
     assert "taken over" not in "\n".join(R.plan_lines(dict(plan, runs_reused=0)))
+
+
+def test_cost_section_says_what_was_taken_over_from_an_earlier_store(tmp_path):
+    store = tmp_path / "store"
+    (store / "results").mkdir(parents=True)
+    (store / "calibration" / "dip").mkdir(parents=True)
+    pd.DataFrame(dict(run_id=["r1"])).to_csv(store / "results" / "reused.csv", index=False)
+    pd.DataFrame(dict(run_id=["c1"])).to_csv(store / "calibration" / "dip" / "reused.csv", index=False)
+    costs = pd.DataFrame(dict(part=["study", "study", "calibration"], probe="dip", arch="a", run_id=["r1", "r2", "c1"],
+                              seconds=[60.0, 120.0, 30.0], threads=1.0))
+    md = "\n".join(R.cost_section(tmp_path, costs, dict(store=str(store))))
+    assert "Of these, 2 runs (1.5 of the minutes) were taken over" in md and "made for this plan: 1, 2.0 minutes" in md
+    assert "taken over" not in "\n".join(R.cost_section(tmp_path, costs, {}))

@@ -772,4 +772,23 @@ def cost_section(out: Path, costs: pd.DataFrame | None, meta: dict) -> list[str]
     threads = preset.get("threads_per_job")
     table = cost_table(costs, threads)
     write_atomic(Path(out) / "cost.csv", table.to_csv(index=False))
-    return cost_md(costs, threads, table)
+    md = cost_md(costs, threads, table)
+    taken = reused_ids(meta.get("store"))
+    if md and taken and "run_id" in costs and costs.run_id.isin(taken).any():
+        th, _ = run_threads(costs, threads)
+        minutes = costs.seconds * (th if th.notna().all() else 1.0) / 60.0
+        old = costs.run_id.isin(taken)
+        md[-1:-1] = [f"Of these, {int(old.sum())} runs ({minutes[old].sum():.1f} of the minutes) were taken over from "
+                     f"the store this plan continues (made under earlier plans, counted at the cost they took then; "
+                     f"`reused.csv` in the store lists them); the runs made for this plan: {int((~old).sum())}, "
+                     f"{minutes[~old].sum():.1f} minutes.", ""]
+    return md
+
+
+def reused_ids(store: str | Path | None) -> set[str]:
+    """The run ids a study store took over from the store its plan continues (its results' and calibration's
+    ``reused.csv``, ``biasprobe.studies.reuse``)."""
+    if not store:
+        return set()
+    logs = [Path(store) / "results" / "reused.csv", *Path(store).glob("calibration/*/reused.csv")]
+    return {rid for log in logs if log.is_file() for rid in pd.read_csv(log, dtype=str).run_id}

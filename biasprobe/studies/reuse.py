@@ -62,7 +62,7 @@ def adopt(store: ResultStore, donors, configs: list[dict]) -> list[dict]:
                     meta = json.loads((donor.runs_dir / cand / "meta.json").read_text())
                     store.write(config, tables, seconds=meta.get("seconds"), raw=raw,
                                 meta=dict(threads=meta.get("threads"), host=meta.get("host"),
-                                          finished_at=meta.get("finished_at"),
+                                          finished_at=meta.get("finished_at"), provenance=meta.get("provenance"),
                                           reused_from=dict(store=str(donor.root), run_id=cand, how=how)))
                     rows.append(dict(run_id=rid, donor=str(donor.root), donor_run_id=cand, how=how))
                     break
