@@ -315,13 +315,17 @@ def test_plan_lines_name_the_other_plans_and_the_runs_taken_over():
 
 
 def test_cost_section_says_what_was_taken_over_from_an_earlier_store(tmp_path):
+    from biasprobe.studies.sweep import ResultStore, run_id, run_sweep
+
+    def table(config):
+        return {"t": pd.DataFrame({"x": [config["x"]]})}
+
+    ResultStore(tmp_path / "old" / "results").write({"x": 1}, table({"x": 1}), seconds=60.0)
     store = tmp_path / "store"
-    (store / "results").mkdir(parents=True)
-    (store / "calibration" / "dip").mkdir(parents=True)
-    pd.DataFrame(dict(run_id=["r1"])).to_csv(store / "results" / "reused.csv", index=False)
-    pd.DataFrame(dict(run_id=["c1"])).to_csv(store / "calibration" / "dip" / "reused.csv", index=False)
-    costs = pd.DataFrame(dict(part=["study", "study", "calibration"], probe="dip", arch="a", run_id=["r1", "r2", "c1"],
-                              seconds=[60.0, 120.0, 30.0], threads=1.0))
+    run_sweep([{"x": 1}, {"x": 2}], table, store / "results", progress=False, donors=[tmp_path / "old" / "results"])
+    assert R.reused_ids(store) == {run_id({"x": 1})}
+    costs = pd.DataFrame(dict(part="study", probe="dip", arch="a", run_id=[run_id({"x": 1}), run_id({"x": 2})],
+                              seconds=[60.0, 120.0], threads=1.0))
     md = "\n".join(R.cost_section(tmp_path, costs, dict(store=str(store))))
-    assert "Of these, 2 runs (1.5 of the minutes) were taken over" in md and "made for this plan: 1, 2.0 minutes" in md
-    assert "taken over" not in "\n".join(R.cost_section(tmp_path, costs, {}))
+    assert "Of these, 1 run (1.0 of the minutes) came from the store this plan continues" in md and "made for this plan: 1, 2.0 minutes" in md
+    assert "came from the store" not in "\n".join(R.cost_section(tmp_path, costs, {}))

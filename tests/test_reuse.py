@@ -20,7 +20,7 @@ TIMING = ["sec_per_step", "peak_mem_mb"]
 def nets(monkeypatch):
     """Two tiny generators: a per-pixel net (fast; its fits stop by the peak rule within ~50 steps) and a net whose
     output is one learned colour (dead by construction)."""
-    registry.get_arch("skipnet")  # the built-ins registered before the copy
+    registry.get_arch("skipnet").base()  # its builders registered before the copy (they go to the live registry)
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
     @registry.register_arch("tmp_pixnet", family="cnn", description="two 1x1 convs")
@@ -78,6 +78,57 @@ def test_a_fit_its_rule_ended_is_the_same_fit_under_a_higher_cap(tmp_path, nets)
     # the donor's other files are kept byte for byte
     assert (store.runs_dir / rid / "curves.parquet").read_bytes() == \
         (donor.runs_dir / run_id(old) / "curves.parquet").read_bytes()
+
+
+def test_a_new_dead_check_takes_over_a_fit_alive_at_it_and_computes_one_dead_there(tmp_path, nets):
+    alive = pcfg(input_kind="meshgrid", lr=0.05)  # fits a gradient: beats the constant colour, stops by its rule
+    dead = pcfg()  # 1x1 convs of a noise input: a colour (its best psnr_obs is below the constant's + 0.5 dB)
+    donor = ResultStore(tmp_path / "old")
+    run_sweep([study_run(alive), study_run(dead)], study_job, donor, progress=False)
+    assert (donor.load("summary").steps_run > 21).all()  # both ran past the check below without one
+
+    new_alive, new_dead = (study_run(DIPConfig(**{**c.__dict__, "iters": 2000, "dead_after": 20})) for c in (alive, dead))
+    store = ResultStore(tmp_path / "new")
+    rows = run_sweep([new_alive, new_dead], study_job, store, progress=False, donors=[donor.root])
+    assert [r["run_id"] for r in rows.attrs["adopted"]] == [run_id(new_alive)]
+    assert "alive at the dead check (step 20)" in rows.attrs["adopted"][0]["how"]
+    fresh = get_probe("dip").run(DIPConfig(**new_alive["config"]))
+    pd.testing.assert_frame_equal(store.load("curves", [run_id(new_alive)]).drop(columns="run_id"), fresh["curves"])
+    computed = store.load("summary", [run_id(new_dead)]).iloc[0]  # computed: stopped dead at the check
+    assert computed.dead_stop and computed.steps_run == 21
+
+
+def test_calibration_configs_are_copied_or_computed_never_extended(tmp_path, nets):
+    """Calibration runs are flat configs (no "config" field): a donor can only give the same run."""
+    from biasprobe.studies.reuse import adopt
+
+    donor = ResultStore(tmp_path / "old")
+    flat = [{"probe": "dip", "arch": "tmp_pixnet", "lr": lr} for lr in (0.1, 0.2)]
+    run_sweep(flat[:1], _table_of_lr, donor, progress=False)
+    store = ResultStore(tmp_path / "new")
+    assert [r["run_id"] for r in adopt(store, [donor.root], flat)] == [run_id(flat[0])]
+
+
+def test_each_adoption_is_logged_when_it_is_stored(tmp_path, monkeypatch):
+    from biasprobe.studies import reuse
+
+    donor = ResultStore(tmp_path / "old")
+    configs = [{"x": i} for i in range(3)]
+    run_sweep(configs, _table, donor, progress=False)
+    real, n = reuse._copy_run, []
+
+    def copy_then_die(d, s, rid):
+        if n:
+            raise KeyboardInterrupt
+        n.append(rid)
+        return real(d, s, rid)
+
+    monkeypatch.setattr(reuse, "_copy_run", copy_then_die)
+    store = ResultStore(tmp_path / "new")
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(configs, _table, store, progress=False, donors=[donor.root])
+    assert pd.read_csv(store.root / "reused.csv").run_id.tolist() == n == store.run_ids()
+    assert reuse.taken_over(store.root) == set(n)
 
 
 def test_a_fit_that_ran_to_its_cap_or_differs_otherwise_is_computed_again(tmp_path, nets):
@@ -159,6 +210,10 @@ def test_a_plan_that_continues_a_store_takes_its_plan_log_and_refuses_a_missing_
 
 def _table(config):
     return {"t": pd.DataFrame({"x": [config["x"]]})}
+
+
+def _table_of_lr(config):
+    return {"t": pd.DataFrame({"lr": [config["lr"]]})}
 
 
 def _never_called(config):

@@ -614,10 +614,11 @@ def header(meta: dict, runs: pd.DataFrame | None) -> list[str]:
         rep = runs["replicate"].astype(bool) if "replicate" in runs else pd.Series(False, index=runs.index)
         n_t, n_rep, n = int((short & ~rep).sum()), int((short & rep).sum()), int((~rep).sum())
         n_r, n_d = int((reached & ~rep).sum()), int((dead & ~rep).sum())
-        md += [f"**Peaks: {n_r} of {n} DIP fits reached their peak ({n_r / n:.1%}); {n_t} stopped before it "
-               f"(truncated: at the cap, or cut by a collapse); {n_d} dead (a constant colour: no peak to reach; "
-               f"failed, listed below).**" + (f" Of the {n - n_d} live fits, {n_r / (n - n_d):.1%} reached it."
-                                              if n_d and n > n_d else ""), ""]
+        if n:
+            live = f" Of the {n - n_d} live fits, {n_r / (n - n_d):.1%} reached it." if n_d and n > n_d else ""
+            md += [f"**Peaks: {n_r} of {n} DIP fits reached their peak ({n_r / n:.1%}); {n_t} stopped before it "
+                   f"(truncated: at the cap, or cut by a collapse); {n_d} dead (a constant colour: no peak to reach; "
+                   f"failed, listed below).**" + live, ""]
         if n_t:
             md += [f"**{n_t} of {n} DIP fits stopped before their peak (truncated): the generative "
                    f"scores they give are fitting speeds, not peaks, and every verdict that reads them is "
@@ -778,7 +779,8 @@ def cost_section(out: Path, costs: pd.DataFrame | None, meta: dict) -> list[str]
         th, _ = run_threads(costs, threads)
         minutes = costs.seconds * (th if th.notna().all() else 1.0) / 60.0
         old = costs.run_id.isin(taken)
-        md[-1:-1] = [f"Of these, {int(old.sum())} runs ({minutes[old].sum():.1f} of the minutes) were taken over from "
+        k = int(old.sum())
+        md[-1:-1] = [f"Of these, {k} run{'s' * (k != 1)} ({minutes[old].sum():.1f} of the minutes) came from "
                      f"the store this plan continues (made under earlier plans, counted at the cost they took then; "
                      f"`reused.csv` in the store lists them); the runs made for this plan: {int((~old).sum())}, "
                      f"{minutes[~old].sum():.1f} minutes.", ""]
@@ -787,8 +789,10 @@ def cost_section(out: Path, costs: pd.DataFrame | None, meta: dict) -> list[str]
 
 def reused_ids(store: str | Path | None) -> set[str]:
     """The run ids a study store took over from the store its plan continues (its results' and calibration's
-    ``reused.csv``, ``biasprobe.studies.reuse``)."""
+    adoptions, ``biasprobe.studies.reuse.taken_over``)."""
     if not store:
         return set()
-    logs = [Path(store) / "results" / "reused.csv", *Path(store).glob("calibration/*/reused.csv")]
-    return {rid for log in logs if log.is_file() for rid in pd.read_csv(log, dtype=str).run_id}
+    from biasprobe.studies.reuse import taken_over
+
+    roots = [Path(store) / "results", *(p.parent for p in Path(store).glob("calibration/*/reused.csv"))]
+    return set().union(*(taken_over(r) for r in roots))

@@ -286,9 +286,7 @@ def plan_info(meta: dict, tables: dict) -> dict | None:
         unlogged = int((made == "").sum())
         other = len(made) - under - unlogged
         other_by = _other_plans(Path(meta["store"]), made[(made != preset["plan_sha256"]) & (made != "")])
-        reused_log = Path(meta["store"]) / "results" / "reused.csv"
-        if reused_log.is_file():
-            reused = int(pd.read_csv(reused_log).run_id.isin(idx.run_id).sum())
+        reused = len(R.reused_ids(meta["store"]) & set(idx.run_id))
     dip = tables.get("dip_summary")
     have = set()
     if isinstance(dip, pd.DataFrame) and len(dip):

@@ -17,7 +17,9 @@ adopted run is its donor's (its ``seconds``): the compute its result took, made 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -25,7 +27,6 @@ from pathlib import Path
 import pandas as pd
 
 from biasprobe.probes import PROBES
-from biasprobe.runinfo import write_atomic
 from biasprobe.studies.sweep import _TMP, ResultStore, _fsync_dir, _now, canonical_json, run_id
 
 REUSED = "reused.csv"
@@ -33,7 +34,9 @@ REUSED = "reused.csv"
 
 def adopt(store: ResultStore, donors, configs: list[dict]) -> list[dict]:
     """Copy into ``store`` each run of ``configs`` it does not hold complete and a donor can give (see the module
-    docstring); return one row per adopted run (run_id, donor, donor_run_id, how)."""
+    docstring); return one row per run adopted by this call (run_id, donor, donor_run_id, how), each logged in
+    ``reused.csv`` as soon as it is stored. A damaged copy in ``store`` is moved aside first (as a sweep would) and
+    the run taken again; a run another process adopted or computed meanwhile is left to it."""
     donors = [d if isinstance(d, ResultStore) else ResultStore(d) for d in donors]
     donors = [d for d in donors if d.root.resolve() != store.root.resolve() and d.runs_dir.is_dir()]
     if not donors:
@@ -41,36 +44,52 @@ def adopt(store: ResultStore, donors, configs: list[dict]) -> list[dict]:
     rows, by_key = [], {}
     for config in configs:
         rid = run_id(config)
-        if store.done(rid) or (store.runs_dir / rid).exists():
-            continue  # stored, or a damaged copy the sweep moves aside and computes again
+        if store.done(rid):
+            continue
+        row = None
         for donor in donors:
             if donor.done(rid):
-                _copy_run(donor, store, rid)
-                rows.append(dict(run_id=rid, donor=str(donor.root), donor_run_id=rid, how="the same run"))
+                row = _take(store, rid, lambda: _copy_run(donor, store, rid))
+                row = row and dict(run_id=rid, donor=str(donor.root), donor_run_id=rid, how="the same run")
+            else:
+                row = _extend(store, donor, config, rid, by_key)
+            if row:
+                _log(store, row)
+                rows.append(row)
                 break
-            probe = PROBES.get(config.get("probe")) if isinstance(config, dict) else None
-            key = probe.extend_key(config["config"]) if probe is not None else None
-            if key is None:
-                continue
-            if (donor, probe.name) not in by_key:
-                by_key[donor, probe.name] = _index_by_key(donor, probe)
-            got = None
-            for cand in by_key[donor, probe.name].get(key, []):
-                got = probe.extend(donor, cand, config["config"])
-                if got is not None:
-                    tables, raw, how = got
-                    meta = json.loads((donor.runs_dir / cand / "meta.json").read_text())
-                    store.write(config, tables, seconds=meta.get("seconds"), raw=raw,
-                                meta=dict(threads=meta.get("threads"), host=meta.get("host"),
-                                          finished_at=meta.get("finished_at"), provenance=meta.get("provenance"),
-                                          reused_from=dict(store=str(donor.root), run_id=cand, how=how)))
-                    rows.append(dict(run_id=rid, donor=str(donor.root), donor_run_id=cand, how=how))
-                    break
-            if got is not None:
-                break
-    if rows:
-        _log(store, rows)
     return rows
+
+
+def _take(store: ResultStore, rid: str, put) -> bool:
+    """Store run ``rid`` with ``put()`` (a damaged copy moved aside first); False when another writer stored it."""
+    if (store.runs_dir / rid).exists() and not store.done(rid):
+        store.quarantine(rid, store.check(rid) or "")
+    return bool(put()) and store.done(rid)
+
+
+def _extend(store: ResultStore, donor: ResultStore, config, rid: str, by_key: dict) -> dict | None:
+    """Store the run ``config`` asks as an extension of one of the donor's runs (its probe's ``extend``); the
+    adoption's row, or None."""
+    probe = PROBES.get(config.get("probe")) if isinstance(config, dict) else None
+    fields = config.get("config") if probe is not None else None
+    key = probe.extend_key(fields) if isinstance(fields, dict) else None  # calibration configs are flat: never
+    if key is None:
+        return None
+    if (donor, probe.name) not in by_key:
+        by_key[donor, probe.name] = _index_by_key(donor, probe)
+    for cand in by_key[donor, probe.name].get(key, []):
+        got = probe.extend(donor, cand, fields)
+        if got is None:
+            continue
+        tables, raw, how = got
+        meta = json.loads((donor.runs_dir / cand / "meta.json").read_text())
+        ok = _take(store, rid, lambda: store.write(
+            config, tables, seconds=meta.get("seconds"), raw=raw,
+            meta=dict(threads=meta.get("threads"), host=meta.get("host"), finished_at=meta.get("finished_at"),
+                      provenance=meta.get("provenance"),
+                      reused_from=dict(store=str(donor.root), run_id=cand, how=how))))
+        return dict(run_id=rid, donor=str(donor.root), donor_run_id=cand, how=how) if ok else None
+    return None
 
 
 def _index_by_key(donor: ResultStore, probe) -> dict:
@@ -83,25 +102,62 @@ def _index_by_key(donor: ResultStore, probe) -> dict:
     return out
 
 
-def _copy_run(donor: ResultStore, store: ResultStore, rid: str) -> None:
-    """Copy a complete run folder, byte for byte, into ``store`` atomically (temp folder, then rename)."""
+def _copy_run(donor: ResultStore, store: ResultStore, rid: str) -> bool:
+    """Copy a complete run folder, byte for byte and synced, into ``store`` atomically (temp folder, then rename);
+    False when another writer stored the run first."""
     store.runs_dir.mkdir(parents=True, exist_ok=True)
     tmp = store.runs_dir / f"{_TMP}{rid}-adopt-{uuid.uuid4().hex[:8]}"
     try:
         shutil.copytree(donor.runs_dir / rid, tmp)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
         _fsync_dir(tmp)
-        tmp.rename(store.runs_dir / rid)
+        try:
+            os.rename(tmp, store.runs_dir / rid)
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY) and store.done(rid):
+                return False
+            raise
         _fsync_dir(store.runs_dir)
+        return True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _log(store: ResultStore, rows: list[dict]) -> None:
+def _log(store: ResultStore, row: dict) -> None:
+    """Append one adoption to ``reused.csv`` (one short write in append mode, so concurrent sweeps do not lose
+    rows; the header is written by whoever creates the file)."""
+    cols = ["run_id", "donor", "donor_run_id", "how", "at"]
+    line = pd.DataFrame([dict(row, at=_now())])[cols].to_csv(index=False, header=False)
     path = store.root / REUSED
-    old = pd.read_csv(path) if path.is_file() else pd.DataFrame()
-    new = pd.DataFrame(rows).assign(at=_now())
-    write_atomic(path, pd.concat([old, new], ignore_index=True).to_csv(index=False))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, (",".join(cols) + "\n").encode())
+        os.close(fd)
+    except FileExistsError:
+        pass
+    with open(path, "a") as fh:
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def taken_over(root) -> set[str]:
+    """The runs of the results store at ``root`` that are adoptions: listed in its ``reused.csv`` and not computed
+    again here since (a copy found damaged later is moved aside and computed: that run finishes after its
+    adoption, while an adopted run keeps its donor's finished_at, which is before it)."""
+    path = Path(root) / REUSED
+    if not path.is_file():
+        return set()
+    log = pd.read_csv(path, dtype=str).drop_duplicates("run_id", keep="last")
+    store, out = ResultStore(root), set()
+    for rid, at in zip(log.run_id, log["at"]):
+        meta = store.runs_dir / rid / "meta.json"
+        if store.done(rid) and json.loads(meta.read_text()).get("finished_at", "") <= at:
+            out.add(rid)
+    return out
 
 
 def extend_key(config: dict, budget_fields: tuple[str, ...]) -> str:

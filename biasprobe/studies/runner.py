@@ -283,13 +283,15 @@ def reuse_source(p: StudyPreset, store_dir) -> Path | None:
 
 def log_plan(store_dir: Path, p: StudyPreset, donor: Path | None = None) -> None:
     """Append (started_at, plan_file, plan_sha256) to the store's plan log before any run starts: a run finished
-    after a line and before the next was made under that line's plan (``plan_of_runs``). A new store that takes
-    over runs from ``donor`` starts from the donor's log, so those runs keep the plan they were made under."""
+    after a line and before the next was made under that line's plan (``plan_of_runs``). A store that takes over
+    runs from ``donor`` holds the donor's lines too, so those runs keep the plan they were made under."""
     from biasprobe.runinfo import write_atomic
 
     path = Path(store_dir) / PLAN_LOG
-    start = donor / PLAN_LOG if donor is not None and (donor / PLAN_LOG).is_file() and not path.is_file() else path
-    old = pd.read_csv(start) if start.is_file() else pd.DataFrame(columns=["started_at", "plan_file", "plan_sha256"])
+    logs = [q for q in ([donor / PLAN_LOG] if donor is not None else []) + [path] if q.is_file()]
+    old = pd.concat([pd.read_csv(q) for q in logs], ignore_index=True) if logs else \
+        pd.DataFrame(columns=["started_at", "plan_file", "plan_sha256"])
+    old = old.drop_duplicates().sort_values("started_at", kind="stable")
     row = pd.DataFrame([dict(started_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
                              plan_file=p.plan_file, plan_sha256=p.plan_sha256)])
     write_atomic(path, pd.concat([old, row], ignore_index=True).to_csv(index=False))

@@ -18,6 +18,7 @@ import math
 
 # the fields a higher budget may change; everything else must be equal (reuse.extend_key)
 BUDGET_FIELDS = ("iters", "dead_after", "dead_db")
+ROUNDING_DB = 1e-3  # a logged psnr_obs this close to the dead bar is not taken as alive: the fit is computed
 
 
 def extend(donor, donor_rid: str, new_fields: dict):
@@ -46,7 +47,9 @@ def extend(donor, donor_rid: str, new_fields: dict):
             curves = donor.load("curves", [donor_rid])
             obs = curves[(curves.metric == "psnr_obs") & (curves.step <= check)].groupby("seed").value.max()
             const = const_psnr(new)
-            if any(not (obs.get(s, -math.inf) >= const[k] + new.dead_db) for k, s in enumerate(new.seeds)):
+            # clearly alive only: the loop reads psnr_gt - gap, the log psnr_obs itself (equal up to rounding)
+            if any(not (obs.get(s, -math.inf) >= const[k] + new.dead_db + ROUNDING_DB)
+                   for k, s in enumerate(new.seeds)):
                 return None
             how += f"; alive at the dead check (step {check})"
     summary["iters"] = new.iters

@@ -279,7 +279,8 @@ class DeadCheck:
     """``dead_after``: once, at the first log step at or after step ``dead_after - 1``, mark dead each seed whose best
     psnr_obs so far (every step's, from the loop's histories) is below ``const_psnr + dead_db``, ``const_psnr`` being
     the psnr_obs of the best constant-colour image (each channel the observation's mean over the seen pixels).
-    A dead seed fitted a colour, not an image (e.g. every ReLU of a narrow conv stack off); it is stopped there."""
+    A dead seed fitted a colour, not an image (e.g. every ReLU of a narrow conv stack off): it counts as done, so a
+    one-seed fit stops there (a batch stops when every seed is done or dead; its summary marks it ``dead_stop``)."""
 
     def __init__(self, cfg: DIPConfig, obs):
         self.after, self.margin = cfg.dead_after, float(cfg.dead_db)
