@@ -128,20 +128,20 @@ def _copy_run(donor: ResultStore, store: ResultStore, rid: str) -> bool:
 
 def _log(store: ResultStore, row: dict) -> None:
     """Append one adoption to ``reused.csv`` (one short write in append mode, so concurrent sweeps do not lose
-    rows; the header is written by whoever creates the file)."""
+    rows)."""
     cols = ["run_id", "donor", "donor_run_id", "how", "at"]
     line = pd.DataFrame([dict(row, at=_now())])[cols].to_csv(index=False, header=False)
     path = store.root / REUSED
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.write(fd, (",".join(cols) + "\n").encode())
-        os.close(fd)
+    try:  # whoever creates the file writes the header with its row, in one write
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        data = ",".join(cols) + "\n" + line
     except FileExistsError:
-        pass
-    with open(path, "a") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+        fd, data = os.open(path, os.O_WRONLY | os.O_APPEND), line
+    try:
+        os.write(fd, data.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def taken_over(root) -> set[str]:
