@@ -139,6 +139,11 @@ def test_a_fit_that_ran_to_its_cap_or_differs_otherwise_is_computed_again(tmp_pa
     store = ResultStore(tmp_path / "new")
     rows = run_sweep([study_run(pcfg(iters=2000))], study_job, store, progress=False, donors=[donor.root])
     assert rows.attrs["adopted"] == [] and rows.status.tolist() == ["done"]  # computed: neither donor is that fit
+    from biasprobe.studies.reuse import refits
+
+    r = refits(store.root, donor.root)  # the computed fit beside the capped one it stands for (not the other lr)
+    assert len(r) == 1 and r.run_id_before[0] == run_id(capped) and (r.iters_before[0], r.iters_after[0]) == (20, 2000)
+    assert r.steps_run_before[0] == 20 and r.steps_run_after[0] < 2000
     # a lower cap is never served by a longer fit
     store2 = ResultStore(tmp_path / "new2")
     run_sweep([study_run(pcfg(iters=10))], study_job, store2, progress=False, donors=[donor.root])

@@ -163,3 +163,39 @@ def taken_over(root) -> set[str]:
 def extend_key(config: dict, budget_fields: tuple[str, ...]) -> str:
     """A config's canonical JSON without the budget fields: the configs an extension may match."""
     return canonical_json({k: v for k, v in config.items() if k not in budget_fields})
+
+
+def refits(root, donor_root, probe_name: str = "dip") -> pd.DataFrame:
+    """The runs a store computed itself (not taken over) that stand for a donor run under another budget (the same
+    extend key): one row per such pair, the donor's and the new run's summaries side by side (``_before`` and
+    ``_after`` columns: iters, steps_run, peak_status, max_psnr_gt, max_psnr_gt_step, gain_db, gap_negative_step),
+    so a reader sees what the larger budget changed. Empty when there are none."""
+    from biasprobe.probes import get_probe
+
+    probe, store, donor = get_probe(probe_name), ResultStore(root), ResultStore(donor_root)
+    if not donor.runs_dir.is_dir() or not store.runs_dir.is_dir():
+        return pd.DataFrame()
+    by_key = _index_by_key(donor, probe)
+    taken, pairs = taken_over(root), []
+    for rid in store.run_ids():
+        cfg = store.config(rid)
+        if rid in taken or cfg.get("probe") != probe_name or not isinstance(cfg.get("config"), dict):
+            continue
+        key = probe.extend_key(cfg["config"])
+        for old in by_key.get(key, []) if key is not None else []:
+            if old != rid:
+                pairs.append((old, rid))
+    if not pairs:
+        return pd.DataFrame()
+    cols = ["iters", "steps_run", "peak_status", "max_psnr_gt", "max_psnr_gt_step", "gain_db", "gap_negative_step"]
+    before = donor.load("summary", [o for o, _ in pairs]).set_index("run_id")
+    after = store.load("summary", [n for _, n in pairs]).set_index("run_id")
+    rows = []
+    for old, new in pairs:
+        b, a = before.loc[old], after.loc[new]
+        row = dict(arch=a["arch"], image=a["image"], seed=a["seed"])
+        row.update({f"{c}_before": b.get(c) for c in cols})
+        row.update({f"{c}_after": a.get(c) for c in cols})
+        row.update(run_id_before=old, run_id_after=new)
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["arch", "image"]).reset_index(drop=True)

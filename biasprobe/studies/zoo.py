@@ -295,6 +295,33 @@ def _decoders_md(d: pd.DataFrame, ci: float) -> str:
                                "gap_negative_step", "gap_censored_share", "share_peak_reached", "decoder_range"]])
 
 
+def _refits_md(out: Path, meta: dict) -> list[str]:
+    """For a plan that continues another's store (``reuse_from``): the fits computed again under the larger budget,
+    beside the same fits as the earlier plan stored them (``refits.csv``)."""
+    preset = meta.get("preset") if isinstance(meta.get("preset"), dict) else {}
+    if not preset.get("reuse_from") or not meta.get("store"):
+        return []
+    from biasprobe.studies.reuse import refits
+
+    r = refits(Path(meta["store"]) / "results", Path(preset["reuse_from"]) / "results")
+    if not len(r):
+        return []
+    write_atomic(out / "refits.csv", r.to_csv(index=False))
+    t = pd.DataFrame({
+        "arch": r.arch, "image": r.image,
+        "cap before / after": [f"{int(b):,} / {int(a):,}" for b, a in zip(r.iters_before, r.iters_after)],
+        "peak before": [f"{s} @ {int(st):,}" for s, st in zip(r.peak_status_before, r.max_psnr_gt_step_before)],
+        "peak after": [f"{s} @ {int(st):,}" for s, st in zip(r.peak_status_after, r.max_psnr_gt_step_after)],
+        "gain dB before / after": [f"{b:.2f} / {a:.2f}" for b, a in zip(r.gain_db_before, r.gain_db_after)],
+        "steps run after": r.steps_run_after.astype(int),
+        "gap crossing after": r.gap_negative_step_after})
+    return ["## Fits computed again under this plan's budget", "",
+            f"The fits of `{preset['reuse_from']}` that this plan could not take over (they ran to the earlier cap, or "
+            f"were dead before the new dead check), computed again from step 0, beside their earlier records (the same "
+            f"configuration but the budget; full table: `refits.csv`). A dead fit stopped at the dead check shows "
+            f"`dead`.", "", R.markdown_table(t), ""]
+
+
 def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
     """report.md, leaderboard.csv, decoders.csv, verdicts.csv, dip_runs.csv and the figures into ``out_dir``."""
     out = Path(out_dir)
@@ -348,6 +375,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
            "the decoders for that backbone and variant. Full table: `decoders.csv`.", "", _decoders_md(dec, ci)]
     md += G.power_md(verd)
     md += R.runs_md(runs)
+    md += _refits_md(out, meta)
     md += R.plateau_md(t.get("clf_summary"), t.get("clf_epochs"))
     if t.get("choices") is not None:
         md += ["## Calibrated learning rates", "",
