@@ -315,17 +315,23 @@ def test_plan_lines_name_the_other_plans_and_the_runs_taken_over():
 
 
 def test_cost_section_says_what_was_taken_over_from_an_earlier_store(tmp_path):
-    from biasprobe.studies.sweep import ResultStore, run_id, run_sweep
+    from biasprobe.studies.generative_vs_predictive import reused_ids
+    from biasprobe.studies.reuse import sweep_reusing
+    from biasprobe.studies.runner import run_costs
+    from biasprobe.studies.sweep import ResultStore, run_id
 
-    def table(config):
-        return {"t": pd.DataFrame({"x": [config["x"]]})}
+    def table(run):
+        return {"t": pd.DataFrame({"x": [run["config"]["x"]]})}
 
-    ResultStore(tmp_path / "old" / "results").write({"x": 1}, table({"x": 1}), seconds=60.0)
+    runs = [{"probe": "dip", "config": {"arch": "a", "x": x}} for x in (1, 2)]
+    ResultStore(tmp_path / "old" / "results").write(runs[0], table(runs[0]), seconds=60.0)
     store = tmp_path / "store"
-    run_sweep([{"x": 1}, {"x": 2}], table, store / "results", progress=False, donors=[tmp_path / "old" / "results"])
-    assert R.reused_ids(store) == {run_id({"x": 1})}
-    costs = pd.DataFrame(dict(part="study", probe="dip", arch="a", run_id=[run_id({"x": 1}), run_id({"x": 2})],
-                              seconds=[60.0, 120.0], threads=1.0))
-    md = "\n".join(R.cost_section(tmp_path, costs, dict(store=str(store))))
-    assert "Of these, 1 run (1.0 of the minutes) came from the store this plan continues" in md and "made for this plan: 1, 2.0 minutes" in md
-    assert "came from the store" not in "\n".join(R.cost_section(tmp_path, costs, {}))
+    sweep_reusing(runs, table, store / "results", donors=[tmp_path / "old" / "results"], progress=False)
+    assert reused_ids(store) == {run_id(runs[0])}
+    costs = run_costs(ResultStore(store / "results"), runs).assign(threads=1.0)
+    assert costs.set_index("run_id").taken_over.to_dict() == {run_id(runs[0]): True, run_id(runs[1]): False}
+    costs.loc[costs.run_id == run_id(runs[1]), "seconds"] = 120.0
+    md = "\n".join(R.cost_section(tmp_path, costs, {}))
+    assert "Of these, 1 run (1.0 of the minutes) came from the store this plan continues" in md
+    assert "made for this plan: 1, 2.0 minutes" in md
+    assert "came from the store" not in "\n".join(R.cost_section(tmp_path, costs.drop(columns="taken_over"), {}))

@@ -10,6 +10,7 @@ from biasprobe import BiasprobeError
 from biasprobe.archs import registry
 from biasprobe.probes import get_probe
 from biasprobe.probes.dip import DIPConfig, run_dip
+from biasprobe.studies.reuse import sweep_reusing
 from biasprobe.studies.runner import study_job
 from biasprobe.studies.sweep import ResultStore, run_id, run_sweep
 
@@ -60,7 +61,7 @@ def test_a_fit_its_rule_ended_is_the_same_fit_under_a_higher_cap(tmp_path, nets)
 
     new = study_run(pcfg(iters=2000))
     store = ResultStore(tmp_path / "new")
-    rows = run_sweep([new], _never_called, store, progress=False, donors=[donor.root])
+    rows = sweep_reusing([new], _never_called, store, progress=False, donors=[donor.root])
     assert rows.status.tolist() == ["done"] and len(rows.attrs["adopted"]) == 1
     rid = run_id(new)
     meta = json.loads((store.runs_dir / rid / "meta.json").read_text())
@@ -89,7 +90,7 @@ def test_a_new_dead_check_takes_over_a_fit_alive_at_it_and_computes_one_dead_the
 
     new_alive, new_dead = (study_run(DIPConfig(**{**c.__dict__, "iters": 2000, "dead_after": 20})) for c in (alive, dead))
     store = ResultStore(tmp_path / "new")
-    rows = run_sweep([new_alive, new_dead], study_job, store, progress=False, donors=[donor.root])
+    rows = sweep_reusing([new_alive, new_dead], study_job, store, progress=False, donors=[donor.root])
     assert [r["run_id"] for r in rows.attrs["adopted"]] == [run_id(new_alive)]
     assert "alive at the dead check (step 20)" in rows.attrs["adopted"][0]["how"]
     fresh = get_probe("dip").run(DIPConfig(**new_alive["config"]))
@@ -126,7 +127,7 @@ def test_each_adoption_is_logged_when_it_is_stored(tmp_path, monkeypatch):
     monkeypatch.setattr(reuse, "_copy_run", copy_then_die)
     store = ResultStore(tmp_path / "new")
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(configs, _table, store, progress=False, donors=[donor.root])
+        sweep_reusing(configs, _table, store, progress=False, donors=[donor.root])
     assert pd.read_csv(store.root / "reused.csv").run_id.tolist() == n == store.run_ids()
     assert reuse.taken_over(store.root) == set(n)
 
@@ -137,7 +138,7 @@ def test_a_fit_that_ran_to_its_cap_or_differs_otherwise_is_computed_again(tmp_pa
     run_sweep([capped, other], study_job, donor, progress=False)
     assert donor.load("summary", [run_id(capped)]).steps_run.max() == 20  # hit its cap
     store = ResultStore(tmp_path / "new")
-    rows = run_sweep([study_run(pcfg(iters=2000))], study_job, store, progress=False, donors=[donor.root])
+    rows = sweep_reusing([study_run(pcfg(iters=2000))], study_job, store, progress=False, donors=[donor.root])
     assert rows.attrs["adopted"] == [] and rows.status.tolist() == ["done"]  # computed: neither donor is that fit
     from biasprobe.studies.reuse import refits
 
@@ -146,7 +147,7 @@ def test_a_fit_that_ran_to_its_cap_or_differs_otherwise_is_computed_again(tmp_pa
     assert r.steps_run_before[0] == 20 and r.steps_run_after[0] < 2000
     # a lower cap is never served by a longer fit
     store2 = ResultStore(tmp_path / "new2")
-    run_sweep([study_run(pcfg(iters=10))], study_job, store2, progress=False, donors=[donor.root])
+    sweep_reusing([study_run(pcfg(iters=10))], study_job, store2, progress=False, donors=[donor.root])
     assert not (store2.root / "reused.csv").exists()
 
 
@@ -155,7 +156,7 @@ def test_the_same_run_is_copied_byte_for_byte_and_never_computed(tmp_path):
     configs = [{"x": i} for i in range(3)]
     run_sweep(configs, _table, donor, progress=False)
     store = ResultStore(tmp_path / "new")
-    rows = run_sweep(configs + [{"x": 9}], _table, store, progress=False, donors=[donor.root])
+    rows = sweep_reusing(configs + [{"x": 9}], _table, store, progress=False, donors=[donor.root])
     assert len(rows) == 4 and len(rows.attrs["adopted"]) == 3
     for c in configs:
         rid = run_id(c)
@@ -163,7 +164,7 @@ def test_the_same_run_is_copied_byte_for_byte_and_never_computed(tmp_path):
             assert (store.runs_dir / rid / name).read_bytes() == (donor.runs_dir / rid / name).read_bytes()
     assert sorted(store.load("t").x) == [0, 1, 2, 9]
     # a second sweep adopts nothing more (the runs are its own now)
-    again = run_sweep(configs, _never_called, store, progress=False, donors=[donor.root])
+    again = sweep_reusing(configs, _never_called, store, progress=False, donors=[donor.root])
     assert again.attrs["adopted"] == []
 
 

@@ -774,25 +774,13 @@ def cost_section(out: Path, costs: pd.DataFrame | None, meta: dict) -> list[str]
     table = cost_table(costs, threads)
     write_atomic(Path(out) / "cost.csv", table.to_csv(index=False))
     md = cost_md(costs, threads, table)
-    taken = reused_ids(meta.get("store"))
-    if md and taken and "run_id" in costs and costs.run_id.isin(taken).any():
+    if md and "taken_over" in costs and costs.taken_over.astype(bool).any():
         th, _ = run_threads(costs, threads)
         minutes = costs.seconds * (th if th.notna().all() else 1.0) / 60.0
-        old = costs.run_id.isin(taken)
+        old = costs.taken_over.astype(bool)
         k = int(old.sum())
         md[-1:-1] = [f"Of these, {k} run{'s' * (k != 1)} ({minutes[old].sum():.1f} of the minutes) came from "
                      f"the store this plan continues (made under earlier plans, counted at the cost they took then; "
                      f"`reused.csv` in the store lists them); the runs made for this plan: {int((~old).sum())}, "
                      f"{minutes[~old].sum():.1f} minutes.", ""]
     return md
-
-
-def reused_ids(store: str | Path | None) -> set[str]:
-    """The run ids a study store took over from the store its plan continues (its results' and calibration's
-    adoptions, ``biasprobe.studies.reuse.taken_over``)."""
-    if not store:
-        return set()
-    from biasprobe.studies.reuse import taken_over
-
-    roots = [Path(store) / "results", *(p.parent for p in Path(store).glob("calibration/*/reused.csv"))]
-    return set().union(*(taken_over(r) for r in roots))

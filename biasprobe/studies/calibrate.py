@@ -159,15 +159,16 @@ def calibrate(archs: list[str], probe: str, grid: list[float], base: dict, store
     Runs already in the store are not repeated. A run that fails raises one BiasprobeError after the sweep
     (finished runs are kept; rerun to retry the failed ones). ``compute=False`` runs nothing: the table is read
     from the store, and a calibration not finished there is one BiasprobeError. ``donors``: earlier stores whose
-    runs are taken over first (``run_sweep``)."""
-    from biasprobe.studies.sweep import ResultStore, run_sweep
+    runs are taken over first (``reuse.sweep_reusing``)."""
+    from biasprobe.studies.reuse import sweep_reusing
+    from biasprobe.studies.sweep import ResultStore
 
     configs = calibration_configs(archs, probe, grid, base, seeds, wd_grid, arch_kwargs)
     store = ResultStore(store)
     if compute:
         fn = functools.partial(run_one, device=device)
-        index = run_sweep(configs, fn, store, executor=executor, jobs=jobs, threads_per_job=threads_per_job,
-                          progress=progress, desc=f"calibrate {probe}", donors=donors)
+        index = sweep_reusing(configs, fn, store, donors, executor=executor, jobs=jobs,
+                              threads_per_job=threads_per_job, progress=progress, desc=f"calibrate {probe}")
     else:
         from biasprobe.studies.sweep import run_id
 

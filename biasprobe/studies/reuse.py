@@ -1,6 +1,6 @@
 """Runs an earlier store already holds: what a study whose plan continues another (``reuse_from``) takes over.
 
-A sweep given donor stores (``run_sweep(..., donors=[...])``) first looks there for every run its own store lacks:
+A sweep given donor stores (:func:`sweep_reusing`) first looks there for every run its own store lacks:
 
 * **the same run** (a donor holds the run id, complete): its folder is copied whole, byte for byte (config, tables,
   meta with the donor's seconds, threads and finished_at, manifest), so the copy is that run;
@@ -27,9 +27,23 @@ from pathlib import Path
 import pandas as pd
 
 from biasprobe.probes import PROBES
-from biasprobe.studies.sweep import _TMP, ResultStore, _fsync_dir, _now, canonical_json, run_id
+from biasprobe.studies.sweep import _TMP, ResultStore, StoreUnwritable, _fsync_dir, _now, run_id, run_sweep
 
 REUSED = "reused.csv"
+
+
+def sweep_reusing(configs, fn, store, donors=(), **kw) -> pd.DataFrame:
+    """``sweep.run_sweep`` after taking over from ``donors`` (earlier stores) every run they can give (:func:`adopt`);
+    the adopted runs' rows are in ``rows.attrs["adopted"]``."""
+    store = store if isinstance(store, ResultStore) else ResultStore(store)
+    configs = list(configs)
+    try:
+        adopted = adopt(store, list(donors), configs) if donors else []
+    except OSError as e:
+        raise StoreUnwritable.from_oserror(store.root, e) from None
+    rows = run_sweep(configs, fn, store, **kw)
+    rows.attrs["adopted"] = adopted
+    return rows
 
 
 def adopt(store: ResultStore, donors, configs: list[dict]) -> list[dict]:
@@ -158,11 +172,6 @@ def taken_over(root) -> set[str]:
         if store.done(rid) and json.loads(meta.read_text()).get("finished_at", "") <= at:
             out.add(rid)
     return out
-
-
-def extend_key(config: dict, budget_fields: tuple[str, ...]) -> str:
-    """A config's canonical JSON without the budget fields: the configs an extension may match."""
-    return canonical_json({k: v for k, v in config.items() if k not in budget_fields})
 
 
 def refits(root, donor_root, probe_name: str = "dip") -> pd.DataFrame:

@@ -227,7 +227,8 @@ def run_study(p: StudyPreset, store_dir: str | Path, progress: bool = True, run:
     """Calibrate (if the preset says so), run both grids, and return the tables for the analysis. ``run=False``
     runs nothing: the tables hold the runs the store has (a study still running, or stopped part-way), and
     ``tables["missing"]`` counts the rest."""
-    from biasprobe.studies.sweep import ResultStore, run_sweep
+    from biasprobe.studies.reuse import sweep_reusing as run_sweep
+    from biasprobe.studies.sweep import ResultStore
 
     if not run:
         run_sweep = _no_sweep
@@ -319,8 +320,9 @@ def run_costs(store, runs: list[dict], calibration_root: Path | None = None,
               calibration: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per finished run of the study, calibration included: part ("study" or "calibration"), probe, arch,
     run_id, seconds (the run's own time, as stored), threads (torch's, recorded with the run; NaN for runs stored
-    before threads were recorded) and finished_at. The study's cost per architecture is read from
-    it (``report.cost_table``)."""
+    before threads were recorded), finished_at and taken_over (the run was taken over from the store the plan
+    continues, ``biasprobe.studies.reuse``). The study's cost per architecture is read from it
+    (``report.cost_table``)."""
     from biasprobe.studies.sweep import ResultStore, run_id
 
     who = {run_id(r): ("study", r["probe"], r["config"]["arch"]) for r in runs}
@@ -329,15 +331,19 @@ def run_costs(store, runs: list[dict], calibration_root: Path | None = None,
         for probe, g in calibration.groupby("probe"):
             parts.append((ResultStore(calibration_root / probe),
                           {i: ("calibration", probe, a) for i, a in zip(g.run_id, g.arch)}))
+    from biasprobe.studies.reuse import taken_over
+
     frames = []
     for st, ids in parts:
         idx = st.index()
         idx = idx[idx.run_id.isin(set(ids)) & (idx.status == "done")]
         part, probe, arch = zip(*[ids[i] for i in idx.run_id]) if len(idx) else ((), (), ())
+        taken = taken_over(st.root)
         frames.append(pd.DataFrame(dict(part=part, probe=probe, arch=arch, run_id=list(idx.run_id),
                                         seconds=list(idx.seconds.astype(float)),
                                         threads=list(idx.threads),
-                                        finished_at=list(idx.finished_at))))
+                                        finished_at=list(idx.finished_at),
+                                        taken_over=[r in taken for r in idx.run_id])))
     out = pd.concat(frames, ignore_index=True)
     order = {a: i for i, a in enumerate(dict.fromkeys(r["config"]["arch"] for r in runs))}
     return out.sort_values("arch", key=lambda a: a.map(order).fillna(len(order)), kind="stable",

@@ -588,7 +588,7 @@ def _run_and_store(fn: RunFn, root: str, config: dict) -> dict:
 
 def run_sweep(configs: Iterable[Mapping], fn: RunFn, store: ResultStore | str | Path, executor: str = "local",
               jobs: int = 1, threads_per_job: int | None = None, slurm: dict | None = None, progress: bool = True,
-              desc: str = "sweep", donors: Iterable[ResultStore | str | Path] = ()) -> pd.DataFrame:
+              desc: str = "sweep") -> pd.DataFrame:
     """Run ``fn`` on every config not yet stored and return the index rows of these configs (one per distinct
     config, in first-seen order; status 'done' or 'failed', seconds, error, config columns).
 
@@ -598,9 +598,8 @@ def run_sweep(configs: Iterable[Mapping], fn: RunFn, store: ResultStore | str | 
     config is recorded and the others go on; a store that cannot be written stops the sweep with
     :class:`StoreUnwritable`. One progress bar for the whole sweep (total = distinct configs, starting at those
     already done). KeyboardInterrupt stops the executor, rebuilds the index and propagates; rerun to resume.
-    ``executor``, ``jobs``, ``threads_per_job``, ``slurm``: see ``biasprobe.studies.executors``. ``donors``: earlier
-    stores whose runs are taken over before anything is computed (``biasprobe.studies.reuse``: the same run copied,
-    or a run its probe can extend); listed in ``rows.attrs["adopted"]`` and the store's reused.csv.
+    ``executor``, ``jobs``, ``threads_per_job``, ``slurm``: see ``biasprobe.studies.executors``. (To take runs over
+    from an earlier store first: ``biasprobe.studies.reuse.sweep_reusing``.)
     """
     from tqdm.auto import tqdm
 
@@ -613,15 +612,6 @@ def run_sweep(configs: Iterable[Mapping], fn: RunFn, store: ResultStore | str | 
     except OSError as e:
         raise StoreUnwritable.from_oserror(store.root, e) from None
     todo = [c for rid, c in unique.items() if not store.done(rid)]
-    adopted = []
-    if donors and todo:
-        from biasprobe.studies.reuse import adopt
-
-        try:
-            adopted = adopt(store, list(donors), todo)
-        except OSError as e:
-            raise StoreUnwritable.from_oserror(store.root, e) from None
-        todo = [c for c in todo if not store.done(run_id(c))]
     task = functools.partial(_run_and_store, fn, str(store.root))
     kw = dict(jobs=jobs, threads_per_job=threads_per_job, slurm=slurm, folder=store.root / "submitit")
     results = submit_all(executor, task, todo, **kw)  # checks its arguments now, before anything runs
@@ -683,7 +673,6 @@ def run_sweep(configs: Iterable[Mapping], fn: RunFn, store: ResultStore | str | 
     rows = index.set_index("run_id", drop=False).reindex(list(unique))
     rows = rows[rows["status"].notna()].reset_index(drop=True)
     rows.attrs["recomputed"] = recomputed
-    rows.attrs["adopted"] = adopted
     return rows
 
 

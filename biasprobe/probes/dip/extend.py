@@ -14,6 +14,7 @@ does not clear it logged is computed again.
 
 from __future__ import annotations
 
+import json
 import math
 
 # the fields a higher budget may change; everything else must be equal (reuse.extend_key)
@@ -80,7 +81,7 @@ def const_psnr(cfg) -> list[float]:
 
 
 def key(fields: dict) -> str:
-    from biasprobe.studies.reuse import extend_key
-
-    return extend_key(fields, BUDGET_FIELDS)
+    """The config's canonical JSON without the budget fields: what a stored fit must share to be extended."""
+    return json.dumps({k: v for k, v in fields.items() if k not in BUDGET_FIELDS}, sort_keys=True,
+                      separators=(",", ":"))
 
