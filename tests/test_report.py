@@ -315,8 +315,7 @@ def test_plan_lines_name_the_other_plans_and_the_runs_taken_over():
 
 
 def test_cost_section_says_what_was_taken_over_from_an_earlier_store(tmp_path):
-    from biasprobe.studies.generative_vs_predictive import reused_ids
-    from biasprobe.studies.reuse import sweep_reusing
+    from biasprobe.studies.reuse import sweep_reusing, taken_over
     from biasprobe.studies.runner import run_costs
     from biasprobe.studies.sweep import ResultStore, run_id
 
@@ -327,7 +326,7 @@ def test_cost_section_says_what_was_taken_over_from_an_earlier_store(tmp_path):
     ResultStore(tmp_path / "old" / "results").write(runs[0], table(runs[0]), seconds=60.0)
     store = tmp_path / "store"
     sweep_reusing(runs, table, store / "results", donors=[tmp_path / "old" / "results"], progress=False)
-    assert reused_ids(store) == {run_id(runs[0])}
+    assert taken_over(store / "results") == {run_id(runs[0])}
     costs = run_costs(ResultStore(store / "results"), runs).assign(threads=1.0)
     assert costs.set_index("run_id").taken_over.to_dict() == {run_id(runs[0]): True, run_id(runs[1]): False}
     costs.loc[costs.run_id == run_id(runs[1]), "seconds"] = 120.0

@@ -286,7 +286,9 @@ def plan_info(meta: dict, tables: dict) -> dict | None:
         unlogged = int((made == "").sum())
         other = len(made) - under - unlogged
         other_by = _other_plans(Path(meta["store"]), made[(made != preset["plan_sha256"]) & (made != "")])
-        reused = len(reused_ids(meta["store"]) & set(idx.run_id))
+    costs = tables.get("run_costs")  # runner.run_costs: which of the study's runs were taken over from a donor store
+    if isinstance(costs, pd.DataFrame) and "taken_over" in costs:
+        reused = int(costs[costs.part == "study"].taken_over.astype(bool).sum())
     dip = tables.get("dip_summary")
     have = set()
     if isinstance(dip, pd.DataFrame) and len(dip):
@@ -302,15 +304,6 @@ def plan_info(meta: dict, tables: dict) -> dict | None:
                 runs_other_by=other_by, runs_reused=reused,
                 missing_units=(f"{len(missing)} of {len(names) * len(gens)} (generator, image) units: "
                                + V._names(missing, 8)) if missing else "")
-
-
-def reused_ids(store: str | Path) -> set[str]:
-    """The run ids a study store took over from the store its plan continues (its results' and calibration's
-    adoptions, ``biasprobe.studies.reuse.taken_over``)."""
-    from biasprobe.studies.reuse import taken_over
-
-    roots = [Path(store) / "results", *(p.parent for p in Path(store).glob("calibration/*/reused.csv"))]
-    return set().union(*(taken_over(r) for r in roots))
 
 
 def _other_plans(store_dir: Path, shas: pd.Series) -> dict[str, int]:

@@ -323,6 +323,7 @@ def run_costs(store, runs: list[dict], calibration_root: Path | None = None,
     before threads were recorded), finished_at and taken_over (the run was taken over from the store the plan
     continues, ``biasprobe.studies.reuse``). The study's cost per architecture is read from it
     (``report.cost_table``)."""
+    from biasprobe.studies.reuse import taken_over
     from biasprobe.studies.sweep import ResultStore, run_id
 
     who = {run_id(r): ("study", r["probe"], r["config"]["arch"]) for r in runs}
@@ -331,8 +332,6 @@ def run_costs(store, runs: list[dict], calibration_root: Path | None = None,
         for probe, g in calibration.groupby("probe"):
             parts.append((ResultStore(calibration_root / probe),
                           {i: ("calibration", probe, a) for i, a in zip(g.run_id, g.arch)}))
-    from biasprobe.studies.reuse import taken_over
-
     frames = []
     for st, ids in parts:
         idx = st.index()
