@@ -18,6 +18,8 @@ Store layout (the directories are the truth; ``index.parquet`` is a cache rebuil
     root/damaged/<run_id>-<time>/         a stored run that failed its check, moved aside (never deleted)
     root/claims/<run_id>.claim            held while a process computes the run (pid, host, heartbeat)
     root/failed/<run_id>.json             config, error, traceback, seconds, finished_at (removed on success)
+    root/partial/<run_id>/                a run's saved state while it is computed (``biasprobe.resume``): a
+                                          killed run goes on from it; removed once the run is stored or failed
     root/index.parquet                    one row per run: run_id, status, seconds, error, threads, config columns
     root/submitit/                        submitit's pickles and logs (slurm executors only)
 
@@ -25,7 +27,9 @@ A run directory is written as ``runs/.tmp-<run_id>-<host>-<pid>-<rand>/`` and th
 atomic on POSIX: ``runs/<run_id>/`` exists complete or not at all. If two writers finish the same run, the first
 rename wins and the second discards its copy, so a run is never stored twice. Each run is written by whichever
 process ran it (the sweep process, a pool worker, a Slurm job), as soon as it finishes: killing the sweep loses only
-the runs in flight, and rerunning it resumes. Temp dirs left by a killed writer are removed on the next start.
+the runs in flight, and rerunning it resumes; a run whose loop saves its state (a DIP fit, every ``resume.EVERY_S``
+seconds) goes on from its last save, so a kill loses minutes, not the run. Temp dirs left by a killed writer are
+removed on the next start.
 
 What is reused is checked first: a run counts as stored (``done``, ``run_ids``, ``load``) only when its manifest
 lists its files and every file matches its size and checksum (runs written before manifests existed: when config.json
@@ -60,6 +64,7 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from biasprobe import resume
 from biasprobe.errors import BiasprobeError
 from biasprobe.studies.executors import submit_all
 from biasprobe.runinfo import run_provenance, write_json, write_parquet
@@ -413,6 +418,12 @@ class ResultStore:
             if dead or stale:
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
+        partial = self.root / resume.FOLDER
+        if partial.is_dir():  # the saved state of a run stored since (killed between its write and the cleanup)
+            for path in partial.iterdir():
+                if _RUN_ID.match(path.name) and self.done(path.name):
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed += 1
         return removed
 
     def write_index(self) -> pd.DataFrame:
@@ -561,10 +572,16 @@ def _run_and_store(fn: RunFn, root: str, config: dict) -> dict:
             damaged = dict(run_id=rid, why=why, moved_to=str(moved) if moved else None)
         made = dict(provenance=run_provenance())  # at the start: the code the run was made with
         t0 = time.perf_counter()
+        checkpoint = None
         try:
-            tables = fn(config)
-            seconds = time.perf_counter() - t0
+            # a loop that can resume saves into the run's partial folder; a killed attempt's save is picked up there
+            with resume.scope(store.root / resume.FOLDER / rid) as checkpoint:
+                tables = fn(config)
+            seconds = time.perf_counter() - t0 + checkpoint.carried
+            if checkpoint.carried:
+                made["resumed"] = dict(carried_seconds=checkpoint.carried)
             store.write(config, tables, seconds, meta=made)
+            checkpoint.discard()
             return dict(run_id=rid, status="done", seconds=seconds, error=None, damaged=damaged)
         except OSError as e:
             if "tables" in locals():  # fn finished: the store's write failed
@@ -573,7 +590,9 @@ def _run_and_store(fn: RunFn, root: str, config: dict) -> dict:
             error_from = e
         except Exception as e:
             error_from = e
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0 + (checkpoint.carried if checkpoint is not None else 0.0)
+        if checkpoint is not None:
+            checkpoint.discard()  # a failed run is computed again from its start
         error = f"{type(error_from).__name__}: {error_from}"
         tb = "".join(traceback.format_exception(type(error_from), error_from, error_from.__traceback__))
         try:

@@ -51,13 +51,15 @@ import resource
 import threading
 import time
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from biasprobe import seeding
+from biasprobe import resume, seeding
+from biasprobe.probes.dip import checkpoint as saved_state
 from biasprobe.probes.dip import quality as metrics
 from biasprobe.probes.dip.config import DIPConfig, DIPResult
 from biasprobe.probes.dip.engine import Guard, SeedBatch, Stopped, auto_batching, bcast, channels_last, seed_groups
@@ -82,12 +84,13 @@ def run_dip(cfg: DIPConfig, progress: bool = True, seed_threads: int | None = No
     warn_slow_amp(cfg, device)
     clean, task_params = prepare_image(cfg)  # once: every seed group fits the same image
     groups = seed_groups(cfg, device, tuple(clean.shape[-2:]), seed_threads)
+    checkpoint = resume.current()  # read here: the seed groups' threads do not inherit the context
     if len(groups) == 1:
-        result, _, _ = _fit(cfg, clean, task_params, device, progress)
+        result, _, _ = _fit(cfg, clean, task_params, device, progress, checkpoint=checkpoint)
         result.meta["seed_threads"] = 1
         result.meta["torch_threads_per_group"] = [torch.get_num_threads()]
         return result
-    return _fit_threaded(cfg, clean, task_params, device, groups, progress)
+    return _fit_threaded(cfg, clean, task_params, device, groups, progress, checkpoint)
 
 
 def warn_slow_amp(cfg: DIPConfig, device: torch.device) -> None:
@@ -99,7 +102,7 @@ def warn_slow_amp(cfg: DIPConfig, device: torch.device) -> None:
 
 
 def _fit_threaded(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.device,
-                  groups: list[list[int]], progress: bool) -> DIPResult:
+                  groups: list[list[int]], progress: bool, checkpoint: resume.Checkpoint | None = None) -> DIPResult:
     """Fit each seed group on its own thread, the torch threads shared out among them (one each when there are as
     many groups as threads); one result with the groups' seeds in order, whose sec_per_step is the wall time from
     the first group's first step to the last group's last step."""
@@ -116,7 +119,8 @@ def _fit_threaded(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device
         sub = copy.deepcopy(cfg)
         sub.seeds = seeds
         desc = f"dip {cfg.arch} {cfg.task} ({len(cfg.seeds)} seeds on {len(groups)} threads)"
-        return _fit(sub, clean, task_params, device, progress and g == shown, stop=stop, desc=desc)
+        return _fit(sub, clean, task_params, device, progress and g == shown, stop=stop, desc=desc,
+                    checkpoint=checkpoint)
 
     try:
         with ThreadPoolExecutor(len(groups), thread_name_prefix="biasprobe-seeds") as ex:
@@ -153,8 +157,11 @@ def _fit_threaded(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device
 
 
 def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.device, progress: bool,
-         stop: threading.Event | None = None, desc: str | None = None) -> tuple[DIPResult, float, float]:
-    """The DIP loop for one seed batch in this thread; the result and the loop's start and end times."""
+         stop: threading.Event | None = None, desc: str | None = None,
+         checkpoint: resume.Checkpoint | None = None) -> tuple[DIPResult, float, float]:
+    """The DIP loop for one seed batch in this thread; the result and the loop's start and end times.
+    ``checkpoint``: where the loop saves its state now and then, and whence it resumes (``checkpoint.py``)."""
+    entry = time.perf_counter()
     # what is fitted: the observation of every seed, one generator, input and reg-noise stream per seed
     obs = observe(cfg, clean, task_params).to(device)
     gt, baseline = obs.clean, obs.baseline  # gt: None for tasks without ground truth
@@ -194,8 +201,23 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
     rule = StopRule(K, cfg.patience, cfg.gap_window, cfg.stop_on_gap, cfg.collapse_db) if cfg.stop == "peak" else None
     dead = DeadCheck(cfg, obs) if rule is not None and cfg.dead_after > 0 else None
 
-    bar = tqdm(range(cfg.iters), desc=desc or f"dip {cfg.arch} {cfg.task}", disable=not progress, leave=False)
-    t0 = time.perf_counter()
+    # a killed attempt's last save, if there is one for this very fit: go on from the step after it
+    ck_name, start, loop_before, spent_before = saved_state.name(cfg.seeds), 0, 0.0, 0.0
+    state = checkpoint.load(ck_name) if checkpoint is not None else None
+    if saved_state.usable(state, cfg, device):
+        s = SimpleNamespace(net=net, opt=opt, guard=guard, backtracks=backtracks, ema=None, hist_psnr_gt=hist_psnr_gt,
+                            hist_gap=hist_gap, hist_var=hist_var, best_out=best_out, best_psnr=best_psnr,
+                            es_var=es_var, log=log, snapshots=snapshots, rule=rule, dead=dead, noise_gens=noise_gens)
+        saved_state.restore(state, s, device)
+        ema, snapshots, rule, dead = s.ema, s.snapshots, s.rule, s.dead
+        start, loop_before, spent_before = int(state["step"]) + 1, state["loop_seconds"], state["spent"]
+        checkpoint.carry(ck_name, spent_before)
+    del state
+    timer = resume.Timer(checkpoint)
+
+    bar = tqdm(range(start, cfg.iters), desc=desc or f"dip {cfg.arch} {cfg.task}", disable=not progress,
+               leave=False, initial=start, total=cfg.iters)
+    t0 = time.perf_counter() - loop_before
     for step in bar:
         if stop is not None and stop.is_set():
             raise Stopped("stopped: another seed group failed")
@@ -253,6 +275,15 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
             if stopping:
                 steps_run = step + 1
                 break
+            if timer.due() and step % cfg.log_every == 0 and step < cfg.iters - 1:  # a regular log step: save
+                now = time.perf_counter()
+                s = SimpleNamespace(net=net, opt=opt, guard=guard, backtracks=backtracks, ema=ema,
+                                    hist_psnr_gt=hist_psnr_gt, hist_gap=hist_gap, hist_var=hist_var, best_out=best_out,
+                                    best_psnr=best_psnr, es_var=es_var, log=log, snapshots=snapshots, rule=rule,
+                                    dead=dead, noise_gens=noise_gens)
+                checkpoint.save(ck_name, saved_state.capture(cfg, device, step, now - t0,
+                                                             spent_before + now - entry, s))
+                timer.saved()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t1 = time.perf_counter()

@@ -1,0 +1,95 @@
+"""A DIP fit's whole state at a log step, so that a killed fit goes on from there (``biasprobe.resume``).
+
+Saved at a regular log step s (a multiple of ``log_every`` below the cap's last step, after the step's update,
+stop-rule read and log row): every seed's weights and buffers, Adam's state, the divergence guard's saved weights
+and last good PSNR, the backtrack counts, the EMA output, the per-step histories (psnr_gt, gap, ES-WMV variance)
+with the variance window, the best output, the log rows and snapshots, the stop rule and dead check, and the
+reg-noise generators' states. The input, the observation and the image are functions of the config and seeds and
+are rebuilt. Loading them back and running steps s+1, ... computes what the uninterrupted fit computes, number for
+number, on the same device and torch thread count (``tests/test_resume.py`` checks it); a save made on another
+thread count, device, torch version or config is not used (a warning; the fit starts over).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import torch
+
+VERSION = 1
+
+
+def name(seeds) -> str:
+    """The file a seed batch saves under (each seed group of a threaded fit has its own)."""
+    return "dip-seeds-" + "-".join(str(int(s)) for s in seeds)
+
+
+def _identity(cfg, device: torch.device) -> dict:
+    return dict(version=VERSION, config=dataclasses.asdict(cfg), device=device.type,
+                threads=torch.get_num_threads(), torch=torch.__version__)
+
+
+def capture(cfg, device, step: int, loop_seconds: float, spent: float, s) -> dict:
+    """The state to save after log step ``step``; ``s``: the loop's objects (a namespace: net, opt, guard,
+    backtracks, ema, hist_psnr_gt, hist_gap, hist_var, best_out, best_psnr, es_var, log, snapshots, rule, dead,
+    noise_gens)."""
+    guard = None if s.guard is None else dict(saved=[[t.detach().cpu().clone() for t in g] for g in s.guard.saved],
+                                              last_good=s.guard.last_good.cpu(), bad=s.guard.bad.cpu(),
+                                              bad_rows=list(s.guard.bad_rows))
+    es = None if s.es_var is None else dict(t=s.es_var.t, buf=s.es_var.buf.cpu(), sum=s.es_var.sum.cpu(),
+                                            sq=s.es_var.sq.cpu())
+    return dict(
+        **_identity(cfg, device), step=int(step), loop_seconds=float(loop_seconds), spent=float(spent),
+        leaves=[t.detach().cpu().clone() for t in s.net.leaves],
+        buffers={n: t.cpu().clone() for n, t in s.net.buffers.items()},
+        opt=s.opt.state_dict(), guard=guard, backtracks=s.backtracks.cpu(), ema=s.ema.cpu(),
+        hist_psnr_gt=s.hist_psnr_gt.cpu(), hist_gap=s.hist_gap.cpu(), hist_var=s.hist_var.cpu(),
+        best_out=s.best_out.cpu(), best_psnr=s.best_psnr.cpu(), es_var=es, rows=list(s.log.rows),
+        snapshots=dict(s.snapshots), rule=s.rule, dead=s.dead, noise=[g.get_state() for g in s.noise_gens],
+    )
+
+
+def usable(state: dict | None, cfg, device) -> bool:
+    """Whether ``state`` was saved by this very fit (config, device, thread count, torch version) and a step of it
+    is still to come; warns when a save is there but not usable."""
+    if state is None:
+        return False
+    want = _identity(cfg, device)
+    differ = [k for k in want if state.get(k) != want[k]]
+    if differ:
+        warnings.warn(f"a saved state of this DIP fit differs in {', '.join(differ)}; the fit starts over",
+                      stacklevel=3)
+        return False
+    return int(state["step"]) < cfg.iters - 1
+
+
+@torch.no_grad()
+def restore(state: dict, s, device: torch.device) -> None:
+    """Put ``state`` back into the loop's objects ``s`` (built fresh for the same config), in place."""
+    for t, v in zip(s.net.leaves, state["leaves"], strict=True):
+        t.copy_(v)
+    for n, t in s.net.buffers.items():
+        t.copy_(state["buffers"][n])
+    s.opt.load_state_dict(state["opt"])
+    if s.guard is not None:
+        for group, saved in zip(s.guard.saved, state["guard"]["saved"], strict=True):
+            for t, v in zip(group, saved, strict=True):
+                t.copy_(v)
+        s.guard.last_good = state["guard"]["last_good"].to(device)
+        s.guard.bad = state["guard"]["bad"].to(device)
+        s.guard.bad_rows = list(state["guard"]["bad_rows"])
+    if s.es_var is not None:
+        es = state["es_var"]
+        s.es_var.t = es["t"]
+        s.es_var.buf.copy_(es["buf"])
+        s.es_var.sum.copy_(es["sum"])
+        s.es_var.sq.copy_(es["sq"])
+    for key in ("backtracks", "hist_psnr_gt", "hist_gap", "hist_var", "best_out", "best_psnr"):
+        getattr(s, key).copy_(state[key])
+    s.ema = state["ema"].to(device)
+    s.log.rows = list(state["rows"])
+    s.snapshots = dict(state["snapshots"])
+    s.rule, s.dead = state["rule"], state["dead"]
+    for g, st in zip(s.noise_gens, state["noise"], strict=True):
+        g.set_state(st)
