@@ -13,6 +13,10 @@ DIP loop's test checks that number for number). The seconds a killed attempt spe
 into the run's stored time (:meth:`Checkpoint.carried`), so the study's cost counts them; time after the last save
 is lost, as before. These files are not committed (``.gitignore``): a fresh clone restarts in-flight runs from
 step 0.
+
+A loop may also ask to :meth:`Checkpoint.keep` a save beyond its run: the sweep then moves it to
+``<store>/at_cap/<run_id>/`` when the run is stored. A DIP fit that runs to its cap keeps its state at the last log
+step before the cap, so that a plan with a higher cap can go on from there (``studies.reuse``) instead of from step 0.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 
 EVERY_S = 300.0  # seconds between saves: a killed run loses at most this much (plus a save's own time)
 FOLDER = "partial"
+KEPT = "at_cap"  # saves a loop asked to keep after its run is stored (a DIP fit's last state before its cap)
 
 _CURRENT: contextvars.ContextVar["Checkpoint | None"] = contextvars.ContextVar("biasprobe_checkpoint", default=None)
 
@@ -52,6 +57,7 @@ class Checkpoint:
         self.folder = Path(folder)
         self.every = every_s() if every is None else float(every)
         self._carried: dict[str, float] = {}
+        self.kept: set[str] = set()
 
     @property
     def carried(self) -> float:
@@ -94,7 +100,17 @@ class Checkpoint:
         """Loop ``name`` resumed from a save made ``seconds`` into the run (killed attempts included)."""
         self._carried[name] = float(seconds)
 
-    def discard(self) -> None:
+    def keep(self, name: str) -> None:
+        """Keep save ``name`` after the run is stored (:meth:`discard` moves it aside instead of removing it)."""
+        self.kept.add(name)
+
+    def discard(self, keep_to: str | Path | None = None) -> None:
+        """Remove the run's saves; those marked :meth:`keep` go to the folder ``keep_to`` (if given) first."""
+        if keep_to is not None:
+            for name in sorted(self.kept):
+                if self.path(name).is_file():
+                    Path(keep_to).mkdir(parents=True, exist_ok=True)
+                    os.replace(self.path(name), Path(keep_to) / self.path(name).name)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

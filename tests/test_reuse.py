@@ -10,7 +10,7 @@ from biasprobe import BiasprobeError
 from biasprobe.archs import registry
 from biasprobe.probes import get_probe
 from biasprobe.probes.dip import DIPConfig, run_dip
-from biasprobe.studies.reuse import sweep_reusing
+from biasprobe.studies.reuse import sweep_reusing, taken_over
 from biasprobe.studies.runner import study_job
 from biasprobe.studies.sweep import ResultStore, run_id, run_sweep
 
@@ -139,7 +139,9 @@ def test_a_fit_that_ran_to_its_cap_or_differs_otherwise_is_computed_again(tmp_pa
     assert donor.load("summary", [run_id(capped)]).steps_run.max() == 20  # hit its cap
     store = ResultStore(tmp_path / "new")
     rows = sweep_reusing([study_run(pcfg(iters=2000))], study_job, store, progress=False, donors=[donor.root])
-    assert rows.attrs["adopted"] == [] and rows.status.tolist() == ["done"]  # computed: neither donor is that fit
+    assert rows.status.tolist() == ["done"]  # computed: neither donor is that fit taken over; the capped one's
+    assert [r["donor_run_id"] for r in rows.attrs["adopted"]] == [run_id(capped)]  # kept state is gone on from
+    assert "goes on from" in rows.attrs["adopted"][0]["how"]
     from biasprobe.studies.reuse import refits
 
     r = refits(store.root, donor.root)  # the computed fit beside the capped one it stands for (not the other lr)
@@ -224,3 +226,32 @@ def _table_of_lr(config):
 
 def _never_called(config):
     raise AssertionError(f"computed {config}, which the donor store holds")
+
+
+def test_a_fit_that_ran_to_its_cap_goes_on_from_its_kept_state_under_a_higher_cap(tmp_path, nets, monkeypatch):
+    monkeypatch.setenv("BIASPROBE_CHECKPOINT_S", "0")  # no timed saves: only the one kept at the cap
+    capped = dict(stop_on_gap=True, patience=10_000, iters=40, log_every=4)  # never stops by its rule
+    donor = ResultStore(tmp_path / "old")
+    old = study_run(pcfg(**capped))
+    run_sweep([old], study_job, donor, progress=False)
+    assert donor.load("summary").steps_run.max() == 40  # ran to its cap
+    kept = donor.root / "at_cap" / run_id(old)
+    assert [p.name for p in kept.iterdir()] == ["dip-seeds-0.pt"]  # its state at step 36, the last log step before
+    assert torch.load(kept / "dip-seeds-0.pt", weights_only=False)["step"] == 36
+    assert not (donor.root / "partial").exists() or not any((donor.root / "partial").iterdir())
+
+    new = study_run(pcfg(**{**capped, "iters": 100}))
+    store = ResultStore(tmp_path / "new")
+    rows = sweep_reusing([new], study_job, store, progress=False, donors=[donor.root])
+    assert rows.status.tolist() == ["done"]
+    assert "goes on from" in rows.attrs["adopted"][0]["how"]
+    rid = run_id(new)
+    meta = json.loads((store.runs_dir / rid / "meta.json").read_text())
+    assert meta["resumed"]["carried_seconds"] > 0  # the donor's time up to its save counts in this run's
+    assert rid not in taken_over(store.root)  # computed here, not taken over
+
+    fresh = get_probe("dip").run(DIPConfig(**new["config"]))
+    got = {t: store.load(t, [rid]).drop(columns="run_id") for t in ("summary", "curves", "images")}
+    pd.testing.assert_frame_equal(got["curves"], fresh["curves"])
+    pd.testing.assert_frame_equal(got["images"], fresh["images"])
+    pd.testing.assert_frame_equal(got["summary"].drop(columns=TIMING), fresh["summary"].drop(columns=TIMING))

@@ -82,6 +82,11 @@ class Probe:
         ``donor`` whose :meth:`extend_key` matches, or None when that run is not the same computation."""
         return None
 
+    def goes_on(self, donor_fields: dict, fields: dict) -> bool:
+        """Whether the run ``fields`` asks can go on from a state the stored run ``donor_fields`` kept at its cap
+        (``biasprobe.resume``, ``studies.reuse``); False (the default): never."""
+        return False
+
     def calibration_run(self, config) -> dict[str, pd.DataFrame]:
         """Run one calibration config: ``scores`` (one row per seed: seed, score, the probe's own columns,
         diverged) and ``curves``. ``score`` is :attr:`criterion`."""

@@ -13,6 +13,13 @@ A sweep given donor stores (:func:`sweep_reusing`) first looks there for every r
 
 Each adoption is a row of ``<store>/reused.csv`` (run_id, donor store, donor run id, how, at). The cost of an
 adopted run is its donor's (its ``seconds``): the compute its result took, made once.
+
+A donor fit that ran to its cap cannot be taken over, but when it kept its state before the cap
+(``<donor>/at_cap/<run_id>/``, ``biasprobe.resume``) that state is copied into the new run's save folder
+(``<store>/partial/<run_id>/``): the sweep then computes the run, which goes on from the donor's last log step
+before its cap instead of from step 0 (the DIP loop checks that the save is the same fit under a lower cap). Such a
+run is computed here, not taken over: its row in ``reused.csv`` says "goes on from", and its seconds are the
+donor's up to the save plus its own.
 """
 
 from __future__ import annotations
@@ -30,11 +37,13 @@ from biasprobe.probes import PROBES
 from biasprobe.studies.sweep import _TMP, ResultStore, StoreUnwritable, _fsync_dir, _now, run_id, run_sweep
 
 REUSED = "reused.csv"
+GOES_ON = "goes on from"  # how a row of reused.csv begins when the run was seeded, not taken over (computed here)
 
 
 def sweep_reusing(configs, fn, store, donors=(), **kw) -> pd.DataFrame:
     """``sweep.run_sweep`` after taking over from ``donors`` (earlier stores) every run they can give (:func:`adopt`);
-    the adopted runs' rows are in ``rows.attrs["adopted"]``."""
+    the adopted runs' rows (and those of runs seeded with a donor's state at its cap) are in
+    ``rows.attrs["adopted"]``."""
     store = store if isinstance(store, ResultStore) else ResultStore(store)
     configs = list(configs)
     try:
@@ -66,7 +75,7 @@ def adopt(store: ResultStore, donors, configs: list[dict]) -> list[dict]:
                 row = _take(store, rid, lambda: _copy_run(donor, store, rid))
                 row = row and dict(run_id=rid, donor=str(donor.root), donor_run_id=rid, how="the same run")
             else:
-                row = _extend(store, donor, config, rid, by_key)
+                row = _extend(store, donor, config, rid, by_key) or _go_on(store, donor, config, rid, by_key)
             if row:
                 _log(store, row)
                 rows.append(row)
@@ -103,6 +112,41 @@ def _extend(store: ResultStore, donor: ResultStore, config, rid: str, by_key: di
                       provenance=meta.get("provenance"),
                       reused_from=dict(store=str(donor.root), run_id=cand, how=how))))
         return dict(run_id=rid, donor=str(donor.root), donor_run_id=cand, how=how) if ok else None
+    return None
+
+
+def _go_on(store: ResultStore, donor: ResultStore, config, rid: str, by_key: dict) -> dict | None:
+    """Copy a donor fit's state at its cap into run ``rid``'s save folder when the donor is the same fit (its
+    probe's extend key) and kept one (``resume.KEPT``); the row to log, or None. A save folder the run already has
+    (a killed attempt of its own) is left as it is."""
+    from biasprobe import resume
+
+    probe = PROBES.get(config.get("probe")) if isinstance(config, dict) else None
+    fields = config.get("config") if probe is not None else None
+    key = probe.extend_key(fields) if isinstance(fields, dict) else None
+    target = store.root / resume.FOLDER / rid
+    if key is None or target.exists():
+        return None
+    if (donor, probe.name) not in by_key:
+        by_key[donor, probe.name] = _index_by_key(donor, probe)
+    for cand in by_key[donor, probe.name].get(key, []):
+        kept = donor.root / resume.KEPT / cand
+        if not kept.is_dir() or not any(kept.iterdir()) or not probe.goes_on(donor.config(cand)["config"], fields):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{rid}-{uuid.uuid4().hex[:8]}"
+        try:
+            shutil.copytree(kept, tmp)
+            os.rename(tmp, target)
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY):  # another sweep seeded it first
+                return None
+            raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return dict(run_id=rid, donor=str(donor.root), donor_run_id=cand,
+                    how=f"{GOES_ON} the donor's state at its cap (computed here past it)")
     return None
 
 
@@ -166,6 +210,7 @@ def taken_over(root) -> set[str]:
     if not path.is_file():
         return set()
     log = pd.read_csv(path, dtype=str).drop_duplicates("run_id", keep="last")
+    log = log[~log["how"].fillna("").str.startswith(GOES_ON)]  # seeded from a donor's state: computed here
     store, out = ResultStore(root), set()
     for rid, at in zip(log.run_id, log["at"]):
         meta = store.runs_dir / rid / "meta.json"

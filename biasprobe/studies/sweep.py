@@ -20,6 +20,8 @@ Store layout (the directories are the truth; ``index.parquet`` is a cache rebuil
     root/failed/<run_id>.json             config, error, traceback, seconds, finished_at (removed on success)
     root/partial/<run_id>/                a run's saved state while it is computed (``biasprobe.resume``): a
                                           killed run goes on from it; removed once the run is stored or failed
+    root/at_cap/<run_id>/                 a stored DIP fit's state before its cap, when it ran to it (a higher
+                                          cap goes on from there: ``reuse``)
     root/index.parquet                    one row per run: run_id, status, seconds, error, threads, config columns
     root/submitit/                        submitit's pickles and logs (slurm executors only)
 
@@ -581,7 +583,7 @@ def _run_and_store(fn: RunFn, root: str, config: dict) -> dict:
             if checkpoint.carried:
                 made["resumed"] = dict(carried_seconds=checkpoint.carried)
             store.write(config, tables, seconds, meta=made)
-            checkpoint.discard()
+            checkpoint.discard(keep_to=store.root / resume.KEPT / rid)
             return dict(run_id=rid, status="done", seconds=seconds, error=None, damaged=damaged)
         except OSError as e:
             if "tables" in locals():  # fn finished: the store's write failed

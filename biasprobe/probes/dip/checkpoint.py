@@ -7,7 +7,10 @@ with the variance window, the best output, the log rows and snapshots, the stop 
 reg-noise generators' states. The input, the observation and the image are functions of the config and seeds and
 are rebuilt. Loading them back and running steps s+1, ... computes what the uninterrupted fit computes, number for
 number, on the same device and torch thread count (``tests/test_resume.py`` checks it); a save made on another
-thread count, device, torch version or config is not used (a warning; the fit starts over).
+thread count, device, torch version or config is not used (a warning; the fit starts over). One exception: a save
+of the same fit under a lower cap (stop rule "peak"), which a fit that ran to its cap keeps at its last log step
+before the cap (``resume.KEPT``): the fit under the higher cap goes on from it, as it would have computed those
+steps itself.
 """
 
 from __future__ import annotations
@@ -50,12 +53,22 @@ def capture(cfg, device, step: int, loop_seconds: float, spent: float, s) -> dic
     )
 
 
+def higher_cap(saved: dict, now: dict) -> bool:
+    """Whether config ``now`` is config ``saved`` under a higher cap (``iters``), all else equal, stop rule "peak":
+    then the saved fit's states below its cap's last step are this fit's too (``extend.py`` says why)."""
+    differ = {k for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
+    return differ == {"iters"} and now["iters"] > saved["iters"] and now.get("stop") == "peak"
+
+
 def usable(state: dict | None, cfg, device) -> bool:
-    """Whether ``state`` was saved by this very fit (config, device, thread count, torch version) and a step of it
-    is still to come; warns when a save is there but not usable."""
+    """Whether ``state`` was saved by this very fit (config, device, thread count, torch version), or by the same
+    fit under a lower cap (:func:`higher_cap`), and a step of it is still to come; warns when a save is there but
+    not usable."""
     if state is None:
         return False
     want = _identity(cfg, device)
+    if isinstance(state.get("config"), dict) and higher_cap(state["config"], want["config"]):
+        want["config"] = state["config"]
     differ = [k for k in want if state.get(k) != want[k]]
     if differ:
         warnings.warn(f"a saved state of this DIP fit differs in {', '.join(differ)}; the fit starts over",
@@ -85,8 +98,10 @@ def restore(state: dict, s, device: torch.device) -> None:
         s.es_var.buf.copy_(es["buf"])
         s.es_var.sum.copy_(es["sum"])
         s.es_var.sq.copy_(es["sq"])
-    for key in ("backtracks", "hist_psnr_gt", "hist_gap", "hist_var", "best_out", "best_psnr"):
+    for key in ("backtracks", "best_out", "best_psnr"):
         getattr(s, key).copy_(state[key])
+    for key in ("hist_psnr_gt", "hist_gap", "hist_var"):  # (cap, K): a save under a lower cap fills the first rows
+        getattr(s, key)[: len(state[key])].copy_(state[key])
     s.ema = state["ema"].to(device)
     s.log.rows = list(state["rows"])
     s.snapshots = dict(state["snapshots"])

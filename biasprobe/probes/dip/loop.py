@@ -275,7 +275,10 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
             if stopping:
                 steps_run = step + 1
                 break
-            if timer.due() and step % cfg.log_every == 0 and step < cfg.iters - 1:  # a regular log step: save
+            # a regular log step: save when due, and always at the last one before the cap (the fit runs to its cap
+            # from here: a higher cap can go on from this state, so it is kept beside the stored run)
+            at_cap = checkpoint is not None and cfg.stop == "peak" and step == log.last_regular
+            if (timer.due() or at_cap) and step % cfg.log_every == 0 and step < cfg.iters - 1:
                 now = time.perf_counter()
                 s = SimpleNamespace(net=net, opt=opt, guard=guard, backtracks=backtracks, ema=ema,
                                     hist_psnr_gt=hist_psnr_gt, hist_gap=hist_gap, hist_var=hist_var, best_out=best_out,
@@ -284,6 +287,8 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
                 checkpoint.save(ck_name, saved_state.capture(cfg, device, step, now - t0,
                                                              spent_before + now - entry, s))
                 timer.saved()
+                if at_cap:
+                    checkpoint.keep(ck_name)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t1 = time.perf_counter()
@@ -341,6 +346,8 @@ class LogStep:
         self.cfg, self.obs = cfg, obs
         steps = sorted(set(range(0, cfg.iters, cfg.log_every)) | {cfg.iters - 1})
         self.steps = set(steps)
+        # the last multiple of log_every before the cap's last step: the rule's last read (None: there is none)
+        self.last_regular = max((s for s in steps if s % cfg.log_every == 0 and s < cfg.iters - 1), default=None)
         self.snapshot_steps = set(np.array(steps)[np.linspace(0, len(steps) - 1, min(5, len(steps))).astype(int)])
         self.spectral = _SpectralRefs(cfg, obs.clean, obs.baseline) if cfg.spectral else None
         self.rows: list[tuple] = []

@@ -80,6 +80,17 @@ class DIPProbe(Probe):
 
         return extend(donor, donor_rid, fields)
 
+    def goes_on(self, donor_fields: dict, fields: dict) -> bool:
+        """The same fit under a higher cap, stop rule "peak" (``checkpoint.higher_cap``; the loop checks it again
+        against the saved state)."""
+        import dataclasses
+
+        from biasprobe.probes.dip.checkpoint import higher_cap
+        from biasprobe.probes.dip.config import DIPConfig
+
+        old, new = (dataclasses.asdict(DIPConfig(**f).resolved()) for f in (donor_fields, fields))
+        return higher_cap(old, new)
+
     def calibration_run(self, config) -> dict[str, pd.DataFrame]:
         """score = max psnr_gt of each seed; curves: psnr_gt and psnr_obs per log step."""
         import pandas as pd
