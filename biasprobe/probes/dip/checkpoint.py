@@ -10,7 +10,7 @@ number, on the same device and torch thread count (``tests/test_resume.py`` chec
 thread count, device, torch version or config is not used (a warning; the fit starts over). One exception: a save
 of the same fit under a lower cap (stop rule "peak"), which a fit that ran to its cap keeps at its last log step
 before the cap (``resume.KEPT``): the fit under the higher cap goes on from it, as it would have computed those
-steps itself.
+steps itself (its tables equal a fresh fit's; only the CLI's five snapshot images keep the lower cap's schedule).
 """
 
 from __future__ import annotations
