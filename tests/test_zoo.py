@@ -212,6 +212,18 @@ def test_zoo_report_from_synthetic_tables(tmp_path):
     for f in ("leaderboard.csv", "decoders.csv", "verdicts.csv", "gen_vs_pred.png"):
         assert (tmp_path / f).is_file()
     assert pd.read_csv(tmp_path / "leaderboard.csv").arch.nunique() == 12
+    assert "Not every fit of the row reached its peak" not in text  # every synthetic fit peaked
+
+
+def test_decoder_table_marks_gains_read_before_the_peak():
+    d = pd.DataFrame(dict(backbone="vit", variant=["T", "T"], decoder=["pixelshuffle", "bilinear"],
+                          gain_db=[2.9, 4.0], ci_low=[1.7, 2.4], ci_high=[4.2, 5.7], n_units=6, n_failed=0,
+                          gap_negative_step=[400.0, 17000.0], gap_censored_share=[0.0, 1.0],
+                          share_peak_reached=[1.0, 0.5], decoder_range=1.1))
+    md = Z._decoders_md(d, 0.95)
+    rows = [line for line in md.splitlines() if line.startswith("| vit")]
+    assert Z.TRUNCATED_MARK not in rows[0] and Z.TRUNCATED_MARK in rows[1]
+    assert "Not every fit of the row reached its peak" in md
 
 
 def test_runs_go_architecture_by_architecture():

@@ -286,13 +286,23 @@ def _leaderboard_md(lb: pd.DataFrame, ci: float) -> str:
     return R.markdown_table(t)
 
 
+TRUNCATED_MARK = "\u2020"  # a gain some of whose fits stopped before their peak
+
+
 def _decoders_md(d: pd.DataFrame, ci: float) -> str:
     if d.empty:
         return "No decoder ablation in this preset.\n"
-    t = d.assign(**{f"gain dB [{ci:.0%} CI]": [R.with_ci(v, lo, hi) for v, lo, hi in zip(d.gain_db, d.ci_low,
-                                                                                          d.ci_high)]})
-    return R.markdown_table(t[["backbone", "variant", "decoder", f"gain dB [{ci:.0%} CI]", "n_units", "n_failed",
-                               "gap_negative_step", "gap_censored_share", "share_peak_reached", "decoder_range"]])
+    short = d.share_peak_reached.fillna(1.0) < 1.0
+    cells = [R.with_ci(v, lo, hi) + (f" {TRUNCATED_MARK}" if s else "")
+             for v, lo, hi, s in zip(d.gain_db, d.ci_low, d.ci_high, short)]
+    t = d.assign(**{f"gain dB [{ci:.0%} CI]": cells})
+    table = R.markdown_table(t[["backbone", "variant", "decoder", f"gain dB [{ci:.0%} CI]", "n_units", "n_failed",
+                                "gap_negative_step", "gap_censored_share", "share_peak_reached", "decoder_range"]])
+    if short.any():
+        table += (f"\n{TRUNCATED_MARK} Not every fit of the row reached its peak (share_peak_reached < 1): its gain "
+                  "mixes peaks with the best psnr_gt before a stop that came first (the cap, or a collapse), a lower "
+                  "bound on those fits' peaks. It reads how fast they fit, not their peak, and no verdict uses it.\n")
+    return table
 
 
 def _refits_md(out: Path, meta: dict) -> list[str]:
