@@ -6,7 +6,7 @@ The sweep (``studies.sweep``) opens a :func:`scope` around each run it computes,
 CLI fit saves nothing). Within the folder each loop has its own file, named by the caller (a DIP fit: its seeds).
 The sweep removes the folder once the run is stored or recorded as failed; a killed sweep leaves it, and the next
 attempt resumes. A loop saves at most every ``every_s`` seconds (``EVERY_S``; ``BIASPROBE_CHECKPOINT_S`` overrides,
-0 turns saving off), each save atomic (a temporary file, then a rename), so a kill mid-save leaves the previous one.
+0 turns the timed saves off), each save atomic (a temporary file, then a rename), so a kill mid-save leaves the previous one.
 
 What a loop saves is its business; what it must guarantee is that a resumed run equals the uninterrupted one (the
 DIP loop's test checks that number for number). The seconds a killed attempt spent up to its last save are carried
@@ -29,6 +29,8 @@ import time
 import warnings
 from pathlib import Path
 
+from biasprobe.errors import BiasprobeError
+
 EVERY_S = 300.0  # seconds between saves: a killed run loses at most this much (plus a save's own time)
 FOLDER = "partial"
 KEPT = "at_cap"  # saves a loop asked to keep after its run is stored (a DIP fit's last state before its cap)
@@ -37,7 +39,8 @@ _CURRENT: contextvars.ContextVar["Checkpoint | None"] = contextvars.ContextVar("
 
 
 def every_s() -> float:
-    """Seconds between saves: ``BIASPROBE_CHECKPOINT_S`` if set (0: never save), else ``EVERY_S``."""
+    """Seconds between saves: ``BIASPROBE_CHECKPOINT_S`` if set (0: no timed saves; a state kept at a cap is still
+    saved), else ``EVERY_S``. A value that is not a number >= 0 is a one-line BiasprobeError."""
     raw = os.environ.get("BIASPROBE_CHECKPOINT_S")
     if raw is None or raw == "":
         return EVERY_S
@@ -46,7 +49,8 @@ def every_s() -> float:
     except ValueError:
         value = -1.0
     if not value >= 0:
-        raise ValueError(f"BIASPROBE_CHECKPOINT_S must be a number of seconds >= 0, got {raw!r}")
+        raise BiasprobeError(f"BIASPROBE_CHECKPOINT_S must be a number of seconds >= 0 (0: no timed saves), got "
+                             f"{raw!r}: set it to one, or unset it for the default {EVERY_S:g}")
     return value
 
 

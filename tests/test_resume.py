@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biasprobe import resume
+from biasprobe import BiasprobeError, resume
 from biasprobe.probes.dip import DIPConfig, run_dip
 from biasprobe.probes.dip import checkpoint as saved_state
 from biasprobe.studies.sweep import ResultStore, run_id, run_sweep
@@ -106,8 +106,12 @@ def test_no_save_outside_a_scope_or_when_turned_off(tmp_path, monkeypatch):
         run_dip(cfg(seeds=[0], iters=12), progress=False)
     assert calls == []
     monkeypatch.setenv("BIASPROBE_CHECKPOINT_S", "soon")
-    with pytest.raises(ValueError, match="BIASPROBE_CHECKPOINT_S"):
+    with pytest.raises(BiasprobeError, match="BIASPROBE_CHECKPOINT_S"):
         resume.every_s()
+    with pytest.raises(BiasprobeError, match="BIASPROBE_CHECKPOINT_S"):  # before any run of a sweep
+        run_sweep([dict(n=1, kill_at=-1, flag=str(tmp_path / "f"))], count, ResultStore(tmp_path / "s"),
+                  progress=False)
+    assert not (tmp_path / "s" / "runs").exists()
 
 
 # ---------------------------------------------------------------------------------------------------- the sweep

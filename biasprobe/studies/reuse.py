@@ -44,6 +44,9 @@ def sweep_reusing(configs, fn, store, donors=(), **kw) -> pd.DataFrame:
     """``sweep.run_sweep`` after taking over from ``donors`` (earlier stores) every run they can give (:func:`adopt`);
     the adopted runs' rows (and those of runs seeded with a donor's state at its cap) are in
     ``rows.attrs["adopted"]``."""
+    from biasprobe import resume
+
+    resume.every_s()  # a bad BIASPROBE_CHECKPOINT_S stops here, before anything is copied
     store = store if isinstance(store, ResultStore) else ResultStore(store)
     configs = list(configs)
     try:

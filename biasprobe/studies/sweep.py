@@ -624,6 +624,8 @@ def run_sweep(configs: Iterable[Mapping], fn: RunFn, store: ResultStore | str | 
     """
     from tqdm.auto import tqdm
 
+    resume.every_s()  # a bad BIASPROBE_CHECKPOINT_S is one line here, before any run (not a failure of each)
+
     store = store if isinstance(store, ResultStore) else ResultStore(store)
     unique: dict[str, dict] = {}
     for config in configs:
