@@ -204,10 +204,14 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
     # a killed attempt's last save, if there is one for this very fit: go on from the step after it
     ck_name, start, loop_before, spent_before = saved_state.name(cfg.seeds), 0, 0.0, 0.0
     state = checkpoint.load(ck_name) if checkpoint is not None else None
+    def loop_objects():  # what a save holds, as the loop's variables stand now
+        return SimpleNamespace(net=net, opt=opt, guard=guard, backtracks=backtracks, ema=ema,
+                               hist_psnr_gt=hist_psnr_gt, hist_gap=hist_gap, hist_var=hist_var, best_out=best_out,
+                               best_psnr=best_psnr, es_var=es_var, log=log, snapshots=snapshots, rule=rule, dead=dead,
+                               noise_gens=noise_gens)
+
     if saved_state.usable(state, cfg, device):
-        s = SimpleNamespace(net=net, opt=opt, guard=guard, backtracks=backtracks, ema=None, hist_psnr_gt=hist_psnr_gt,
-                            hist_gap=hist_gap, hist_var=hist_var, best_out=best_out, best_psnr=best_psnr,
-                            es_var=es_var, log=log, snapshots=snapshots, rule=rule, dead=dead, noise_gens=noise_gens)
+        s = loop_objects()
         saved_state.restore(state, s, device)
         ema, snapshots, rule, dead = s.ema, s.snapshots, s.rule, s.dead
         start, loop_before, spent_before = int(state["step"]) + 1, state["loop_seconds"], state["spent"]
@@ -278,14 +282,10 @@ def _fit(cfg: DIPConfig, clean: torch.Tensor, task_params: dict, device: torch.d
             # a regular log step: save when due, and always at the last one before the cap (the fit runs to its cap
             # from here: a higher cap can go on from this state, so it is kept beside the stored run)
             at_cap = checkpoint is not None and cfg.stop == "peak" and step == log.last_regular
-            if (timer.due() or at_cap) and step % cfg.log_every == 0 and step < cfg.iters - 1:
+            if step % cfg.log_every == 0 and step < cfg.iters - 1 and (at_cap or timer.due()):
                 now = time.perf_counter()
-                s = SimpleNamespace(net=net, opt=opt, guard=guard, backtracks=backtracks, ema=ema,
-                                    hist_psnr_gt=hist_psnr_gt, hist_gap=hist_gap, hist_var=hist_var, best_out=best_out,
-                                    best_psnr=best_psnr, es_var=es_var, log=log, snapshots=snapshots, rule=rule,
-                                    dead=dead, noise_gens=noise_gens)
                 checkpoint.save(ck_name, saved_state.capture(cfg, device, step, now - t0,
-                                                             spent_before + now - entry, s))
+                                                             spent_before + now - entry, loop_objects()))
                 timer.saved()
                 if at_cap:
                     checkpoint.keep(ck_name)
