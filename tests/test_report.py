@@ -334,3 +334,21 @@ def test_cost_section_says_what_was_taken_over_from_an_earlier_store(tmp_path):
     assert "Of these, 1 run (1.0 of the minutes) came from the store this plan continues" in md
     assert "made for this plan: 1, 2.0 minutes" in md
     assert "came from the store" not in "\n".join(R.cost_section(tmp_path, costs.drop(columns="taken_over"), {}))
+
+
+def test_peak_evidence_says_how_each_reached_peak_is_known():
+    # two peaks confirmed by a gap crossing, two watched to the cap without one (best standing 5,125 and 30,000
+    # steps); a truncated fit and a dead one are not counted
+    runs = pd.DataFrame({"arch": ["a", "a", "b", "b", "c", "d"], "image": ["x", "y", "x", "y", "x", "x"],
+                         "peak_reached": [True, True, True, True, False, True],
+                         "gap_negative_step": [700.0, 900.0, np.nan, np.nan, np.nan, np.nan],
+                         "stop_step": [1000, 1200, 39999, 39999, 39999, 1999],
+                         "max_psnr_gt_step": [400, 500, 34874, 9999, 39950, 1500],
+                         "peak_status": ["reached"] * 4 + ["not reached", "dead"]})
+    (line,) = R.peak_evidence_md(runs)
+    assert "How the 4 reached peaks are known" in line
+    assert "2 had their gap cross" in line and "2 had none before it" in line
+    assert "5,125 to 30,000 steps" in line and "fewest: b/x, best at step 34,874 of 40,000" in line
+    assert R.peak_evidence_md(runs.drop(columns="gap_negative_step")) == []
+    assert R.peak_evidence_md(runs[runs.peak_reached & runs.gap_negative_step.notna()])[0].endswith(
+        "0 had none before it.")

@@ -552,6 +552,7 @@ def runs_md(runs: pd.DataFrame) -> list[str]:
                f"fitted a colour, not an image, so it has no peak; counted as failed): **{names(t[dead_fits(t)])}**."]
     md += [f"- Collapsed (psnr_obs stuck far below its best; stopped there, gap time censored at the collapse): "
            f"**{names(collapsed)}**."]
+    md += peak_evidence_md(t)
     if "steps_run" in t and "iters" in t:
         saved = 1 - t.steps_run.sum() / t.iters.sum()
         md += [f"- Stopping after the peak ran {int(t.steps_run.sum())} steps (summed over runs) of the "
@@ -563,6 +564,30 @@ def runs_md(runs: pd.DataFrame) -> list[str]:
             if c in t]
     md += [markdown_table(t[cols]), ""]
     return md
+
+
+def peak_evidence_md(runs: pd.DataFrame) -> list[str]:
+    """How the reached peaks are known (descriptive; verdicts use the plan's rule): a fit whose gap crossed went on
+    to fit the noise, DIP's post-peak regime; one with no crossing before its stop had its best standing for
+    ``stop_step - max_psnr_gt_step`` steps, which this line gives (fewest first), so a reader sees how far past its
+    peak each was watched."""
+    need = ("peak_reached", "gap_negative_step", "stop_step", "max_psnr_gt_step")
+    if not all(c in runs for c in need):
+        return []
+    r = runs[runs.peak_reached.astype(bool) & ~dead_fits(runs)]
+    if not len(r):
+        return []
+    crossed = r.gap_negative_step.notna()
+    watch = (r.stop_step - r.max_psnr_gt_step)[~crossed].sort_values()
+    line = (f"- How the {len(r)} reached peaks are known (descriptive): {int(crossed.sum())} had their gap cross "
+            f"before the stop (the net went on to fit the noise, DIP's post-peak regime); {len(watch)} had none "
+            "before it")
+    if len(watch):
+        low = r.loc[watch.index[0]]
+        line += (f", their best standing {int(watch.iloc[0]):,} to {int(watch.iloc[-1]):,} steps before the stop "
+                 f"(median {int(watch.median()):,}; fewest: {low.arch}/{low.image}, best at step "
+                 f"{int(low.max_psnr_gt_step):,} of {int(low.stop_step) + 1:,})")
+    return [line + "."]
 
 
 def dead_fits(runs: pd.DataFrame) -> pd.Series:
