@@ -93,17 +93,25 @@ def _take(store: ResultStore, rid: str, put) -> bool:
     return bool(put()) and store.done(rid)
 
 
+def _same_fit(donor: ResultStore, config, by_key: dict) -> tuple:
+    """(probe, fields, the donor's runs of the same fit under another budget: its probe's ``extend_key``), or
+    (None, None, []) when ``config`` has no such key (calibration configs are flat: never). ``by_key`` caches each
+    donor's index."""
+    probe = PROBES.get(config.get("probe")) if isinstance(config, dict) else None
+    fields = config.get("config") if probe is not None else None
+    key = probe.extend_key(fields) if isinstance(fields, dict) else None
+    if key is None:
+        return None, None, []
+    if (donor, probe.name) not in by_key:
+        by_key[donor, probe.name] = _index_by_key(donor, probe)
+    return probe, fields, by_key[donor, probe.name].get(key, [])
+
+
 def _extend(store: ResultStore, donor: ResultStore, config, rid: str, by_key: dict) -> dict | None:
     """Store the run ``config`` asks as an extension of one of the donor's runs (its probe's ``extend``); the
     adoption's row, or None."""
-    probe = PROBES.get(config.get("probe")) if isinstance(config, dict) else None
-    fields = config.get("config") if probe is not None else None
-    key = probe.extend_key(fields) if isinstance(fields, dict) else None  # calibration configs are flat: never
-    if key is None:
-        return None
-    if (donor, probe.name) not in by_key:
-        by_key[donor, probe.name] = _index_by_key(donor, probe)
-    for cand in by_key[donor, probe.name].get(key, []):
+    probe, fields, cands = _same_fit(donor, config, by_key)
+    for cand in cands:
         got = probe.extend(donor, cand, fields)
         if got is None:
             continue
@@ -124,15 +132,11 @@ def _go_on(store: ResultStore, donor: ResultStore, config, rid: str, by_key: dic
     (a killed attempt of its own) is left as it is."""
     from biasprobe import resume
 
-    probe = PROBES.get(config.get("probe")) if isinstance(config, dict) else None
-    fields = config.get("config") if probe is not None else None
-    key = probe.extend_key(fields) if isinstance(fields, dict) else None
     target = store.root / resume.FOLDER / rid
-    if key is None or target.exists():
+    if target.exists():
         return None
-    if (donor, probe.name) not in by_key:
-        by_key[donor, probe.name] = _index_by_key(donor, probe)
-    for cand in by_key[donor, probe.name].get(key, []):
+    probe, fields, cands = _same_fit(donor, config, by_key)
+    for cand in cands:
         kept = donor.root / resume.KEPT / cand
         if not kept.is_dir() or not any(kept.iterdir()) or not probe.goes_on(donor.config(cand)["config"], fields):
             continue
