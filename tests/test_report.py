@@ -352,3 +352,20 @@ def test_peak_evidence_says_how_each_reached_peak_is_known():
     assert R.peak_evidence_md(runs.drop(columns="gap_negative_step")) == []
     assert R.peak_evidence_md(runs[runs.peak_reached & runs.gap_negative_step.notna()])[0].endswith(
         "0 had none before it.")
+
+
+def test_power_section_shows_the_plans_power_calculation_even_when_every_row_is_decided():
+    meta = {"preset": {"analysis": {"power": {
+        "method": "noncentral t, one-sided alpha 0.025", "choice": "6 images",
+        "rows": [{"row": "gain rows", "note": "6 images give 80% power for d = 1.4"},
+                 {"row": "c: rho < 0.5", "note": "20 architectures (min 17)"}]}}}}
+    decided = pd.DataFrame({"hypothesis": ["c"], "comparison": ["rho"], "metric": ["rho"], "verdict": ["supported"],
+                            "decisive": [True], "reason": [""], "power_note": [""]})
+    md = "\n".join(G.power_md(decided, meta))
+    assert "## Power, as planned before the runs" in md and "Method: noncentral t, one-sided alpha 0.025." in md
+    assert "- gain rows: 6 images give 80% power for d = 1.4." in md and "- c: rho < 0.5: 20 architectures (min 17)." in md
+    assert "- Choice: 6 images." in md and "undecided rows" not in md
+    undecided = decided.assign(verdict="inconclusive", reason="underpowered", power_note="12 images would")
+    md = "\n".join(G.power_md(undecided, meta))
+    assert md.index("as planned") < md.index("## Power of the undecided rows") and "12 images would" in md
+    assert G.power_md(decided, {}) == [] and G.power_md(decided) == []

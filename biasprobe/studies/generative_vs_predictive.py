@@ -231,16 +231,34 @@ def seed_spread(dip: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def power_md(verd: pd.DataFrame) -> list[str]:
-    """One power line per inconclusive decisive row that has one: how many units (images, seeds) would give 80%
-    power at its observed effect and spread (noncentral t), or why none would."""
-    if "power_note" not in verd:
+def planned_power_md(meta: dict) -> list[str]:
+    """The plan's power calculation (``analysis.power``: method, a note per row, the choice it led to), as written
+    before the runs, so a reader sees each verdict beside the power the plan expected it to have."""
+    preset = meta.get("preset") if isinstance(meta, dict) else None
+    power = ((preset or {}).get("analysis") or {}).get("power") if isinstance(preset, dict) else None
+    if not isinstance(power, dict):
         return []
+    md = ["## Power, as planned before the runs", ""]
+    if power.get("method"):
+        md += [f"Method: {power['method']}.", ""]
+    md += [f"- {r.get('row', '')}: {r.get('note', '')}." for r in power.get("rows") or [] if isinstance(r, dict)]
+    if power.get("choice"):
+        md += [f"- Choice: {power['choice']}."]
+    return md + [""]
+
+
+def power_md(verd: pd.DataFrame, meta: dict | None = None) -> list[str]:
+    """The plan's power calculation (:func:`planned_power_md`), then one power line per inconclusive decisive row
+    that has one: how many units (images, seeds) would give 80% power at its observed effect and spread
+    (noncentral t), or why none would."""
+    planned = planned_power_md(meta or {})
+    if "power_note" not in verd:
+        return planned
     rows = verd[(verd.verdict == "inconclusive") & verd.decisive.astype(bool)
                 & verd.power_note.fillna("").astype(bool)]
     if not len(rows):
-        return []
-    md = ["## Power of the undecided rows", "",
+        return planned
+    md = planned + ["## Power of the undecided rows", "",
           "For each decisive row not decided: the units that would give it 80% power (one-sided, alpha as planned) "
           "at the effect and spread observed so far, a planning guide, not a result.", ""]
     md += [f"- ({r.hypothesis}) {r.comparison} on {r.metric} ({r.reason}): {r.power_note}." for r in rows.itertuples()]
@@ -448,7 +466,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
     md += R.plateau_md(clf, t.get("clf_epochs"))
     if runs is not None and len(runs):
         write_atomic(out / "dip_runs.csv", runs.to_csv(index=False))
-    md += power_md(verd)
+    md += power_md(verd, meta)
     md += ["## Readings", ""]
     for h in sorted(verd.hypothesis.unique()):
         md += [R.reading(verd, h, ci), ""]

@@ -383,7 +383,7 @@ def write_report(out_dir, tables: dict, analysis: dict, meta: dict) -> Path:
            "bilinear = x2 bilinear + 1x1 conv stages; transposed = 4x4 stride-2 transposed conv stages), alone (T), "
            "with convs after (T+kc) or before (kc+T). decoder_range: the largest minus the smallest mean gain over "
            "the decoders for that backbone and variant. Full table: `decoders.csv`.", "", _decoders_md(dec, ci)]
-    md += G.power_md(verd)
+    md += G.power_md(verd, meta)
     md += R.runs_md(runs)
     md += _refits_md(out, meta)
     md += R.plateau_md(t.get("clf_summary"), t.get("clf_epochs"))
