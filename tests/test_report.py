@@ -363,8 +363,11 @@ def test_power_section_shows_the_plans_power_calculation_even_when_every_row_is_
                             "decisive": [True], "reason": [""], "power_note": [""]})
     md = "\n".join(G.power_md(decided, meta))
     assert "## Power, as planned before the runs" in md and "Method: noncentral t, one-sided alpha 0.025." in md
-    assert "- gain rows: 6 images give 80% power for d = 1.4." in md and "- c: rho < 0.5: 20 architectures (min 17)." in md
-    assert "- Choice: 6 images." in md and "undecided rows" not in md
+    assert "| gain rows | 6 images give 80% power for d = 1.4 |" in md and "| c: rho < 0.5 | 20 architectures (min 17) |" in md
+    assert "Choice: 6 images." in md and "undecided rows" not in md
+    meta["preset"]["analysis"]["power"]["rows"][0].update(images_for_80=27, power_at_24=0.75)
+    md = "\n".join(G.power_md(decided, meta))  # fields a row has beside its note are columns; the note comes last
+    assert "| row | images_for_80 | power_at_24 | note |" in md and "| gain rows | 27 | 0.75 | 6 images" in md
     undecided = decided.assign(verdict="inconclusive", reason="underpowered", power_note="12 images would")
     md = "\n".join(G.power_md(undecided, meta))
     assert md.index("as planned") < md.index("## Power of the undecided rows") and "12 images would" in md

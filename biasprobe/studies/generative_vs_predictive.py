@@ -241,9 +241,13 @@ def planned_power_md(meta: dict) -> list[str]:
     md = ["## Power, as planned before the runs", ""]
     if power.get("method"):
         md += [f"Method: {power['method']}.", ""]
-    md += [f"- {r.get('row', '')}: {r.get('note', '')}." for r in power.get("rows") or [] if isinstance(r, dict)]
+    rows = [r for r in power.get("rows") or [] if isinstance(r, dict)]
+    if rows:  # one row per planned row, every field the plan gave it (pilot effect, units for 80% power, a note)
+        table = pd.DataFrame(rows)
+        md += [R.markdown_table(table[[c for c in table if c != "note"] + (["note"] if "note" in table else [])]
+                                .fillna("")), ""]
     if power.get("choice"):
-        md += [f"- Choice: {power['choice']}."]
+        md += [f"Choice: {power['choice']}."]
     return md + [""]
 
 
