@@ -601,6 +601,26 @@ def dead_fits(runs: pd.DataFrame) -> pd.Series:
     return dead
 
 
+def planned_power_md(meta: dict) -> list[str]:
+    """The plan's power calculation (``analysis.power``: method, a note per row, the choice it led to), as written
+    before the runs, so a reader sees each verdict beside the power the plan expected it to have."""
+    preset = meta.get("preset") if isinstance(meta, dict) else None
+    power = ((preset or {}).get("analysis") or {}).get("power") if isinstance(preset, dict) else None
+    if not isinstance(power, dict):
+        return []
+    md = ["## Power, as planned before the runs", ""]
+    if power.get("method"):
+        md += [f"Method: {power['method']}.", ""]
+    rows = [r for r in power.get("rows") or [] if isinstance(r, dict)]
+    if rows:  # one row per planned row, every field the plan gave it (pilot effect, units for 80% power, a note)
+        table = pd.DataFrame(rows)
+        md += [markdown_table(table[[c for c in table if c != "note"] + (["note"] if "note" in table else [])]
+                                .fillna("")), ""]
+    if power.get("choice"):
+        md += [f"Choice: {power['choice']}."]
+    return md + [""]
+
+
 def plan_lines(plan: dict | None) -> list[str]:
     """The report's first lines about its analysis plan: file, sha256, images, and whether every run was made
     under it (``plan``: file, sha256, n_images, images, runs_under, runs_other, runs_unlogged, missing_units)."""

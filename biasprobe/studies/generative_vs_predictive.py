@@ -231,31 +231,11 @@ def seed_spread(dip: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def planned_power_md(meta: dict) -> list[str]:
-    """The plan's power calculation (``analysis.power``: method, a note per row, the choice it led to), as written
-    before the runs, so a reader sees each verdict beside the power the plan expected it to have."""
-    preset = meta.get("preset") if isinstance(meta, dict) else None
-    power = ((preset or {}).get("analysis") or {}).get("power") if isinstance(preset, dict) else None
-    if not isinstance(power, dict):
-        return []
-    md = ["## Power, as planned before the runs", ""]
-    if power.get("method"):
-        md += [f"Method: {power['method']}.", ""]
-    rows = [r for r in power.get("rows") or [] if isinstance(r, dict)]
-    if rows:  # one row per planned row, every field the plan gave it (pilot effect, units for 80% power, a note)
-        table = pd.DataFrame(rows)
-        md += [R.markdown_table(table[[c for c in table if c != "note"] + (["note"] if "note" in table else [])]
-                                .fillna("")), ""]
-    if power.get("choice"):
-        md += [f"Choice: {power['choice']}."]
-    return md + [""]
-
-
 def power_md(verd: pd.DataFrame, meta: dict | None = None) -> list[str]:
-    """The plan's power calculation (:func:`planned_power_md`), then one power line per inconclusive decisive row
-    that has one: how many units (images, seeds) would give 80% power at its observed effect and spread
+    """The plan's power calculation (:func:`report.planned_power_md`), then one power line per inconclusive decisive
+    row that has one: how many units (images, seeds) would give 80% power at its observed effect and spread
     (noncentral t), or why none would."""
-    planned = planned_power_md(meta or {})
+    planned = R.planned_power_md(meta or {})
     if "power_note" not in verd:
         return planned
     rows = verd[(verd.verdict == "inconclusive") & verd.decisive.astype(bool)
