@@ -6,7 +6,8 @@ The sweep (``studies.sweep``) opens a :func:`scope` around each run it computes,
 CLI fit saves nothing). Within the folder each loop has its own file, named by the caller (a DIP fit: its seeds).
 The sweep removes the folder once the run is stored or recorded as failed; a killed sweep leaves it, and the next
 attempt resumes. A loop saves at most every ``every_s`` seconds (``EVERY_S``; ``BIASPROBE_CHECKPOINT_S`` overrides,
-0 turns the timed saves off), each save atomic (a temporary file, then a rename), so a kill mid-save leaves the previous one.
+0 turns the timed saves off), each save atomic (a temporary file, then a rename), so a kill mid-save leaves the
+previous one.
 
 What a loop saves is its business; what it must guarantee is that a resumed run equals the uninterrupted one (the
 DIP loop's test checks that number for number). The seconds a killed attempt spent up to its last save are carried

@@ -604,8 +604,9 @@ def dead_fits(runs: pd.DataFrame) -> pd.Series:
 def planned_power_md(meta: dict) -> list[str]:
     """The plan's power calculation (``analysis.power``: method, a note per row, the choice it led to), as written
     before the runs, so a reader sees each verdict beside the power the plan expected it to have."""
-    preset = meta.get("preset") if isinstance(meta, dict) else None
-    power = ((preset or {}).get("analysis") or {}).get("power") if isinstance(preset, dict) else None
+    power = meta
+    for key in ("preset", "analysis", "power"):
+        power = power.get(key) if isinstance(power, dict) else None
     if not isinstance(power, dict):
         return []
     md = ["## Power, as planned before the runs", ""]
